@@ -1,0 +1,107 @@
+"""CLI conventions shared by ``tx`` and ``tx-bd``.
+
+Results go to stdout, messages to stderr.  ``--json`` prints exactly one JSON
+document whose amounts are exact decimal numbers (``178.2``), never float noise.
+Exit codes: 0 done, 1 refused or user error, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from token_exchange.amounts import Units, to_decimal
+
+
+def dumps(data: Any) -> str:
+    import simplejson
+
+    return simplejson.dumps(data, use_decimal=True, indent=2, ensure_ascii=False, default=_default)
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(dumps(data) + "\n")
+
+
+def amount(units: Units) -> Decimal:
+    return to_decimal(units)
+
+
+def message(text: str) -> None:
+    """A message for people: stderr, so stdout stays a clean result."""
+    sys.stderr.write(text + "\n")
+
+
+def console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(soft_wrap=False)
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+          right: Sequence[str] = (), caption: str | None = None) -> None:
+    """A rich table on stdout (plain when piped)."""
+    from rich.table import Table
+
+    t = Table(title=title, caption=caption)
+    for col in columns:
+        t.add_column(col, justify="right" if col in right else "left")
+    for row in rows:
+        t.add_row(*(str(c) for c in row))
+    console().print(t)
+
+
+def run_cli(app: Any, prog: str, argv: Sequence[str] | None = None,
+            on_error: Callable[[str], None] | None = None) -> int:
+    """Run a typer app with our exit codes and one-line errors (``--debug`` re-raises)."""
+    import click
+
+    from token_exchange.errors import UserError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    want_json = "--json" in args
+
+    def fail(msg: str, code: int) -> int:
+        msg = " ".join(msg.split()) or "failed"
+        sys.stderr.write(f"{prog}: error: {msg}\n")
+        if want_json and code == 1:
+            emit_json({"error": msg})
+        return code
+
+    try:
+        app(args=args, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.UsageError as e:
+        e.show()
+        return 2
+    except click.Abort:
+        return fail("aborted", 1)
+    except click.ClickException as e:
+        return fail(e.format_message(), 1)
+    except UserError as e:
+        if debug:
+            raise
+        return fail(str(e), e.exit_code)
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        if debug:
+            raise
+        return fail(f"{e.strerror or e}: {getattr(e, 'filename', '') or ''}", 1)
+    return 0

@@ -1,0 +1,189 @@
+"""Reward rules as pure functions: no I/O, no clock, no ledger.
+
+commit reward = agent base rate x contract multiplier x keyword bonus, capped by
+what is left of the contract's budget; issue reward = priority tokens x type
+multiplier.  Every result carries its breakdown so users see *why*.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from token_exchange.amounts import Units, fmt, round_reward
+from token_exchange.config import BonusGroup, CommitRules, Config, Contract
+from token_exchange.errors import UserError
+
+SCISSORS = re.compile(r"^# -+ >8 -+$", re.M)
+FIXUP = re.compile(r"^(fixup|squash|amend)! ")
+REVERT = re.compile(r'^Revert "|^Reapply "|^This reverts commit [0-9a-f]{7,}', re.M)
+MAX_MESSAGE = 65536
+MAX_PROJECT = 200
+TYPE_ALIASES = {"enhancement": "feature", "feat": "feature", "doc": "docs", "documentation": "docs"}
+
+
+def clean_message(text: str, comment_char: str = "#") -> str:
+    """The message git will record: drop everything after the scissors line and comments."""
+    m = SCISSORS.search(text)
+    if m:
+        text = text[: m.start()]
+    lines = [ln for ln in text.splitlines() if not ln.startswith(comment_char)]
+    return "\n".join(lines).strip()[:MAX_MESSAGE]
+
+
+@lru_cache(maxsize=64)
+def _keyword_re(keywords: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\b(" + "|".join(re.escape(k) for k in keywords) + r")\b", re.IGNORECASE)
+
+
+def keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusGroup | None, str]:
+    """The matching bonus group with the highest multiplier (no compounding) and its keyword."""
+    best: tuple[BonusGroup | None, str] = (None, "")
+    text = message[:MAX_MESSAGE]
+    for group in bonuses:
+        m = _keyword_re(group.keywords).search(text)
+        if m and (best[0] is None or group.multiplier > best[0].multiplier):
+            best = (group, m.group(1).lower())
+    return best
+
+
+def match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:
+    """First contract whose pattern fully matches ``project``; "default" catches the rest.
+
+    Patterns are user-supplied regexes: matched with a timeout so a pathological
+    pattern cannot hang a commit.
+    """
+    import regex
+
+    project = project[:MAX_PROJECT]
+    for c in contracts:
+        if c.pattern is None:
+            return c
+        try:
+            if regex.fullmatch(c.pattern, project, timeout=0.05):
+                return c
+        except TimeoutError:
+            raise UserError(f"contract {c.name!r}: pattern {c.pattern!r} took too long on project "
+                            f"{project[:40]!r} (catastrophic backtracking?); simplify it") from None
+    return contracts[-1]
+
+
+def exclusion(message: str, parents: int, rules: CommitRules) -> str | None:
+    """Why a commit earns nothing by the commit rules, or None."""
+    if parents > 1 and not rules.pay_merges:
+        return "merge commit"
+    if FIXUP.match(message) and not rules.pay_fixups:
+        return "fixup/squash commit"
+    if REVERT.search(message) and not rules.pay_reverts:
+        return "revert"
+    return None
+
+
+@dataclass(frozen=True)
+class CommitReward:
+    agent: str
+    project: str
+    base_rate: Decimal
+    contract: str
+    multiplier: Decimal
+    bonus_group: str
+    keyword: str
+    bonus: Decimal
+    gross: Units
+    amount: Units
+    budget: Units
+    budget_left: Units
+    capped: bool
+    excluded: str | None
+
+    @property
+    def reason(self) -> str:
+        if self.excluded:
+            return f"{self.excluded}: earns nothing"
+        why = f"{self.base_rate} base x {self.multiplier} ({self.contract}) x {self.bonus}"
+        why += f" ({self.keyword})" if self.keyword else " (no keyword)"
+        if self.capped:
+            why += (f", capped to {fmt(self.amount)}: contract budget exhausted" if self.amount == 0
+                    else f", capped from {fmt(self.gross)} to the {fmt(self.amount)} left in the contract budget")
+        return why
+
+    def breakdown(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"base_rate": str(self.base_rate), "contract": self.contract,
+                             "multiplier": str(self.multiplier), "bonus": str(self.bonus),
+                             "gross": fmt(self.gross), "budget_left": fmt(self.budget_left)}
+        if self.keyword:
+            d["keyword"] = self.keyword
+            d["bonus_group"] = self.bonus_group
+        if self.capped:
+            d["capped"] = 1
+        if self.excluded:
+            d["excluded"] = self.excluded
+        return d
+
+
+def commit_reward(cfg: Config, agent: str, project: str, message: str, parents: int = 1,
+                  contract_paid: Units = 0) -> CommitReward:
+    """What a commit by ``agent`` on ``project`` earns, given what its contract has paid."""
+    a = cfg.agent(agent)
+    contract = match_contract(cfg.contracts, project)
+    group, keyword = keyword_bonus(cfg.bonuses, message)
+    bonus = group.multiplier if group else Decimal(1)
+    excluded = exclusion(message, parents, cfg.commit_rules)
+    gross = 0 if excluded else round_reward(a.base_rate * contract.multiplier * bonus)
+    left = max(contract.budget - contract_paid, 0)
+    amount = min(gross, left)
+    return CommitReward(agent, project, a.base_rate, contract.name, contract.multiplier,
+                        group.name if group else "", keyword, bonus, gross, amount, contract.budget, left,
+                        amount < gross, excluded)
+
+
+@dataclass(frozen=True)
+class IssueReward:
+    priority: str
+    base: Decimal
+    issue_type: str
+    multiplier: Decimal
+    multiplier_from: str
+    amount: Units
+
+    @property
+    def reason(self) -> str:
+        return f"{self.priority} {self.base} x {self.multiplier} ({self.multiplier_from})"
+
+    def breakdown(self) -> dict[str, Any]:
+        return {"priority": self.priority, "priority_tokens": str(self.base), "issue_type": self.issue_type,
+                "multiplier": str(self.multiplier), "multiplier_from": self.multiplier_from}
+
+
+def priority_label(priority: Any) -> str:
+    """bd priorities are integers 0-4 (P0-P4); accept "P2"/"p2"/"2" too."""
+    if isinstance(priority, bool):
+        raise UserError(f"invalid priority {priority!r}")
+    if isinstance(priority, int):
+        if not 0 <= priority <= 9:
+            raise UserError(f"priority {priority} is out of range 0-9")
+        return f"P{priority}"
+    text = str(priority).strip().upper()
+    if re.fullmatch(r"P?[0-9]", text):
+        return "P" + text[-1]
+    raise UserError(f"invalid priority {str(priority)[:20]!r}")
+
+
+def issue_reward(cfg: Config, priority: Any, issue_type: str, labels: tuple[str, ...] = ()) -> IssueReward:
+    """Priority tokens x the highest applicable type multiplier (type or a label named after a type)."""
+    label = priority_label(priority)
+    if label not in cfg.issue_priority:
+        raise UserError(f"no reward configured for priority {label} (issues.priority)")
+    base = cfg.issue_priority[label]
+    kind = TYPE_ALIASES.get(issue_type.lower(), issue_type.lower()) if issue_type else "task"
+    mult, source = cfg.issue_types.get(kind, cfg.default_type_multiplier), (
+        f"type {kind}" if kind in cfg.issue_types else f"type {kind} (default)")
+    for lab in labels:
+        lab_l = str(lab).lower()
+        m = cfg.issue_types.get(lab_l)
+        if m is not None and m > mult:
+            mult, source = m, f"label {lab_l}"
+    return IssueReward(label, base, kind, mult, source, round_reward(base * mult))
