@@ -1,0 +1,115 @@
+"""Shared fixtures: isolated git identity and config, temp repos, an exchange home, CLI runners."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Claude",
+    "GIT_AUTHOR_EMAIL": "claude@aygp-dr.ai",
+    "GIT_COMMITTER_NAME": "Claude",
+    "GIT_COMMITTER_EMAIL": "claude@aygp-dr.ai",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+@pytest.fixture(scope="session")
+def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One pre-commit cache for the whole session (environments are slow to build)."""
+    return tmp_path_factory.mktemp("pre-commit-home")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pre_commit_home: Path) -> Iterator[None]:
+    """Never touch the developer's HOME, git config or exchange."""
+    home = tmp_path / "userhome"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+    monkeypatch.setenv("PRE_COMMIT_HOME", str(pre_commit_home))
+    for k, v in GIT_ENV.items():
+        monkeypatch.setenv(k, v)
+    for k in ("TOKEN_EXCHANGE_HOME", "TOKEN_EXCHANGE_NOW", "GIT_DIR", "GIT_WORK_TREE", "BEADS_DIR", "BD_ACTOR",
+              "BEADS_ACTOR", "BD_JSON_ENVELOPE", "GIT_NOTES_REF", "PRE_COMMIT"):
+        monkeypatch.delenv(k, raising=False)
+    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n")
+    yield
+
+
+def git(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fresh git repository on branch main with one commit."""
+    path = tmp_path / "nexushive-setup"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / "README").write_text("hello\n")
+    git(path, "add", "README")
+    git(path, "commit", "-q", "--no-verify", "-m", "initial")
+    return path
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out, parse_float=Decimal)
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+        input: str | None = None) -> Result:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, input=input,
+                          env={**os.environ, **(env or {})})
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def tx(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
+    """Run the real `tx` console entry point in a subprocess."""
+    return run([sys.executable, "-m", "token_exchange", *args], cwd=cwd, env=env)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An initialised exchange home (TOML backend, seed defaults)."""
+    path = tmp_path / "exchange"
+    r = tx("--home", str(path), "init")
+    assert r.code == 0, r.err
+    return path
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run `tx` in-process (fast) with our exit-code conventions; returns Result."""
+    from token_exchange.cli import app
+    from token_exchange.output import run_cli
+
+    def invoke(*args: str) -> Result:
+        capsys.readouterr()
+        code = run_cli(app, "tx", list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
