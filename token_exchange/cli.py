@@ -260,9 +260,9 @@ def status(as_json: Json = False) -> None:
 
 def _register_extensions() -> None:
     """Commands that live in their own modules (spending, git, report, simulation)."""
-    from token_exchange import cli_git, cli_report, cli_sim, cli_spend
+    from token_exchange import cli_git, cli_notes, cli_report, cli_sim, cli_spend
 
-    for mod in (cli_spend, cli_git, cli_report, cli_sim):
+    for mod in (cli_spend, cli_git, cli_notes, cli_report, cli_sim):
         mod.register(app)
 
 
