@@ -61,12 +61,23 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
     console().print(t)
 
 
+def _click_exceptions():  # type: ignore[no-untyped-def]
+    """typer >= 0.20 vendors click as ``typer._click``; older typer uses click itself."""
+    try:
+        from typer._click import exceptions  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions
+    return exceptions
+
+
 def run_cli(app: Any, prog: str, argv: Sequence[str] | None = None,
             on_error: Callable[[str], None] | None = None) -> int:
     """Run a typer app with our exit codes and one-line errors (``--debug`` re-raises)."""
-    import click
-
     from token_exchange.errors import UserError
+
+    import typer
+
+    exc = _click_exceptions()
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -83,14 +94,14 @@ def run_cli(app: Any, prog: str, argv: Sequence[str] | None = None,
 
     try:
         app(args=args, prog_name=prog, standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.UsageError as e:
+    except exc.UsageError as e:
         e.show()
         return 2
-    except click.Abort:
+    except typer.Abort:
         return fail("aborted", 1)
-    except click.ClickException as e:
+    except exc.ClickException as e:
         return fail(e.format_message(), 1)
     except UserError as e:
         if debug:
