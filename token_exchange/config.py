@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -117,6 +118,11 @@ def default_text() -> str:
     return resources.files("token_exchange").joinpath("defaults.toml").read_text("utf-8")
 
 
+@lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    return tomllib.loads(default_text(), parse_float=Decimal)
+
+
 def load(path: Path | None) -> Config:
     """Load and validate a config file; ``None`` gives the built-in defaults."""
     if path is None:
@@ -204,7 +210,7 @@ class _Validator:
         return Limits(**vals)
 
     def config(self, path: Path | None) -> Config:
-        defaults = tomllib.loads(default_text(), parse_float=Decimal) if path else self.raw
+        defaults = _defaults()
         raw = self.table(self.raw, "", {"exchange", "agents", "models", "contracts", "bonuses",
                                         "commit_rules", "issues", "limits"})
         get = lambda k: raw.get(k, defaults[k])  # noqa: E731

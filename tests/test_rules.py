@@ -1,0 +1,196 @@
+"""Reward rules and exact amounts: the seed's worked figures and the edge cases around them."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from token_exchange import config, rewards
+from token_exchange.amounts import SCALE, fmt, round_cost, round_reward, split, to_decimal, to_units
+from token_exchange.errors import ConfigError, UserError
+
+CFG = config.load(None)
+
+
+def tokens(units: int) -> Decimal:
+    return to_decimal(units)
+
+
+# --- the seed's worked figures -------------------------------------------------------
+def test_p2_bug_pays_300_times_1_5() -> None:
+    r = rewards.issue_reward(CFG, 2, "bug")
+    assert (r.base, r.multiplier) == (Decimal(300), Decimal("1.5"))
+    assert tokens(r.amount) == 450
+
+
+@pytest.mark.parametrize("priority,kind,expected", [
+    (1, "security", 1000), (1, "bug", 750), (2, "feature", 300), (3, "task", 120), (4, "docs", 45),
+    (4, "chore", "37.5"), ("P5", "chore", 25), (0, "bug", 750),
+])
+def test_issue_table(priority: object, kind: str, expected: object) -> None:
+    assert tokens(rewards.issue_reward(CFG, priority, kind).amount) == Decimal(str(expected))
+
+
+def test_unknown_type_gets_default_and_label_can_raise_it() -> None:
+    assert rewards.issue_reward(CFG, 2, "epic").multiplier == 1
+    r = rewards.issue_reward(CFG, 2, "task", ("frontend", "security"))
+    assert (r.multiplier, r.multiplier_from, tokens(r.amount)) == (2, "label security", 600)
+    # A label never lowers the multiplier: the highest applicable wins.
+    assert rewards.issue_reward(CFG, 2, "bug", ("docs",)).multiplier == Decimal("1.5")
+
+
+@pytest.mark.parametrize("bad", [-1, 10, "P", "high", True])
+def test_bad_priority(bad: object) -> None:
+    with pytest.raises(UserError):
+        rewards.issue_reward(CFG, bad, "bug")
+
+
+def test_commit_reward_is_rate_times_contract_times_bonus() -> None:
+    r = rewards.commit_reward(CFG, "claude", "nexushive-setup", "fix: null deref in parser")
+    assert (r.base_rate, r.multiplier, r.bonus, r.keyword) == (150, 2, Decimal("1.5"), "fix")
+    assert tokens(r.amount) == 450
+    r = rewards.commit_reward(CFG, "zero", "scheme-compiler", "refactor: tidy")
+    assert tokens(r.amount) == Decimal("194.4")  # 90 x 1.8 x 1.2
+    r = rewards.commit_reward(CFG, "observer", "elsewhere", "wip")
+    assert (r.contract, tokens(r.amount)) == ("default", 100)
+
+
+@pytest.mark.parametrize("message,keyword", [
+    ("fix: x", "fix"), ("fix(parser): x", "fix"), ("feat!: x\n\nsecurity hardening", "security"),
+    ("FIX the thing", "fix"), ("add tests", ""), ("prefix handling", ""), ("bugfix: x", ""),
+    ("docs: readme", "docs"), ("Refactor and test", "test"), ("hotfix + fix", "hotfix"),
+])
+def test_keywords_are_whole_words_and_highest_wins(message: str, keyword: str) -> None:
+    group, kw = rewards.keyword_bonus(CFG.bonuses, message)
+    assert kw == keyword
+
+
+@pytest.mark.parametrize("message,parents,why", [
+    ("Merge branch 'x'", 2, "merge commit"), ("fixup! fix: x", 1, "fixup/squash commit"),
+    ("squash! x", 1, "fixup/squash commit"), ("amend! x", 1, "fixup/squash commit"),
+    ('Revert "fix: x"\n\nThis reverts commit 0123456789abcdef.', 1, "revert"),
+])
+def test_excluded_commits_earn_nothing(message: str, parents: int, why: str) -> None:
+    r = rewards.commit_reward(CFG, "claude", "p", message, parents)
+    assert (r.excluded, r.amount) == (why, 0)
+
+
+def test_contract_budget_caps_then_exhausts() -> None:
+    budget = CFG.contracts[-1].budget  # default: 10,000 tokens
+    r = rewards.commit_reward(CFG, "claude", "p", "fix", contract_paid=budget - 100 * SCALE)
+    assert (tokens(r.gross), tokens(r.amount), r.capped) == (225, 100, True)
+    assert "capped from 225 to the 100 left" in r.reason
+    r = rewards.commit_reward(CFG, "claude", "p", "fix", contract_paid=budget)
+    assert (r.amount, r.capped) == (0, True)
+    assert "exhausted" in r.reason
+
+
+def test_first_full_match_wins() -> None:
+    assert rewards.match_contract(CFG.contracts, "scheme-lisp").name == "scheme-.*"
+    assert rewards.match_contract(CFG.contracts, "my-scheme-lisp").name == "default"
+    assert rewards.match_contract(CFG.contracts, "nexushive-setup-2").name == "default"
+
+
+def test_clean_message_drops_comments_and_scissors() -> None:
+    text = "fix: x\n# Please enter\nbody\n# ------------------------ >8 ------------------------\nsecurity diff"
+    assert rewards.clean_message(text) == "fix: x\nbody"
+
+
+# --- amounts -------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["NaN", "nan", "inf", "-inf", "1e999", "-5", "0", "0.00001", "abc", "", "1" * 50])
+def test_hostile_amounts_refused(bad: str) -> None:
+    with pytest.raises(UserError):
+        to_units(bad)
+
+
+def test_amount_text_is_exact() -> None:
+    assert fmt(to_units("178.2")) == "178.2"
+    assert fmt(to_units("0.0001")) == "0.0001"
+    assert str(to_decimal(to_units("450.0"))) == "450"
+    assert round_cost(Decimal("0.00005")) == 1  # costs round up
+    assert round_reward(Decimal("0.00005")) == 0 and round_reward(Decimal("0.00015")) == 2  # half-even
+
+
+def test_seed_llm_price_is_exact() -> None:
+    # 5,000 claude-opus tokens at 15 per 1K = 75; 1 llama token = 0.0001 = one unit.
+    assert round_cost(Decimal(5000) / 1000 * CFG.model("claude-opus").cost_per_1k) == 75 * SCALE
+    assert round_cost(Decimal(1) / 1000 * CFG.model("llama3.2").cost_per_1k) == 1
+
+
+@given(st.integers(0, 10**12), st.dictionaries(st.text("abcdef", min_size=1, max_size=3), st.integers(0, 10**9),
+                                             min_size=1, max_size=8))
+def test_split_sums_exactly_and_is_proportional(total: int, weights: dict[str, int]) -> None:
+    shares = split(total, weights)
+    whole = sum(weights.values())
+    if whole == 0:
+        assert set(shares.values()) == {0}
+        return
+    assert sum(shares.values()) == total
+    for name, w in weights.items():
+        exact = Decimal(total) * w / whole
+        assert abs(shares[name] - exact) < 1
+
+
+def test_sixty_forty() -> None:
+    assert split(100 * SCALE, {"a": 600, "b": 400}) == {"a": 60 * SCALE, "b": 40 * SCALE}
+
+
+# --- config validation ---------------------------------------------------------------
+def parse(text: str) -> config.Config:
+    return config.parse(text, None)
+
+
+def test_defaults_are_the_seed_tables() -> None:
+    assert {a: str(CFG.agents[a].base_rate) for a in CFG.agents} == {
+        "claude": "150", "builder": "120", "lambda": "110", "spark": "115", "observer": "100", "zero": "90"}
+    assert CFG.agent("builder").model_for("coding") == "qwen2.5-coder"
+    assert CFG.agent("builder").model_for("planning") == "claude-sonnet"
+    assert CFG.agent("builder").model_for("chat") == "qwen2.5-coder"
+    assert tokens(CFG.limits.burst) == 500 and tokens(CFG.starting_balance) == 10000
+    assert [c.name for c in CFG.contracts] == ["nexushive-setup", "claude-monitor", "scheme-.*", "default"]
+
+
+@pytest.mark.parametrize("patch,needle", [
+    ('[exchange]\nbogus = 1\n', "exchange.bogus: unknown key"),
+    ('[[contracts]]\nname = "x"\nmultiplier = -1\nbudget = 5\n[[contracts]]\nname = "default"\nbudget = 1\n',
+     "contracts[0].multiplier: must be a positive number"),
+    ('[[contracts]]\nname = "x"\nmultiplier = 0\nbudget = 5\n[[contracts]]\nname = "default"\nbudget = 1\n',
+     "must be a positive number"),
+    ('[[contracts]]\nname = "x"\npattern = "(unclosed"\nbudget = 5\n[[contracts]]\nname = "default"\nbudget = 1\n',
+     "invalid regex"),
+    ('[[contracts]]\nname = "default"\nbudget = 1\n[[contracts]]\nname = "x"\nbudget = 5\n', "must be"),
+    ('[agents.x]\nbase_rate = 1\nprimary_llm = "nope"\n', "unknown model"),
+    ('[agents."../../x"]\nbase_rate = 1\nprimary_llm = "llama3.2"\n', "agent names"),
+    ('[agents.x]\nbase_rate = nan\nprimary_llm = "llama3.2"\n', "not a finite number"),
+    ('[agents.x]\nbase_rate = 1\nprimary_llm = "llama3.2"\n[agents.x]\nlevel = 2\n', "invalid TOML"),
+    ('[limits]\nhourly = -5\ndaily = 1\nburst = 1\nreserve = 1\n', "limits.hourly"),
+])
+def test_config_errors_name_the_key(patch: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(patch)
+    assert needle in str(e.value)
+
+
+def test_config_error_names_the_line() -> None:
+    with pytest.raises(ConfigError, match=r"<defaults>:3: exchange.bogus"):
+        parse("# a\n[exchange]\nbogus = 1\n")
+
+
+def test_duplicate_emails_refused() -> None:
+    text = ('[agents.a]\nbase_rate = 1\nprimary_llm = "llama3.2"\nemails = ["x@y"]\n'
+            '[agents.b]\nbase_rate = 1\nprimary_llm = "llama3.2"\nemails = ["X@y"]\n')
+    with pytest.raises(ConfigError, match="already belongs"):
+        parse(text)
+
+
+def test_catastrophic_regex_does_not_hang() -> None:
+    cfg = parse('[[contracts]]\nname = "evil"\npattern = "(a|aa)+$"\nbudget = 5\n'
+                '[[contracts]]\nname = "default"\nbudget = 1\n')
+    start = time.monotonic()
+    with pytest.raises(UserError, match="took too long"):
+        rewards.match_contract(cfg.contracts, "a" * 60 + "!")
+    assert time.monotonic() - start < 5
