@@ -152,8 +152,13 @@ class Exchange:
             return self.ledger.append(txn)
 
     def commit(self, email: str, project: str, message: str, *, reward_id: str | None = None,
-               sha: str = "", parents: int = 1, co_authors: Sequence[str] = ()) -> CommitOutcome:
-        """Pay a commit once per reward id.  Co-authoring agents share it equally (largest remainder)."""
+               sha: str = "", parents: int = 1, co_authors: Sequence[str] = (),
+               also_paid: Sequence[str] = ()) -> CommitOutcome:
+        """Pay a commit once per reward id.  Co-authoring agents share it equally (largest remainder).
+
+        ``also_paid``: other ids of the same change (extra trailers of a squash, the commit an amend or
+        rebase rewrote): if any of them was paid, this commit pays nothing new.
+        """
         message = clean_text(message, limit=65536)
         project = clean_text(project, limit=200)
         if reward_id is None:
@@ -170,6 +175,11 @@ class Exchange:
             return CommitOutcome(reward_id, None, unmatched=email)
         with self.ledger.locked() as idx:
             paid = idx.by_ref(ref)
+            for other in also_paid:
+                if paid:
+                    break
+                if other and other != reward_id:
+                    paid = idx.by_ref(f"commit:{other}")
             if paid:
                 return CommitOutcome(reward_id, None, already_paid=paid)
             lead = agents[0]
