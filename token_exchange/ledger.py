@@ -31,9 +31,10 @@ from token_exchange.storage import file_lock
 Clock = Callable[[], datetime]
 
 # open: starting balance; earn: commit; award: direct/issue; spend: LLM charge; hold/settle/release:
-# two-phase reservations; contribute/pool_spend/refund/credit: pools; transfer; reversal: corrections.
+# two-phase reservations; contribute/pool_spend/refund/credit: pools; transfer; reversal: corrections;
+# pool: a zero-amount pool metadata record (create/join/leave/dissolve, see pools.py).
 KINDS = ("open", "earn", "award", "spend", "hold", "settle", "release", "transfer", "contribute", "pool_spend",
-         "refund", "credit", "reversal")
+         "refund", "credit", "reversal", "pool")
 EARN_KINDS = ("earn", "award")
 SPEND_KINDS = ("spend", "settle")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}")
@@ -205,8 +206,14 @@ CREATE TABLE IF NOT EXISTS stats(agent TEXT NOT NULL, kind TEXT NOT NULL, total 
 CREATE TABLE IF NOT EXISTS projects(agent TEXT NOT NULL, project TEXT NOT NULL, earned INTEGER NOT NULL,
   PRIMARY KEY(agent, project));
 CREATE TABLE IF NOT EXISTS contracts(contract TEXT PRIMARY KEY, paid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS holds(account TEXT PRIMARY KEY, agent TEXT NOT NULL, amount INTEGER NOT NULL,
+  ts INTEGER NOT NULL, expires INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS holds_agent ON holds(agent);
+CREATE INDEX IF NOT EXISTS holds_expires ON holds(expires) WHERE expires > 0;
+CREATE TABLE IF NOT EXISTS pool_stats(pool TEXT NOT NULL, agent TEXT NOT NULL, kind TEXT NOT NULL,
+  total INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY(pool, agent, kind));
 """
-INDEX_VERSION = "1"
+INDEX_VERSION = "2"
 
 
 class Index:
@@ -223,7 +230,8 @@ class Index:
     def reset(self) -> None:
         self.db.executescript("DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS txns; DROP TABLE IF EXISTS accounts;"
                               "DROP TABLE IF EXISTS stats; DROP TABLE IF EXISTS projects;"
-                              "DROP TABLE IF EXISTS contracts;" + SCHEMA)
+                              "DROP TABLE IF EXISTS contracts; DROP TABLE IF EXISTS holds;"
+                              "DROP TABLE IF EXISTS pool_stats;" + SCHEMA)
         self.db.execute("INSERT INTO meta VALUES('version', ?)", (INDEX_VERSION,))
 
     def close(self) -> None:
@@ -280,6 +288,21 @@ class Index:
         if contract and t.kind in EARN_KINDS:
             cur.execute("INSERT INTO contracts VALUES(?, ?) ON CONFLICT(contract) DO UPDATE"
                         " SET paid = paid + excluded.paid", (contract, t.amount))
+        # Open reservations (hold:ID accounts with money in them), so limits never scan history.
+        # A hold whose breakdown has ``ttl`` (seconds) expires at ts + ttl.
+        if t.payee.startswith("hold:"):
+            ttl = t.breakdown.get("ttl", 0)
+            expires = ts_micros(t.ts) + ttl * 1_000_000 if isinstance(ttl, int) and ttl > 0 else 0
+            cur.execute("INSERT INTO holds VALUES(?, ?, ?, ?, ?) ON CONFLICT(account) DO UPDATE"
+                        " SET amount = amount + excluded.amount", (t.payee, t.agent, t.amount, ts_micros(t.ts),
+                                                                   expires))
+        if t.payer.startswith("hold:"):
+            cur.execute("UPDATE holds SET amount = amount - ? WHERE account=?", (t.amount, t.payer))
+            cur.execute("DELETE FROM holds WHERE account=? AND amount <= 0", (t.payer,))
+        # Per-pool, per-agent totals by kind (contribute/credit/refund/pool_spend), see pools.py.
+        if t.ref.startswith("pool:"):
+            cur.execute("INSERT INTO pool_stats VALUES(?, ?, ?, ?, 1) ON CONFLICT(pool, agent, kind) DO UPDATE"
+                        " SET total = total + excluded.total, count = count + 1", (t.ref, t.agent, t.kind, t.amount))
 
     # --- queries -----------------------------------------------------------------
     def get(self, id: str) -> Txn | None:
@@ -322,6 +345,21 @@ class Index:
         return self.db.execute(f"SELECT ts, amount FROM txns WHERE agent=? AND kind IN ({marks}) AND ts >= ?"
                                f" ORDER BY ts", (agent, *kinds, since_us)).fetchall()
 
+    def open_holds(self, agent: str) -> list[tuple[str, Units, int, int]]:
+        """(account, amount, ts, expires) of the agent's open reservations, oldest first."""
+        return self.db.execute("SELECT account, amount, ts, expires FROM holds WHERE agent=? ORDER BY ts, account",
+                               (agent,)).fetchall()
+
+    def expired_holds(self, now_us: int) -> list[tuple[str, str, Units]]:
+        """(account, agent, amount) of open reservations whose expiry is at or before ``now_us``."""
+        return self.db.execute("SELECT account, agent, amount FROM holds WHERE expires > 0 AND expires <= ?"
+                               " ORDER BY expires, account", (now_us,)).fetchall()
+
+    def pool_totals(self, pool_ref: str) -> dict[tuple[str, str], Units]:
+        """{(agent, kind): total} of the money moved under ``ref = pool_ref``."""
+        rows = self.db.execute("SELECT agent, kind, total FROM pool_stats WHERE pool=?", (pool_ref,)).fetchall()
+        return {(a, k): v for a, k, v in rows}
+
     def by_ref(self, ref: str) -> list[Txn]:
         rows = self.db.execute("SELECT data FROM txns WHERE ref=? ORDER BY seq", (ref,))
         return [Txn.from_json(json.loads(r[0])) for r in rows]
@@ -342,6 +380,29 @@ class Index:
                                    f" ORDER BY seq", kinds)
         for r in rows:
             yield Txn.from_json(json.loads(r[0]))
+
+
+def settle(idx: Index, txns: list[Txn]) -> tuple[list[Txn], bool]:
+    """Merging journals (``chained = False``, e.g. git notes) can hold two records of one id with
+    different content (two clones paid the same change differently).  Every replica settles it the same
+    way: the earliest ``(ts, hash)`` wins.  Returns the records to index and whether an already indexed
+    record lost (then the caller rebuilds the index).  ``tx doctor`` still reports every such conflict."""
+    best: dict[str, Txn] = {}
+    for t in txns:
+        cur = best.get(t.id)
+        if cur is None or (cur.fingerprint() != t.fingerprint() and (t.ts, t.hash) < (cur.ts, cur.hash)):
+            best[t.id] = t
+    out: list[Txn] = []
+    rebuild = False
+    for t in txns:
+        if best.get(t.id) is not t:
+            continue
+        old = idx.get(t.id)
+        if old is None or old.fingerprint() == t.fingerprint():
+            out.append(t)
+        elif (t.ts, t.hash) < (old.ts, old.hash):
+            rebuild = True
+    return out, rebuild
 
 
 class Ledger:
@@ -379,6 +440,12 @@ class Ledger:
             expect = idx.meta("last_hash") or ""
             if txns[0].prev != expect:
                 raise UserError("ledger chain is broken at the indexed position; run `tx doctor`")
+        if not self.journal.chained:
+            txns, rebuild = settle(idx, txns)
+            if rebuild:  # a record that wins over one already indexed: rebuild from the whole journal
+                txns, new_pos, _ = self.journal.read_from("")
+                idx.reset()
+                txns, _ = settle(idx, txns)
         idx.add(txns, new_pos, last)
 
     def fresh(self) -> Index:
