@@ -91,6 +91,20 @@ def tx(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -
     return run([sys.executable, "-m", "token_exchange", *args], cwd=cwd, env=env)
 
 
+def tx_inproc(*args: str) -> Result:
+    """Run `tx` in this process (much faster than a subprocess; same exit-code conventions)."""
+    import contextlib
+    import io
+
+    from token_exchange.cli import app
+    from token_exchange.output import run_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_cli(app, "tx", list(args))
+    return Result(code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """An initialised exchange home (TOML backend, seed defaults)."""

@@ -235,6 +235,8 @@ def doctor(repair: Annotated[bool, typer.Option(help="Rebuild derived state; nev
     else:
         for line in report.repaired:
             out.message(f"repaired: {line}")
+        for line in report.notes:
+            out.message(f"note: {line}")
         for line in report.problems:
             out.message(f"problem: {line}")
         verdict = "consistent" if report.ok else "NOT consistent"

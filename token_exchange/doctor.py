@@ -9,12 +9,14 @@ deletes or edits a transaction.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from token_exchange.amounts import fmt
 from token_exchange.errors import UserError
 from token_exchange.ledger import Index, Ledger, Txn
+from token_exchange.storage import file_lock
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Report:
     agents: int = 0
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     torn_bytes: int = 0
 
     @property
@@ -31,7 +34,8 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "transactions": self.transactions, "agents": self.agents,
-                "problems": self.problems, "repaired": self.repaired, "torn_bytes": self.torn_bytes}
+                "problems": self.problems, "repaired": self.repaired, "notes": self.notes,
+                "torn_bytes": self.torn_bytes}
 
 
 def fold(txns: list[Txn], report: Report, chained: bool) -> dict[str, int]:
@@ -61,7 +65,8 @@ def fold(txns: list[Txn], report: Report, chained: bool) -> dict[str, int]:
 def check(ledger: Ledger, repair: bool = False) -> Report:
     report = Report()
     journal = ledger.journal
-    with ledger.locked() if repair else _nolock():
+    # The raw lock, not ledger.locked(): that would catch up (and cut a torn tail) before we look.
+    with file_lock(journal.lock_path()) if repair else nullcontext():
         try:
             txns, torn = journal.read_all()
         except UserError as e:
@@ -75,13 +80,15 @@ def check(ledger: Ledger, repair: bool = False) -> Report:
                 report.repaired.append(f"moved a torn write of {len(torn.data)} bytes at byte {torn.offset} "
                                        "to ledger.torn (it was never acknowledged)")
             else:
-                report.problems.append(f"torn write of {len(torn.data)} bytes at byte {torn.offset} "
-                                       "(a killed writer); `tx doctor --repair` moves it aside")
+                # Never acknowledged, so not part of the ledger: the next write (or --repair) moves it aside.
+                report.notes.append(f"ignored a torn write of {len(torn.data)} bytes at byte {torn.offset} "
+                                    "(a killed writer, never acknowledged); `tx doctor --repair` moves it aside")
         balances = fold(txns, report, journal.chained)
         report.agents = sum(1 for a in balances if ":" not in a)
         if any("chain broken" in p or "appears twice" in p or "negative" in p for p in report.problems):
             return report
-        stale = _compare_index(ledger.index, balances, report.transactions, journal.end() if torn is None else None)
+        stale = _compare_index(ledger.index, balances, report.transactions, journal.end() if torn is None else None,
+                               journal)
         if stale:
             if repair:
                 idx = ledger.index
@@ -93,10 +100,11 @@ def check(ledger: Ledger, repair: bool = False) -> Report:
     return report
 
 
-def _compare_index(idx: Index, balances: dict[str, int], count: int, end: str | None) -> str:
+def _compare_index(idx: Index, balances: dict[str, int], count: int, end: str | None,
+                   journal: object = None) -> str:
     if end is not None and (idx.meta("position") or "") not in (end,):
         # Behind is normal (catch-up happens on the next read); compare after catching up.
-        return "" if _is_behind(idx, end) else "index position is past the end of the journal"
+        return "" if _is_behind(idx, end, journal) else "index position is past the end of the journal"
     if idx.count() != count:
         return f"index has {idx.count()} transactions, journal {count}"
     indexed = idx.accounts()
@@ -106,14 +114,9 @@ def _compare_index(idx: Index, balances: dict[str, int], count: int, end: str | 
     return ""
 
 
-def _is_behind(idx: Index, end: str) -> bool:
+def _is_behind(idx: Index, end: str, journal: object = None) -> bool:
+    behind = getattr(journal, "is_behind", None)  # journals whose positions are not offsets (git notes)
+    if behind is not None:
+        return bool(behind(idx.meta("position") or "", end))
     pos = idx.meta("position") or "0"
     return pos.isdigit() and end.isdigit() and int(pos) < int(end)
-
-
-class _nolock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
