@@ -361,7 +361,8 @@ class Index:
         return {(a, k): v for a, k, v in rows}
 
     def by_ref(self, ref: str) -> list[Txn]:
-        rows = self.db.execute("SELECT data FROM txns WHERE ref=? ORDER BY seq", (ref,))
+        # "ref != ''" lets SQLite use the partial index txns_ref (with a bound parameter it cannot infer it).
+        rows = self.db.execute("SELECT data FROM txns WHERE ref=? AND ref != '' ORDER BY seq", (ref,))
         return [Txn.from_json(json.loads(r[0])) for r in rows]
 
     def contract_paid(self, contract: str) -> Units:
