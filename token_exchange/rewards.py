@@ -56,9 +56,14 @@ def match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:
     Patterns are user-supplied regexes: matched with a timeout so a pathological
     pattern cannot hang a commit.
     """
+    return _match_contract(contracts, project[:MAX_PROJECT])
+
+
+@lru_cache(maxsize=256)
+def _match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:
+    """Memoised: a report prices thousands of commits on one project (a timeout raises, so is never cached)."""
     import regex
 
-    project = project[:MAX_PROJECT]
     for c in contracts:
         if c.pattern is None:
             return c
@@ -133,11 +138,19 @@ def commit_reward(cfg: Config, agent: str, project: str, message: str, parents: 
     bonus = group.multiplier if group else Decimal(1)
     excluded = exclusion(message, parents, cfg.commit_rules)
     gross = 0 if excluded else round_reward(a.base_rate * contract.multiplier * bonus)
-    left = max(contract.budget - contract_paid, 0)
-    amount = min(gross, left)
-    return CommitReward(agent, project, a.base_rate, contract.name, contract.multiplier,
-                        group.name if group else "", keyword, bonus, gross, amount, contract.budget, left,
-                        amount < gross, excluded)
+    uncapped = CommitReward(agent, project, a.base_rate, contract.name, contract.multiplier,
+                            group.name if group else "", keyword, bonus, gross, gross, contract.budget,
+                            contract.budget, False, excluded)
+    return with_budget(uncapped, contract_paid)
+
+
+def with_budget(reward: CommitReward, contract_paid: Units) -> CommitReward:
+    """The same reward capped by what is left of its contract's budget after ``contract_paid``."""
+    left = max(reward.budget - contract_paid, 0)
+    amount = min(reward.gross, left)
+    r = reward
+    return CommitReward(r.agent, r.project, r.base_rate, r.contract, r.multiplier, r.bonus_group, r.keyword,
+                        r.bonus, r.gross, amount, r.budget, left, amount < r.gross, r.excluded)
 
 
 @dataclass(frozen=True)

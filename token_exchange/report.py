@@ -1,0 +1,698 @@
+"""The per-pull-request earnings report: who earns what from a range of commits, and why.
+
+CI is the authority (client hooks can be skipped), so the report recomputes every
+reward from history with the pure rules in ``rewards``:
+
+* the commits are ``merge-base(base, head)..head``, read with ONE ``git log``
+  (NUL-separated fields) plus, when reward ids are wanted, the batched
+  ``rewardid.patch_ids`` pipeline (two processes) -- never one process per commit;
+* the rules come from the **base** revision's config read from git
+  (``git show BASE:.exchange/config.toml``), never from the working tree, so a
+  pull request that edits the config to pay itself gains nothing; the config
+  diff between base and head is reported separately for reviewers;
+* contract budgets are applied across the commits oldest first, starting from
+  what the ledger says is already paid under the contract (0 without a ledger);
+* with a ledger, each commit shows whether it is already paid (``commit:<id>``).
+
+Rendering: ``render_markdown`` (a PR comment: < 60 KB, stable hidden marker,
+untrusted text escaped, no @-mention pings), ``render_text``, ``to_json``.
+Output is deterministic: no clock, no dates.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import secrets
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from token_exchange import config as config_mod
+from token_exchange.amounts import Units, fmt, split, to_decimal
+from token_exchange.config import Config
+from token_exchange.errors import ConfigError, UserError, clean_text
+from token_exchange.identities import agent_for, co_author_emails
+from token_exchange.rewardid import patch_ids, reward_id, trailer_ids
+from token_exchange.rewards import CommitReward, commit_reward, exclusion, keyword_bonus, match_contract, with_budget
+
+MARKER = "<!-- token-exchange-report -->"
+DEFAULT_CONFIG_PATH = ".exchange/config.toml"
+MAX_MARKDOWN = 60_000  # bytes; GitHub comments allow 65,536 characters
+COLLAPSE_OVER = 15  # commit tables longer than this go in <details>
+MAX_SUBJECT = 100
+MAX_NAME = 60
+MAX_UNMATCHED_SHOWN = 50
+MAX_DIFF = 8_000
+MAX_CONFIG_BYTES = 1_000_000
+HINT = "add it to [agents.NAME] emails in .exchange/config.toml"
+
+
+# --- collecting ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class RawCommit:
+    sha: str
+    parents: tuple[str, ...]
+    email: str
+    name: str
+    message: str
+
+
+def _run(repo: Path, *args: str, check: bool = True) -> bytes:
+    try:
+        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True)
+    except FileNotFoundError:
+        raise UserError("git is not installed") from None
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise UserError(f"git {args[0]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
+    return proc.stdout
+
+
+def resolve_range(repo: Path, base: str, head: str) -> tuple[str, str, str]:
+    """(base sha, head sha, merge-base sha); a shallow clone or unrelated histories are refused."""
+    base_sha, head_sha = _rev(repo, base, "--base"), _rev(repo, head, "--head")
+    mb = subprocess.run(["git", "merge-base", base_sha, head_sha], cwd=repo, capture_output=True)
+    if mb.returncode != 0:
+        raise UserError(f"{base[:40]} and {head[:40]} have no merge base (shallow clone? use fetch-depth: 0)")
+    return base_sha, head_sha, mb.stdout.decode().split()[0]
+
+
+def read_commits(repo: Path, merge_base: str, head: str) -> list[RawCommit]:
+    """Every commit in merge_base..head, oldest first, with one ``git log``."""
+    # A random boundary per run: a commit message cannot forge a record separator.
+    tok = secrets.token_hex(12)
+    fmt_ = f"%x00{tok}%H%x00%P%x00%aE%x00%aN%x00%B"
+    data = _run(repo, "-c", "log.showSignature=false", "log", "--no-color", "--topo-order", "--reverse",
+                "--no-show-signature", f"--format={fmt_}", f"{merge_base}..{head}", "--")
+    out: list[RawCommit] = []
+    sep = b"\x00" + tok.encode()
+    for rec in data.split(sep)[1:]:
+        parts = rec.split(b"\x00", 4)
+        if len(parts) != 5:  # pragma: no cover - git always prints every field
+            continue
+        sha, parents, email, name, body = parts
+        if body.endswith(b"\n"):
+            body = body[:-1]  # the newline git adds between records
+        out.append(RawCommit(sha.decode("ascii"), tuple(parents.decode("ascii").split()),
+                             email.decode("utf-8", "replace"), name.decode("utf-8", "replace"),
+                             body.decode("utf-8", "replace")))
+    return out
+
+
+def config_text_at(repo: Path, rev: str, path: str) -> str | None:
+    """The config file's text at a revision, or None when the file is not there."""
+    proc = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=repo, capture_output=True)
+    if proc.returncode != 0:
+        return None
+    if len(proc.stdout) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{rev[:12]}:{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    return proc.stdout.decode("utf-8", "replace")
+
+
+def rules_at(repo: Path, rev: str, path: str) -> tuple[Config, str | None]:
+    """The reward rules at ``rev`` (built-in defaults when the file is absent there)."""
+    text = config_text_at(repo, rev, path)
+    if text is None:
+        return config_mod.parse(config_mod.default_text(), None), None
+    return config_mod.parse(text, Path(f"{rev[:12]}:{path}")), text
+
+
+# --- rule changes --------------------------------------------------------------------
+def rule_changes(base_cfg: Config, base_text: str | None, head_text: str | None, head_rev: str,
+                 path: str) -> dict[str, Any]:
+    """What the pull request changes in the rules (none of it applies to this report)."""
+    if (base_text or "") == (head_text or ""):
+        return {"changed": False, "changes": [], "diff": "", "diff_truncated": False, "head_error": ""}
+    changes: list[str] = []
+    head_error = ""
+    head_cfg: Config | None = None
+    if head_text is None:
+        changes.append(f"{path} is deleted (the built-in defaults would apply)")
+        head_cfg = config_mod.parse(config_mod.default_text(), None)
+    else:
+        try:
+            head_cfg = config_mod.parse(head_text, Path(f"{head_rev[:12]}:{path}"))
+        except ConfigError as e:
+            head_error = clean_text(str(e), limit=300)
+    if head_cfg is not None:
+        changes.extend(_semantic_changes(base_cfg, head_cfg))
+    diff = "".join(difflib.unified_diff((base_text or "").splitlines(True), (head_text or "").splitlines(True),
+                                        f"base:{path}", f"head:{path}", n=1))
+    truncated = len(diff) > MAX_DIFF
+    if truncated:
+        diff = diff[:MAX_DIFF]
+    return {"changed": True, "changes": changes, "diff": diff, "diff_truncated": truncated,
+            "head_error": head_error}
+
+
+def _semantic_changes(a: Config, b: Config) -> list[str]:
+    out: list[str] = []
+    for name in sorted(set(a.agents) | set(b.agents)):
+        x, y = a.agents.get(name), b.agents.get(name)
+        if x is None and y is not None:
+            out.append(f"agent {name} added (base rate {y.base_rate}, emails {', '.join(y.emails) or 'none'})")
+        elif y is None and x is not None:
+            out.append(f"agent {name} removed")
+        elif x is not None and y is not None:
+            if x.base_rate != y.base_rate:
+                out.append(f"agent {name}: base rate {x.base_rate} -> {y.base_rate}")
+            if x.emails != y.emails:
+                added = [e for e in y.emails if e not in x.emails]
+                removed = [e for e in x.emails if e not in y.emails]
+                what = "; ".join(p for p in (f"added {', '.join(added)}" if added else "",
+                                             f"removed {', '.join(removed)}" if removed else "") if p)
+                out.append(f"agent {name}: emails {what}")
+    ca = {c.name: c for c in a.contracts}
+    cb = {c.name: c for c in b.contracts}
+    for name in list(ca) + [n for n in cb if n not in ca]:
+        x, y = ca.get(name), cb.get(name)
+        if x is None and y is not None:
+            out.append(f"contract {name} added (x{y.multiplier}, budget {fmt(y.budget)})")
+        elif y is None:
+            out.append(f"contract {name} removed")
+        elif x is not None:
+            if x.multiplier != y.multiplier:
+                out.append(f"contract {name}: multiplier {x.multiplier} -> {y.multiplier}")
+            if x.budget != y.budget:
+                out.append(f"contract {name}: budget {fmt(x.budget)} -> {fmt(y.budget)}")
+            if x.pattern != y.pattern:
+                out.append(f"contract {name}: pattern {x.pattern} -> {y.pattern}")
+    if [c.name for c in a.contracts] != [c.name for c in b.contracts] and set(ca) == set(cb):
+        out.append("contracts reordered (the first matching pattern wins)")
+    ba = {g.name: g for g in a.bonuses}
+    bb = {g.name: g for g in b.bonuses}
+    for name in list(ba) + [n for n in bb if n not in ba]:
+        x, y = ba.get(name), bb.get(name)
+        if x is None and y is not None:
+            out.append(f"bonus {name} added (x{y.multiplier}: {', '.join(y.keywords)})")
+        elif y is None:
+            out.append(f"bonus {name} removed")
+        elif x is not None:
+            if x.multiplier != y.multiplier:
+                out.append(f"bonus {name}: multiplier {x.multiplier} -> {y.multiplier}")
+            if x.keywords != y.keywords:
+                out.append(f"bonus {name}: keywords {', '.join(y.keywords)}")
+    for k in ("pay_merges", "pay_fixups", "pay_reverts"):
+        if getattr(a.commit_rules, k) != getattr(b.commit_rules, k):
+            out.append(f"commit_rules.{k}: {getattr(a.commit_rules, k)} -> {getattr(b.commit_rules, k)}")
+    for k in ("project", "backend", "unknown_author", "notes_ref"):
+        if getattr(a, k) != getattr(b, k):
+            out.append(f"exchange.{k}: {getattr(a, k)!r} -> {getattr(b, k)!r}")
+    return out
+
+
+# --- computing -----------------------------------------------------------------------
+@dataclass
+class CommitLine:
+    sha: str
+    parents: int
+    email: str
+    name: str
+    subject: str
+    agents: list[str]
+    reward: CommitReward | None
+    amount: Units  # what the commit earns: the ledger's figure when paid, else the rules'
+    shares: dict[str, Units]
+    reward_id: str | None = None
+    status: str | None = None  # None without a ledger; "paid" / "unpaid"
+    paid: Units = 0
+    overpaid: bool = False  # the ledger paid more than the base rules allow
+
+    @property
+    def excluded(self) -> str | None:
+        return self.reward.excluded if self.reward else None
+
+
+@dataclass
+class AgentTotal:
+    commits: int = 0
+    amount: Units = 0
+    paid: Units = 0
+    due: Units = 0
+
+
+@dataclass
+class ContractUse:
+    name: str
+    multiplier: str
+    budget: Units
+    paid_before: Units
+    this_pr: Units = 0
+
+    @property
+    def left(self) -> Units:
+        return max(self.budget - self.paid_before - self.this_pr, 0)
+
+
+@dataclass
+class Report:
+    base: str
+    head: str
+    merge_base: str
+    project: str
+    config_source: str
+    ledger: str | None
+    commits: list[CommitLine]
+    agents: dict[str, AgentTotal]
+    contracts: list[ContractUse]
+    unmatched: dict[str, int]
+    rules: dict[str, Any]
+    unknown_author: str = "ignore"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> Units:
+        return sum(a.amount for a in self.agents.values())
+
+
+LedgerLookup = Callable[[str], list[Any]]  # reward id -> txns paid under commit:<id>
+
+
+def compute(commits: Sequence[RawCommit], cfg: Config, project: str, *,
+            reward_ids: dict[str, str] | None = None, paid_lookup: LedgerLookup | None = None,
+            contract_paid: Callable[[str], Units] | None = None) -> tuple[list[CommitLine], dict[str, AgentTotal],
+                                                                            list[ContractUse], dict[str, int]]:
+    """Apply the rules to the commits oldest first, exactly as ``Exchange.commit`` would pay them."""
+    project = clean_text(project, limit=200)
+    uses: dict[str, ContractUse] = {}
+    agents: dict[str, AgentTotal] = {}
+    unmatched: dict[str, int] = {}
+    lines: list[CommitLine] = []
+    who: dict[str, str | None] = {}  # email -> agent, memoised (thousands of commits, a few authors)
+    contract = match_contract(cfg.contracts, project)
+    priced: dict[tuple[str, int, str, str, str | None], CommitReward] = {}
+    capped: dict[tuple[tuple[str, int, str, str, str | None], Units], CommitReward] = {}
+    for rc in commits:
+        message = clean_text(rc.message, limit=65536)
+        subject = message.split("\n", 1)[0] if message else ""
+        names: list[str] = []
+        for addr in (rc.email, *co_author_emails(message)):
+            if addr not in who:
+                who[addr] = agent_for(cfg, addr)
+            n = who[addr]
+            if n and n not in names:
+                names.append(n)
+        rid = reward_ids.get(rc.sha) if reward_ids is not None else None
+        if not names:
+            unmatched[rc.email] = unmatched.get(rc.email, 0) + 1
+            lines.append(CommitLine(rc.sha, len(rc.parents), rc.email, rc.name, subject, [], None, 0, {}, rid))
+            continue
+        use = uses.get(contract.name)
+        if use is None:
+            before = contract_paid(contract.name) if contract_paid else 0
+            use = uses[contract.name] = ContractUse(contract.name, str(contract.multiplier), contract.budget, before)
+        paid_txns = paid_lookup(rid) if (paid_lookup and rid) else []
+        # commit_reward depends on the message only through its bonus and exclusion: price each
+        # (agent, parents, bonus, exclusion) once, then apply the running budget.
+        group, keyword = keyword_bonus(cfg.bonuses, message)
+        key = (names[0], len(rc.parents), group.name if group else "", keyword,
+               exclusion(message, len(rc.parents), cfg.commit_rules))
+        uncapped = priced.get(key)
+        if uncapped is None:
+            uncapped = priced[key] = commit_reward(cfg, names[0], project, message, len(rc.parents), 0)
+        left = max(use.budget - use.paid_before - use.this_pr, 0)
+        reward = capped.get((key, left))
+        if reward is None:
+            reward = capped[(key, left)] = with_budget(uncapped, use.paid_before + use.this_pr)
+        line = CommitLine(rc.sha, len(rc.parents), rc.email, rc.name, subject, names, reward, 0, {}, rid)
+        if paid_lookup is not None:
+            line.status = "paid" if paid_txns else "unpaid"
+        if paid_txns:
+            # Already in the ledger (and so already in paid_before): report what was paid.
+            for t in paid_txns:
+                line.shares[t.agent] = line.shares.get(t.agent, 0) + t.amount
+            line.paid = line.amount = sum(line.shares.values())
+            line.overpaid = line.paid > reward.gross
+        else:
+            line.amount = reward.amount
+            line.shares = {names[0]: reward.amount} if len(names) == 1 else split(reward.amount,
+                                                                                   {a: 1 for a in names})
+            use.this_pr += reward.amount
+        for a, amt in line.shares.items():
+            tot = agents.setdefault(a, AgentTotal())
+            tot.commits += 1
+            tot.amount += amt
+            if line.status == "paid":
+                tot.paid += amt
+            else:
+                tot.due += amt
+        lines.append(line)
+    if not uses:
+        c = contract
+        uses[c.name] = ContractUse(c.name, str(c.multiplier), c.budget, contract_paid(c.name) if contract_paid else 0)
+    return lines, dict(sorted(agents.items())), list(uses.values()), unmatched
+
+
+def _needs_patch_id(rc: RawCommit) -> bool:
+    return len(rc.parents) <= 1 and not trailer_ids(rc.message)
+
+
+def compute_reward_ids(repo: Path, commits: Sequence[RawCommit]) -> dict[str, str]:
+    """Reward ids for all commits: trailer, else batched patch-id, else SHA."""
+    pids = patch_ids(repo, [rc.sha for rc in commits if _needs_patch_id(rc)])
+    return {rc.sha: reward_id(clean_text(rc.message, limit=65536), rc.sha, pids.get(rc.sha)) for rc in commits}
+
+
+# --- the whole report ----------------------------------------------------------------
+def project_for(repo: Path, cfg: Config, option: str | None) -> str:
+    from token_exchange.gitutil import project_name
+
+    return option or project_name(repo, cfg.project)
+
+
+def open_ledger(home: Path | None, cfg: Config, repo: Path) -> tuple[Any, str] | None:
+    """An Exchange over ``home`` with the BASE rules, when a ledger actually exists there."""
+    if home is None:
+        return None
+    from token_exchange.exchange import Exchange
+
+    if cfg.backend == "notes":
+        ok = subprocess.run(["git", "rev-parse", "--verify", "-q", cfg.notes_ref], cwd=repo,
+                            capture_output=True).returncode == 0
+        if not ok:
+            return None
+        home.mkdir(parents=True, exist_ok=True)
+        what = f"git notes {cfg.notes_ref}"
+    else:
+        if not (home / "ledger.toml").is_file():
+            return None
+        what = "ledger.toml"
+    return Exchange(home, cfg=cfg), what
+
+
+def _rev(repo: Path, ref: str, what: str) -> str:
+    if not ref or ref.startswith("-") or len(ref) > 256:
+        raise UserError(f"invalid revision {ref[:40]!r}")
+    proc = subprocess.run(["git", "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}"],
+                          cwd=repo, capture_output=True)
+    if proc.returncode != 0:
+        raise UserError(f"{what} {ref[:60]!r} is not a commit in this repository "
+                        "(in CI, check out with fetch-depth: 0)")
+    return proc.stdout.decode().strip()
+
+
+def build(repo: Path, base: str, head: str, *, config_path: str = DEFAULT_CONFIG_PATH,
+          config_rev: str | None = None, project: str | None = None, home: Path | None = None,
+          use_ledger: bool = True, want_ids: bool = True) -> Report:
+    """Collect, compute and return the report.
+
+    Reward ids are always computed when a ledger is used (they decide paid/unpaid); otherwise
+    only if ``want_ids`` -- then the patch-id pipeline runs in git processes while Python
+    computes the rewards.
+    """
+    repo = Path(repo)
+    base_sha, head_sha, mb = resolve_range(repo, base, head)
+    rules_rev = _rev(repo, config_rev, "--config-rev") if config_rev else base_sha
+    cfg, base_text = rules_at(repo, rules_rev, config_path)
+    where = "base" if rules_rev == base_sha else "revision"
+    source = (f"{where} {rules_rev[:12]}:{config_path}" if base_text is not None
+              else f"built-in defaults ({config_path} is not in {where} {rules_rev[:12]})")
+    head_text = config_text_at(repo, head_sha, config_path)
+    changes = rule_changes(cfg, base_text, head_text, head_sha, config_path)
+    proj = project_for(repo, cfg, project)
+
+    commits = read_commits(repo, mb, head_sha)
+    ledger = open_ledger(home, cfg, repo) if use_ledger else None
+    notes: list[str] = []
+    if ledger is not None:
+        ex, _what = ledger
+        try:
+            ids = compute_reward_ids(repo, commits)
+            idx = ex.ledger.fresh()
+            lines, agents, uses, unmatched = compute(
+                commits, cfg, proj, reward_ids=ids, paid_lookup=lambda rid: idx.by_ref("commit:" + rid),
+                contract_paid=idx.contract_paid)
+        finally:
+            ex.close()
+    else:
+        ids_box: dict[str, str] = {}
+        worker = None
+        if want_ids:
+            worker = threading.Thread(target=lambda: ids_box.update(compute_reward_ids(repo, commits)),
+                                      daemon=True)
+            worker.start()
+        lines, agents, uses, unmatched = compute(commits, cfg, proj)
+        if worker is not None:
+            worker.join()
+            for ln in lines:
+                ln.reward_id = ids_box.get(ln.sha)
+    if any(ln.overpaid for ln in lines):
+        notes.append("some commits were paid more than the base rules allow (marked !)")
+    return Report(base_sha, head_sha, mb, proj, source, ledger[1] if ledger else None, lines, agents, uses,
+                  unmatched, changes, cfg.unknown_author, notes)
+
+
+# --- JSON ----------------------------------------------------------------------------
+def _amt(units: Units) -> Any:
+    return to_decimal(units)
+
+
+def to_json(r: Report) -> dict[str, Any]:
+    return {
+        "base": r.base, "head": r.head, "merge_base": r.merge_base, "project": r.project,
+        "rules": r.config_source, "ledger": r.ledger, "total": _amt(r.total),
+        "agents": {a: {"commits": t.commits, "amount": _amt(t.amount), "paid": _amt(t.paid), "due": _amt(t.due)}
+                   for a, t in r.agents.items()},
+        "contracts": [{"name": c.name, "multiplier": c.multiplier, "budget": _amt(c.budget),
+                       "paid_before": _amt(c.paid_before), "this_pr": _amt(c.this_pr), "left": _amt(c.left)}
+                      for c in r.contracts],
+        "unmatched": [{"email": e, "commits": n, "hint": HINT} for e, n in sorted(r.unmatched.items())],
+        "commits": [_commit_json(c) for c in r.commits],
+        "rule_changes": r.rules,
+        "notes": r.notes,
+    }
+
+
+def _commit_json(c: CommitLine) -> dict[str, Any]:
+    d: dict[str, Any] = {"sha": c.sha, "parents": c.parents, "author_email": c.email, "author_name": c.name,
+                         "subject": c.subject[:500], "agents": c.agents, "amount": _amt(c.amount),
+                         "shares": {a: _amt(v) for a, v in c.shares.items()}}
+    if c.reward_id is not None:
+        d["reward_id"] = c.reward_id
+    if c.reward is None:
+        d["unmatched"] = True
+        d["reason"] = "author maps to no agent"
+    else:
+        d["reason"] = c.reward.reason
+        d["breakdown"] = c.reward.breakdown()
+        d["excluded"] = c.reward.excluded
+    if c.status is not None:
+        d["status"] = c.status
+        d["paid"] = _amt(c.paid)
+        if c.overpaid:
+            d["overpaid"] = True
+    return d
+
+
+# --- escaping untrusted text -----------------------------------------------------------
+_PUNCT = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+ZWJ = "\u200d"
+
+
+def md_escape(text: str, limit: int = MAX_SUBJECT) -> str:
+    """Untrusted text as inert inline markdown: every ASCII punctuation backslash-escaped (no
+    links, emphasis, HTML, tables or code), no control or bidi characters, and a zero-width
+    joiner after ``@``, ``#`` and inside ``://`` / ``www.`` so nothing pings, links or autolinks."""
+    text = clean_text(text, limit=100_000)
+    text = _BAD.sub("\ufffd", text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    out: list[str] = []
+    low = text.lower()
+    for i, ch in enumerate(text):
+        if ch in _PUNCT:
+            out.append("\\" + ch)
+            if ch in "@#":
+                out.append(ZWJ)
+            elif ch == ":" and low.startswith("//", i + 1):
+                out.append(ZWJ)
+            elif ch == "." and low.endswith("www", 0, i):
+                out.append(ZWJ)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _fence(text: str) -> str:
+    """A fenced code block that the text cannot close."""
+    longest = max((len(m) for m in re.findall(r"`+|~+", text)), default=0)
+    f = "`" * max(3, longest + 1)
+    body = _BAD.sub(lambda m: m.group(0) if m.group(0) == "\n" else "\ufffd", text)
+    return f"{f}diff\n{body.rstrip()}\n{f}"
+
+
+def _code(text: str) -> str:
+    """Trusted short text (shas, amounts, our own words) as a code span."""
+    return f"`{text}`"
+
+
+# --- markdown --------------------------------------------------------------------------
+def _why(c: CommitLine) -> str:
+    if c.reward is None:
+        return "author is not an agent"
+    r = c.reward
+    if r.excluded:
+        return f"{r.excluded}: earns nothing"
+    parts = [f"{r.base_rate} base", f"x{r.multiplier} {md_escape(r.contract, 40)}",
+             f"x{r.bonus} {md_escape(r.keyword, 40) if r.keyword else '(no keyword)'}"]
+    why = " ".join(parts)
+    if r.capped and c.status != "paid":
+        why += (", budget exhausted" if r.amount == 0 else f", capped from {fmt(r.gross)} by the budget")
+    if len(c.agents) > 1:
+        why += f", split {len(c.agents)} ways"
+    return why
+
+
+def _commit_row(c: CommitLine, with_status: bool) -> str:
+    who = ", ".join(c.agents) if c.agents else "**unmatched**"
+    cells = [_code(c.sha[:10]), md_escape(c.subject, MAX_SUBJECT) or "\\(no message\\)",
+             md_escape(c.email, MAX_NAME), who, fmt(c.amount), _why(c)]
+    if with_status:
+        st = c.status or ""
+        if c.overpaid:
+            st += " \\!"
+        cells.append(st)
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_markdown(r: Report, limit: int = MAX_MARKDOWN) -> str:
+    with_status = r.ledger is not None
+    head: list[str] = [MARKER, "## Token earnings for this pull request", ""]
+    n = len(r.commits)
+    head.append(f"{n} commit{'s' if n != 1 else ''} in {_code(r.merge_base[:10] + '..' + r.head[:10])} "
+                f"(base {_code(r.base[:10])}), project {_code(md_code_safe(r.project))}. "
+                f"Rules from {md_escape(r.config_source, 200)}; this pull request's own rule changes do not apply.")
+    if r.ledger:
+        head.append(f"Ledger: {md_escape(r.ledger, 100)} (paid = already in the ledger).")
+    head.append("")
+    earners = sum(1 for t in r.agents.values() if t.amount)
+    head.append(f"**Total: {fmt(r.total)} tokens** to {earners} agent{'s' if earners != 1 else ''}.")
+    excluded = sum(1 for c in r.commits if c.excluded)
+    unmatched = sum(r.unmatched.values())
+    facts = [f for f in (f"{excluded} excluded" if excluded else "",
+                         f"{unmatched} by unmatched authors" if unmatched else "") if f]
+    if facts:
+        head[-1] += " " + ", ".join(facts).capitalize() + "."
+    for note in r.notes:
+        head.append(f"> {md_escape(note, 300)}")
+    head.append("")
+
+    sections: list[str] = []
+    if r.agents:
+        rows = ["### Per agent", ""]
+        if with_status:
+            rows += ["| Agent | Commits | Earns | Paid | Due |", "|---|--:|--:|--:|--:|"]
+            rows += [f"| {a} | {t.commits} | {fmt(t.amount)} | {fmt(t.paid)} | {fmt(t.due)} |"
+                     for a, t in r.agents.items()]
+        else:
+            rows += ["| Agent | Commits | Earns |", "|---|--:|--:|"]
+            rows += [f"| {a} | {t.commits} | {fmt(t.amount)} |" for a, t in r.agents.items()]
+        sections.append("\n".join(rows) + "\n")
+    rows = ["### Contract budget", "", "| Contract | Multiplier | Budget | Paid before | This PR | Left |",
+            "|---|--:|--:|--:|--:|--:|"]
+    rows += [f"| {md_escape(c.name, 60)} | x{c.multiplier} | {fmt(c.budget)} | {fmt(c.paid_before)} | "
+             f"{fmt(c.this_pr)} | {fmt(c.left)} |" for c in r.contracts]
+    sections.append("\n".join(rows) + "\n")
+    if r.unmatched:
+        rows = ["### Unmatched authors", "",
+                f"Their commits earn nothing{' (this config rejects them in hooks)' if r.unknown_author == 'error' else ''}. "
+                f"To pay one, {md_escape(HINT, 200)}.", ""]
+        items = sorted(r.unmatched.items())
+        for email, cnt in items[:MAX_UNMATCHED_SHOWN]:
+            rows.append(f"- {md_escape(email, MAX_NAME)} ({cnt} commit{'s' if cnt != 1 else ''})")
+        if len(items) > MAX_UNMATCHED_SHOWN:
+            rows.append(f"- \u2026 and {len(items) - MAX_UNMATCHED_SHOWN} more")
+        sections.append("\n".join(rows) + "\n")
+    rc = r.rules
+    if rc["changed"]:
+        rows = ["### Rule changes in this PR", "",
+                "This pull request edits the reward rules. They are **not** applied to this report "
+                "(rules always come from the base branch); they take effect for later work once merged. "
+                "Review them like code.", ""]
+        for ch in rc["changes"][:60]:
+            rows.append(f"- {md_escape(ch, 300)}")
+        if len(rc["changes"]) > 60:
+            rows.append(f"- \u2026 and {len(rc['changes']) - 60} more")
+        if rc["head_error"]:
+            rows.append(f"- the head config is invalid: {md_escape(rc['head_error'], 300)}")
+        rows += ["", "<details><summary>Config diff</summary>", "", _fence(rc["diff"]), ""]
+        if rc["diff_truncated"]:
+            rows.append(f"(diff truncated to {MAX_DIFF} characters)")
+            rows.append("")
+        rows.append("</details>")
+        sections.append("\n".join(rows) + "\n")
+
+    header = ["| Commit | Subject | Author | Agent | Tokens | Why |" + (" Status |" if with_status else ""),
+              "|---|---|---|---|--:|---|" + ("---|" if with_status else "")]
+    fixed = "\n".join(head) + "\n" + "\n".join(sections)
+    collapse = n > COLLAPSE_OVER
+    open_ = ["### Commits", ""]
+    if collapse:
+        open_ += [f"<details><summary>{n} commits</summary>", ""]
+    close = ["", "</details>"] if collapse else []
+    room = limit - len(fixed.encode()) - len("\n".join(open_ + header + close).encode()) - 400
+    body: list[str] = []
+    used = 0
+    for c in r.commits:
+        row = _commit_row(c, with_status)
+        size = len(row.encode()) + 1
+        if used + size > room:
+            break
+        body.append(row)
+        used += size
+    shown = len(body)
+    table = open_ + (header + body if r.commits else ["No commits in this range."]) + close
+    if shown < n:
+        table += ["", f"Showing {shown} of {n} commits (comment size limit); run "
+                      f"`tx report --format json` or see the job artifact for all of them."]
+    text = "\n".join(head) + "\n" + "\n".join(table) + "\n\n" + "\n".join(sections)
+    return text.rstrip("\n") + "\n"
+
+
+def md_code_safe(text: str) -> str:
+    """Text for inside a single-backtick code span: no backticks, pipes or control characters."""
+    text = _BAD.sub("\ufffd", clean_text(text, limit=200))
+    return text.replace("`", "'").replace("|", "/") or "?"
+
+
+# --- text ------------------------------------------------------------------------------
+def _plain(text: str, limit: int) -> str:
+    text = _BAD.sub("\ufffd", clean_text(text, limit=100_000))
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def render_text(r: Report) -> str:
+    out = [f"token-exchange report {r.merge_base[:10]}..{r.head[:10]} (base {r.base[:10]}), project {_plain(r.project, 80)}",
+           f"rules: {_plain(r.config_source, 200)}" + (f"; ledger: {r.ledger}" if r.ledger else ""),
+           f"total: {fmt(r.total)} tokens", ""]
+    for a, t in r.agents.items():
+        extra = f"  paid {fmt(t.paid)}  due {fmt(t.due)}" if r.ledger else ""
+        out.append(f"  {a:<16} {t.commits:>6} commits  {fmt(t.amount):>12}{extra}")
+    for c in r.contracts:
+        out.append(f"contract {_plain(c.name, 60)} x{c.multiplier}: budget {fmt(c.budget)}, paid before "
+                   f"{fmt(c.paid_before)}, this PR {fmt(c.this_pr)}, left {fmt(c.left)}")
+    out.append("")
+    for c in r.commits:
+        who = ",".join(c.agents) or "unmatched"
+        why = c.reward.reason if c.reward else "author is not an agent"
+        st = f" [{c.status}]" if c.status else ""
+        out.append(f"{c.sha[:10]} {fmt(c.amount):>10} {who:<12} {_plain(c.subject, 60)}{st}")
+        out.append(f"{'':>11}{_plain(c.email, 80)}: {_plain(why, 200)}")
+    if r.unmatched:
+        out.append("")
+        out.append("unmatched authors (" + HINT + "):")
+        out += [f"  {_plain(e, 80)} ({n})" for e, n in sorted(r.unmatched.items())[:MAX_UNMATCHED_SHOWN]]
+    if r.rules["changed"]:
+        out.append("")
+        out.append("rule changes in this PR (not applied):")
+        out += [f"  - {_plain(ch, 300)}" for ch in r.rules["changes"]]
+        if r.rules["head_error"]:
+            out.append(f"  - head config invalid: {_plain(r.rules['head_error'], 300)}")
+    for note in r.notes:
+        out.append(f"note: {note}")
+    return "\n".join(out) + "\n"
