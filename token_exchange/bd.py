@@ -117,8 +117,8 @@ def rewards(as_json: Json = False) -> None:
 def preview(issue: Annotated[str, typer.Argument(help="Issue id, e.g. bd-a3f8.1")], agent: AgentOpt = None,
             jsonl: JsonlOpt = None, as_json: Json = False) -> None:
     """What closing ISSUE would pay, to whom, and why."""
-    cfg, ex = _exchange_or_defaults()
     src = beads.open_source(jsonl)
+    cfg, ex = _exchange_or_defaults()
     i = src.issue(issue)
     reward = beads.reward_for(cfg, i)
     payee = beads.payee_for(cfg, i, agent, beads.actor())
@@ -146,8 +146,8 @@ def preview(issue: Annotated[str, typer.Argument(help="Issue id, e.g. bd-a3f8.1"
 @app.command("preview-all")
 def preview_all(jsonl: JsonlOpt = None, as_json: Json = False) -> None:
     """Every open issue with its reward, highest first, and the total at stake."""
-    cfg, ex = _exchange_or_defaults()
     src = beads.open_source(jsonl)
+    cfg, ex = _exchange_or_defaults()
     issues = src.open_issues()
     paid = beads.paid_ids(ex) if ex is not None else {}
     from token_exchange.identities import agent_for
@@ -326,8 +326,23 @@ def hook(issue: str, event: Annotated[str, typer.Argument()] = "close", as_json:
         out.message("tx-bd: " + _outcome_line(o))
 
 
+class _ExitCodes:
+    """Called with standalone_mode=False, click *returns* a command's typer.Exit code instead of
+    raising it; re-raise it so run_cli sees it (close/sync exit 1 on refusals)."""
+
+    def __call__(self, **kw: Any) -> Any:
+        rv = app(**kw)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            raise typer.Exit(rv)
+        return rv
+
+
+def run(argv: list[str] | None = None) -> int:
+    return out.run_cli(_ExitCodes(), "tx-bd", argv)
+
+
 def main() -> None:
-    raise SystemExit(out.run_cli(app, "tx-bd"))
+    raise SystemExit(run())
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ class Issue:
     closed_at: str = ""
     close_reason: str = ""
     is_template: bool = False
+    pinned: bool = False
     where: str = ""
 
     @property
@@ -141,7 +142,7 @@ def parse_issue(obj: Any, where: str, statuses: Sequence[str] | None = None) -> 
     return Issue(id=raw_id, title=title, status=status, priority=priority, issue_type=issue_type,
                  assignee=assignee.strip(), labels=tuple(clean_text(x, limit=100) for x in labels[:200]),
                  closed_at=closed_at, close_reason=_text(obj, "close_reason", where),
-                 is_template=template is True, where=where)
+                 is_template=template is True, pinned=obj.get("pinned") is True, where=where)
 
 
 # --------------------------------------------------------------------------- JSONL export
@@ -397,7 +398,7 @@ class Source:
             issues = self.client.list("open,in_progress,blocked,deferred,hooked")
         else:
             assert self.jsonl is not None
-            issues = [i for i in read_jsonl(self.jsonl) if i.status not in ("closed", "pinned")]
+            issues = [i for i in read_jsonl(self.jsonl) if i.status not in ("closed", "pinned") and not i.pinned]
         return [i for i in issues if i.is_work]
 
     def closed_issues(self) -> list[Issue]:
