@@ -203,10 +203,10 @@ def export(format: Annotated[str, typer.Option("--format", help="csv or json.")]
     """Export every transaction (CSV or JSON) to stdout."""
     from token_exchange.transfer import export_ledger
 
-    if as_json:
-        format = "json"
     if format not in ("csv", "json"):
         raise UserError(f"--format must be csv or json, not {format[:20]!r}")
+    if as_json:
+        format = "json"
     export_ledger(exchange(), format, since)
 
 
