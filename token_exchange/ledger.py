@@ -355,10 +355,10 @@ class Index:
         return self.db.execute("SELECT account, agent, amount FROM holds WHERE expires > 0 AND expires <= ?"
                                " ORDER BY expires, account", (now_us,)).fetchall()
 
-    def pool_totals(self, pool_ref: str) -> dict[tuple[str, str], Units]:
-        """{(agent, kind): total} of the money moved under ``ref = pool_ref``."""
-        rows = self.db.execute("SELECT agent, kind, total FROM pool_stats WHERE pool=?", (pool_ref,)).fetchall()
-        return {(a, k): v for a, k, v in rows}
+    def pool_totals(self, pool_ref: str) -> dict[tuple[str, str], tuple[Units, int]]:
+        """{(agent, kind): (total, count)} of the transactions with ``ref = pool_ref``."""
+        rows = self.db.execute("SELECT agent, kind, total, count FROM pool_stats WHERE pool=?", (pool_ref,))
+        return {(a, k): (v, n) for a, k, v, n in rows}
 
     def by_ref(self, ref: str) -> list[Txn]:
         # "ref != ''" lets SQLite use the partial index txns_ref (with a bound parameter it cannot infer it).
