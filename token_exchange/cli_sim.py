@@ -215,16 +215,20 @@ def _hourly_html(data: dict[str, Any]) -> str:
                    for h in data["hourly"]], ["Commits", "Requests", "Refusals", "Earned", "Spent"])
 
 
-def _ledger_limits(ex: Any, agents: list[str]) -> dict[str, Any] | None:
-    """Refusals are not transactions; if the spending engine keeps a refusal log, show it."""
-    try:
-        from token_exchange import limits as limits_mod
-    except ImportError:
-        return None
-    events = getattr(limits_mod, "refusal_log", None)
-    if events is None:
-        return None
-    try:
-        return events(ex)  # type: ignore[no-any-return]
-    except Exception:  # pragma: no cover - optional integration
-        return None
+def _ledger_limits(ex: Any, agents: list[str]) -> dict[str, Any]:
+    """Refusals are not transactions, so for a real ledger show each agent's limit usage now."""
+    from token_exchange import limits as limits_mod
+    from token_exchange.amounts import fmt
+
+    idx = ex.ledger.fresh()
+    now = limits_mod.micros(ex.clock())
+    rows = []
+    for a in agents:
+        if a not in ex.cfg.agents:
+            continue
+        lim = ex.cfg.agents[a].limits
+        u = limits_mod.usage(idx, a, now)
+        rows.append((a, f"{fmt(u.hourly)} / {fmt(lim.hourly)}", f"{fmt(u.daily)} / {fmt(lim.daily)}", fmt(u.held),
+                     fmt(max(0, u.balance - lim.reserve)), fmt(limits_mod.available(lim, u))))
+    return {"usage": rows, "note": "Refusals are not ledger transactions; `tx simulate` and `tx dashboard "
+                                   "--simulate` show limit events. Windows are rolling (last 60 min / 24 h)."}

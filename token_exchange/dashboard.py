@@ -24,6 +24,7 @@ from token_exchange.ledger import Index, Txn, is_agent_account, ts_micros
 
 MAX_SERIES_POINTS = 400
 MAX_CHART_AGENTS = 12
+MAX_POOL_ROWS = 50
 PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f", "#393b79", "#637939")
 
@@ -61,7 +62,8 @@ class Summary:
             "spend_by_model": {m: {"spent": to_decimal(d["units"]), "tokens": d["tokens"], "requests": d["requests"]}
                                for m, d in sorted(self.by_model.items())},
             "pools": [{"pool": name, "balance": to_decimal(p["balance"]), "spent": to_decimal(p["spent"]),
-                       "contributions": {a: to_decimal(v) for a, v in sorted(p["contributions"].items())}}
+                       "contributions": {a: to_decimal(v) for a, v in sorted(p["contributions"].items())},
+                       "credits": {a: to_decimal(v) for a, v in sorted(p["credits"].items())}}
                       for name, p in sorted(self.pools.items())],
         }
 
@@ -112,7 +114,7 @@ def collect(index: Index, agents: Sequence[str] = (), recent: int = 40) -> Summa
                 bal[acct] += delta
                 s.series[acct].append((ts, bal[acct]))
             elif acct.startswith("pool:"):
-                p = s.pools.setdefault(acct[5:], {"balance": 0, "spent": 0, "contributions": defaultdict(int)})
+                p = s.pools.setdefault(acct[5:], _new_pool())
                 p["balance"] += delta
         k = t.kind
         if k == "open":
@@ -131,6 +133,10 @@ def collect(index: Index, agents: Sequence[str] = (), recent: int = 40) -> Summa
             s.pooled[t.payee] -= t.amount
             if t.payer.startswith("pool:"):
                 s.pools[t.payer[5:]]["contributions"][t.payee] -= t.amount
+        elif k == "credit" and t.agent:
+            pool = str(t.source.get("pool") or "")
+            if pool:
+                s.pools.setdefault(pool, _new_pool())["credits"][t.agent] += t.amount
         elif k == "pool_spend":
             if t.payer.startswith("pool:"):
                 s.pools[t.payer[5:]]["spent"] += t.amount
@@ -140,6 +146,10 @@ def collect(index: Index, agents: Sequence[str] = (), recent: int = 40) -> Summa
         s.final[a] = bal[a]
     s.recent = list(reversed(last))
     return s
+
+
+def _new_pool() -> dict[str, Any]:
+    return {"balance": 0, "spent": 0, "contributions": defaultdict(int), "credits": defaultdict(int)}
 
 
 def _add_model(s: Summary, model: str, units: Units, tokens: int) -> None:
@@ -366,10 +376,15 @@ def render_html(s: Summary, *, title: str = "token-exchange dashboard", subtitle
                           [(m, d["requests"], f"{d['tokens']:,}", fmt(d["units"])) for m, d in models],
                           ["Requests", "Inference tokens", "Spent"]) + "</section>")
     pool_rows = [(name, fmt(p["balance"]), fmt(p["spent"]),
-                  ", ".join(f"{a} {fmt(v)}" for a, v in sorted(p["contributions"].items())))
+                  ", ".join(f"{a} {fmt(v)}" for a, v in sorted(p["contributions"].items())),
+                  ", ".join(f"{a} {fmt(v)}" for a, v in sorted(p["credits"].items())))
                  for name, p in sorted(s.pools.items())]
+    shown = pool_rows[-MAX_POOL_ROWS:]
+    pool_note = (f'<p class="meta">Last {len(shown)} of {len(pool_rows)} pools.</p>'
+                 if len(shown) < len(pool_rows) else "")
     parts.append('<section id="pools"><h2>Pools</h2>'
-                 + (_table(["Pool", "Balance", "Spent", "Contributions"], pool_rows, ["Balance", "Spent"])
+                 + (_table(["Pool", "Balance", "Spent", "Contributions (net of refunds)", "Credit for pool spends"],
+                           shown, ["Balance", "Spent"]) + pool_note
                     if pool_rows else '<p class="empty">No pools.</p>') + "</section>")
     parts.append('<section id="limit-events"><h2>Rate-limit events</h2>' + _limits_html(limits) + "</section>")
     for sid, heading, body in extra_sections:
@@ -391,14 +406,21 @@ def _limits_html(limits: dict[str, Any] | None) -> str:
     if not limits:
         return ('<p class="empty">No limit events recorded: refusals are not transactions, so a ledger alone '
                 "does not show them (run with --simulate to see a simulation's).</p>")
-    counts: dict[str, dict[str, int]] = limits.get("counts", {})
-    kinds = [k for k in KINDS_ORDER if any(c.get(k) for c in counts.values())] or list(KINDS_ORDER[:4])
-    rows = [(a, *(c.get(k, 0) for k in kinds), sum(c.values())) for a, c in counts.items()]
-    body = _table(["Agent", *kinds, "Total"], rows, [*kinds, "Total"]) if rows else \
-        '<p class="empty">No refusals.</p>'
+    counts: dict[str, dict[str, int]] | None = limits.get("counts")
+    body = ""
+    if counts is not None:
+        kinds = [k for k in KINDS_ORDER if any(c.get(k) for c in counts.values())] or list(KINDS_ORDER[:4])
+        rows = [(a, *(c.get(k, 0) for k in kinds), sum(c.values())) for a, c in counts.items() if any(c.values())]
+        body = _table(["Agent", *kinds, "Total"], rows, [*kinds, "Total"]) if rows else \
+            '<p class="empty">No refusals.</p>'
     log = limits.get("log") or []
     if log:
         body += "<pre>" + esc("\n".join(log)) + "</pre>"
+    usage = limits.get("usage") or []
+    if usage:
+        body += "<h3>Limit usage now</h3>" + _table(
+            ["Agent", "Hourly used", "Daily used", "Reserved", "Above reserve", "Available now"], usage,
+            ["Hourly used", "Daily used", "Reserved", "Above reserve", "Available now"])
     if limits.get("note"):
         body += f'<p class="meta">{esc(limits["note"])}</p>'
     return body

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from token_exchange import config as config_mod
-from token_exchange.amounts import Units, fmt, to_decimal
+from token_exchange.amounts import SCALE, Units, fmt, to_decimal
 from token_exchange.config import Config
 from token_exchange.errors import UserError
 from token_exchange.exchange import Exchange
@@ -44,6 +44,7 @@ EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 MAX_HOURS = 24 * 366 * 5
 MAX_AGENTS = 100_000
 LOG_LINES = 20
+POOL_MIN = 50 * 10_000  # units: a pool job's minimum contribution (50 tokens)
 EVENTS_KEPT = 500
 
 # --- the activity model ---------------------------------------------------------------------------
@@ -103,19 +104,19 @@ class Strategy:
 
 # The six seed agents.  Rates are tuned (not the rules) so the seed's findings come out for most seeds.
 STRATEGIES: dict[str, Strategy] = {s.key: s for s in (
-    Strategy("claude", "Quality at all costs", "Claude Opus (15/1K)", 12, 22, 3.0,
+    Strategy("claude", "Quality at all costs", "Claude Opus (15/1K)", 10, 42, 2.5,
              (Task("reasoning", 5, 8_000, 30_000, large=0.2, large_tokens=(34_000, 60_000)),
               Task("coding", 5, 6_000, 26_000, large=0.15, large_tokens=(34_000, 50_000))),
              pool_on_burst=0.35),
     Strategy("builder", "Pragmatic choices", "Mixed (task-based)", 30, 30, 2.5,
              (Task("coding", 6, 5_000, 60_000), Task("planning", 4, 8_000, 30_000)), joins_pools=True),
-    Strategy("lambda", "Mostly working, rarely spending", "Claude Opus, rarely", 26, 3, 1.0,
+    Strategy("lambda", "Mostly working, rarely spending", "Claude Opus, rarely", 26, 5, 1.0,
              (Task("review", 1, 5_000, 12_000),), joins_pools=True),
-    Strategy("spark", "Balanced approach", "Claude Sonnet + Llama", 16, 20, 2.5,
+    Strategy("spark", "Balanced approach", "Claude Sonnet + Llama", 18, 20, 2.5,
              (Task("general", 1, 6_000, 24_000, model="claude-sonnet"),
               Task("drafting", 1, 5_000, 40_000, model="llama3.2")), joins_pools=True),
-    Strategy("observer", "Analysis", "Gemini Pro (2/1K)", 28, 12, 2.0,
-             (Task("analysis", 1, 5_000, 20_000),), joins_pools=True),
+    Strategy("observer", "Analysis", "Gemini Pro (2/1K)", 28, 16, 2.0,
+             (Task("analysis", 1, 8_000, 24_000),), joins_pools=True),
     Strategy("zero", "Maximum efficiency", "Llama 3.2 (0.1/1K)", 14, 20, 2.0,
              (Task("general", 1, 10_000, 60_000),)),
 )}
@@ -180,9 +181,6 @@ class SimExchange(Exchange):
         super().__init__(home, cfg, clock)
         self.journal = SimJournal(home)
         self._ledger = Ledger(self.journal, Path(":memory:"), clock)  # type: ignore[arg-type]
-        # by_ref() (every commit) filters on ref; the ledger's partial index cannot serve a bound
-        # parameter, so give this throwaway index a plain one (derived state only).
-        self._ledger.index.db.execute("CREATE INDEX IF NOT EXISTS sim_txns_ref ON txns(ref)")
 
     def persist(self) -> None:
         """Write ledger.toml and a caught-up index.sqlite so `tx --home` can read the result."""
@@ -267,7 +265,14 @@ class LimitEvent:
         return hms
 
     def line(self, multi_day: bool = False) -> str:
-        return f"[{self.clock(multi_day)}] WARN: {self.message} ({self.agent}, {self.model}, {self.tokens:,} tokens)"
+        """The seed's log form: ``[23:51:34] WARN: Transaction exceeds burst limit (660.0 > 500)``."""
+        text = self.message
+        if text.startswith("Exceeds "):
+            text = "Transaction exceeds " + text[len("Exceeds "):]
+        who = f"{self.agent}, {self.model}" + (f", {self.tokens:,} tokens" if self.tokens else "")
+        if self.pool:
+            who += f", pool {self.pool}"
+        return f"[{self.clock(multi_day)}] WARN: {text}  ({who})"
 
     def to_json(self) -> dict[str, Any]:
         return {"time": self.at.strftime("%Y-%m-%dT%H:%M:%SZ"), "agent": self.agent, "kind": self.kind,
@@ -394,6 +399,15 @@ class PoolJob:
                 "spent": to_decimal(self.spent), "refunded": to_decimal(self.refunded), "outcome": self.outcome}
 
 
+REFUSAL_KINDS = {"burst": "burst", "hourly": "hourly", "daily": "daily", "reserve": "reserve", "funds": "balance"}
+
+
+def refusal_outcome(e: Any, model: str) -> SpendOutcome:
+    """A ``limits.LimitRefused`` as an outcome: kind, and the engine's own message (first clause)."""
+    r = e.refusal
+    return SpendOutcome(False, model, r.amount, REFUSAL_KINDS.get(r.limit, "other"), r.message)
+
+
 class Spending:
     """Calls the real spending engine; turns its refusals into (kind, message) limit events."""
 
@@ -401,11 +415,59 @@ class Spending:
         self.ex = ex
 
     def llm(self, agent: str, task: str, tokens: int, model: str | None, id: str) -> SpendOutcome:
-        raise NotImplementedError
+        from token_exchange import llm
+        from token_exchange.limits import LimitRefused
+
+        name = model or self.ex.cfg.agents[agent].model_for(task)
+        try:
+            res = llm.spend(self.ex, agent, task, tokens, model=name, id=id)
+        except LimitRefused as e:
+            return refusal_outcome(e, name)
+        return SpendOutcome(True, name, res.cost)
 
     def pool_job(self, id: str, lead: str, members: list[str], model: str, tokens: int,
                  description: str) -> PoolJob:
-        raise NotImplementedError
+        """Create a pool, members join and chip in equal shares (under their own limits), the pool pays
+        for the job if the shares cover it, then the pool is dissolved (unspent stakes refunded)."""
+        from token_exchange import llm, pools
+        from token_exchange.errors import UserError as Refusal_
+        from token_exchange.limits import LimitRefused
+
+        ex = self.ex
+        name = id.lower()
+        job = PoolJob(name, lead, model, tokens)
+        cost = llm.cost(ex.cfg.model(model), tokens)
+        share = -(-cost // len(members) // SCALE) * SCALE  # equal shares, whole tokens, rounded up
+        pools.create(ex, name, lead, POOL_MIN)
+        for a in members[1:]:
+            pools.join(ex, name, a)
+        for i, a in enumerate(members):
+            try:
+                c = pools.contribute(ex, name, a, share, id=f"{id}-c{i}")
+                job.contributions[a] = c.txn.amount
+            except LimitRefused as e:
+                job.refusals.append((a, refusal_outcome(e, model)))
+            except Refusal_ as e:  # pragma: no cover - e.g. below the pool minimum
+                job.refusals.append((a, SpendOutcome(False, model, share, "other", str(e))))
+        funded = sum(job.contributions.values())
+        payers = [a for a in members if a in job.contributions]
+        if funded < cost and payers:  # one top-up round: those who could pay cover the gap
+            extra = -(-(cost - funded) // len(payers) // SCALE) * SCALE
+            for i, a in enumerate(payers):
+                try:
+                    c = pools.contribute(ex, name, a, max(extra, POOL_MIN), id=f"{id}-t{i}")
+                    job.contributions[a] += c.txn.amount
+                except LimitRefused as e:
+                    job.refusals.append((a, refusal_outcome(e, model)))
+            funded = sum(job.contributions.values())
+        if funded >= cost:
+            res = pools.spend(ex, name, model, tokens, description, id=f"{id}-s", by=lead)
+            job.spent = res.txn.amount
+            job.outcome = "spent"
+        else:
+            job.outcome = "underfunded"
+        job.refunded = sum(pools.dissolve(ex, name, by=lead).refunds.values())
+        return job
 
 
 # --- the engine ------------------------------------------------------------------------------------
