@@ -303,8 +303,6 @@ class _Validator:
         return to_decimal(self.amount(value, key, allow_zero=True))
 
     def _contracts(self, obj: Any) -> tuple[Contract, ...]:
-        import regex  # compile-time validation only; matching lives in rewards
-
         if not isinstance(obj, list) or not obj:
             raise self.fail("contracts", "expected a non-empty array of tables ([[contracts]])")
         out: list[Contract] = []
@@ -325,9 +323,9 @@ class _Validator:
                 pat = self.string(pattern if pattern is not None else name, f"{key}.pattern")
                 if len(pat) > MAX_PATTERN:
                     raise self.fail(f"{key}.pattern", f"longer than {MAX_PATTERN} characters")
-                try:
-                    regex.compile(pat)
-                except regex.error as e:
+                try:  # Python `re` syntax; matching (rewards) uses `regex` for its timeout
+                    re.compile(pat)
+                except re.error as e:
                     raise self.fail(f"{key}.pattern", f"invalid regex {pat!r}: {e}") from None
             mult = self.multiplier(s.get("multiplier", Decimal(1)), f"{key}.multiplier")
             if "budget" not in s:
