@@ -46,20 +46,6 @@ def _ex() -> Exchange:
     return exchange()
 
 
-def _refusable(fn: Any, as_json: bool) -> Any:
-    """Run ``fn``; with --json a limit refusal prints its details as the JSON document (exit 1)."""
-    from token_exchange.limits import LimitRefused
-
-    try:
-        return fn()
-    except LimitRefused as e:
-        if not as_json:
-            raise
-        out.emit_json(e.to_json())
-        out.message(f"tx: error: {e}")
-        raise typer.Exit(1) from None
-
-
 # --- tx llm ----------------------------------------------------------------------------------
 # Negative numbers ("-5") reach our validators (one clear line, exit 1) instead of being read as options.
 NUMBERS_OK = {"ignore_unknown_options": True}
@@ -77,8 +63,8 @@ def llm_spend(agent: str, task_type: str, tokens: str, model: ModelOpt = None,
     from token_exchange import llm
 
     ex = _ex()
-    result = _refusable(lambda: llm.spend(ex, agent, task_type, tokens, model=model, output_tokens=output_tokens,
-                                          id=id, description=description, project=project), as_json)
+    result = llm.spend(ex, agent, task_type, tokens, model=model, output_tokens=output_tokens, id=id,
+                       description=description, project=project)
     if as_json:
         out.emit_json(result.to_json())
     else:
@@ -96,7 +82,7 @@ def llm_reserve(agent: str, task_type: str, max_tokens: str, model: ModelOpt = N
     from token_exchange import llm
 
     ex = _ex()
-    r = _refusable(lambda: llm.reserve(ex, agent, task_type, max_tokens, model=model, id=id, ttl=ttl), as_json)
+    r = llm.reserve(ex, agent, task_type, max_tokens, model=model, id=id, ttl=ttl)
     if as_json:
         out.emit_json(r.to_json())
         return
@@ -216,7 +202,7 @@ def pool_contribute(pool: str, agent: str, amount: str,
     from token_exchange import pools
 
     ex = _ex()
-    c = _refusable(lambda: pools.contribute(ex, pool, agent, amount, id=id), as_json)
+    c = pools.contribute(ex, pool, agent, amount, id=id)
     if as_json:
         out.emit_json(c.to_json())
     elif c.created:
