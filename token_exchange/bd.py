@@ -152,16 +152,22 @@ def preview_all(jsonl: JsonlOpt = None, as_json: Json = False) -> None:
     paid = beads.paid_ids(ex) if ex is not None else {}
     from token_exchange.identities import agent_for
 
+    agents: dict[str, str | None] = {}
     rows = []
-    for i in issues:
-        r = beads.reward_for(cfg, i)
-        rows.append((i, r, agent_for(cfg, i.assignee) if i.assignee else None, paid.get(i.id)))
+    for i, r in zip(issues, beads.rewards_for(cfg, issues)):
+        if i.assignee not in agents:
+            agents[i.assignee] = agent_for(cfg, i.assignee) if i.assignee else None
+        rows.append((i, r, agents[i.assignee], paid.get(i.id)))
     rows.sort(key=lambda t: (-t[1].amount, t[0].priority_label, t[0].id))
     total = sum(r.amount for _i, r, _a, p in rows if p is None)
     if as_json:
         items = []
+        parts: dict[int, dict[str, Any]] = {}  # rewards are shared by many issues: encode each once
         for i, r, a, p in rows:
-            d = beads.issue_json(i, r)
+            part = parts.get(id(r))
+            if part is None:
+                part = parts[id(r)] = beads.reward_json(r)
+            d = beads.issue_json(i, r, part)
             d.update(agent=a, already_paid=p is not None)
             items.append(d)
         out.emit_json({"issues": items, "count": len(items), "total": to_decimal(total), "source": src.name})

@@ -48,6 +48,7 @@ MAX_OUTPUT = 256 * 1024 * 1024
 BD_TIMEOUT = 120
 CLOSING_ENV = "TOKEN_EXCHANGE_BD_CLOSING"  # set while `tx-bd close` runs bd: our hook then stays quiet
 TXN_PREFIX = "issue:"
+_LABELS = tuple(f"P{n}" for n in range(10))
 
 
 class BdError(UserError):
@@ -66,6 +67,7 @@ class Issue:
     title: str
     status: str
     priority: int | str
+    label: str  # P0-P9
     issue_type: str
     assignee: str = ""
     labels: tuple[str, ...] = ()
@@ -77,7 +79,7 @@ class Issue:
 
     @property
     def priority_label(self) -> str:
-        return priority_label(self.priority)
+        return self.label
 
     @property
     def is_work(self) -> bool:
@@ -89,15 +91,22 @@ def known_statuses() -> tuple[str, ...]:
     return STATUSES + tuple(s.strip() for s in extra.split(",") if s.strip())
 
 
+def _clean(value: str, limit: int) -> str:
+    """clean_text with a fast path for the usual plain ASCII text (10,000-issue exports)."""
+    if len(value) <= limit and value.isascii() and "\x00" not in value:
+        return value
+    return clean_text(value, limit=limit)
+
+
 def _text(obj: dict[str, Any], key: str, where: str, *, required: bool = False, limit: int = 500) -> str:
     value = obj.get(key)
     if value is None:
         if required:
             raise BeadsDataError(f"{where}: missing field {key!r}")
         return ""
-    if not isinstance(value, str):
+    if value.__class__ is not str:
         raise BeadsDataError(f"{where}: field {key!r} must be text, got {type(value).__name__}")
-    return clean_text(value, limit=limit)
+    return _clean(value, limit)
 
 
 def parse_issue(obj: Any, where: str, statuses: Sequence[str] | None = None) -> Issue | None:
@@ -126,10 +135,13 @@ def parse_issue(obj: Any, where: str, statuses: Sequence[str] | None = None) -> 
     priority = obj["priority"]
     if isinstance(priority, bool) or not isinstance(priority, (int, str)):
         raise BeadsDataError(f"{where}: invalid priority {str(priority)[:20]!r} (bd uses 0-4)")
-    try:
-        priority_label(priority)
-    except UserError as e:
-        raise BeadsDataError(f"{where}: {e}") from None
+    if priority.__class__ is int and 0 <= priority <= 9:
+        label = _LABELS[priority]
+    else:
+        try:
+            label = priority_label(priority)
+        except UserError as e:
+            raise BeadsDataError(f"{where}: {e}") from None
     issue_type = _text(obj, "issue_type", where, limit=64) or "task"
     assignee = _text(obj, "assignee", where, limit=320)
     labels = obj.get("labels") or []
@@ -139,8 +151,8 @@ def parse_issue(obj: Any, where: str, statuses: Sequence[str] | None = None) -> 
     if closed_at and not TIMESTAMP.fullmatch(closed_at):
         raise BeadsDataError(f"{where}: closed_at {closed_at[:40]!r} is not an RFC 3339 time")
     template = obj.get("is_template", False)
-    return Issue(id=raw_id, title=title, status=status, priority=priority, issue_type=issue_type,
-                 assignee=assignee.strip(), labels=tuple(clean_text(x, limit=100) for x in labels[:200]),
+    return Issue(id=raw_id, title=title, status=status, priority=priority, label=label, issue_type=issue_type,
+                 assignee=assignee.strip(), labels=tuple(_clean(x, 100) for x in labels[:200]),
                  closed_at=closed_at, close_reason=_text(obj, "close_reason", where),
                  is_template=template is True, pinned=obj.get("pinned") is True, where=where)
 
@@ -174,35 +186,51 @@ def read_jsonl(path: Path, statuses: Sequence[str] | None = None) -> list[Issue]
         raise BeadsDataError(f"{path}: {size} bytes is too large for an issue export (max {MAX_FILE})")
     statuses = known_statuses() if statuses is None else statuses
     name = path.name
+    data = path.read_bytes()
+    numbered = [(n, raw) for n, raw in enumerate(data.split(b"\n"), 1) if raw.strip()]
+    for n, raw in numbered:
+        if len(raw) > MAX_LINE:
+            raise BeadsDataError(f"{name} line {n}: line is {len(raw)} bytes (max {MAX_LINE})")
+    objs = _bulk_parse([raw for _n, raw in numbered])
+    if objs is None:  # something is wrong: parse line by line to name the line
+        objs = [_parse_line(raw, f"{name} line {n}") for n, raw in numbered]
     issues: dict[str, Issue] = {}
-    loads = json.loads
-    with path.open("rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            if len(raw) > MAX_LINE:
-                raise BeadsDataError(f"{name} line {n}: line is {len(raw)} bytes (max {MAX_LINE})")
-            if not raw.strip():
-                continue
-            where = f"{name} line {n}"
-            try:
-                obj = loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise BeadsDataError(f"{where}: not valid UTF-8") from None
-            except RecursionError:
-                raise BeadsDataError(f"{where}: JSON nested too deeply") from None
-            except ValueError as e:  # JSONDecodeError, or an integer too long to convert
-                raise BeadsDataError(f"{where}: invalid JSON: {str(e)[:100]}") from None
-            if isinstance(obj, dict):
-                kind = obj.get("_type", "issue")
-                if "_schema" in obj or kind == "memory":
+    for (n, _raw), obj in zip(numbered, objs):
+        where = f"{name} line {n}"
+        if obj.__class__ is dict:
+            kind = obj.get("_type", "issue")
+            if kind != "issue":
+                if kind == "memory":
                     continue
-                if kind != "issue":
-                    raise BeadsDataError(f"{where}: unknown record type {str(kind)[:40]!r}")
-            issue = parse_issue(obj, where, statuses)
-            if issue is not None:
-                issues[issue.id] = issue
-            else:
-                issues.pop(obj["id"], None)
+                raise BeadsDataError(f"{where}: unknown record type {str(kind)[:40]!r}")
+            if "_schema" in obj:
+                continue
+        issue = parse_issue(obj, where, statuses)
+        if issue is not None:
+            issues[issue.id] = issue
+        else:
+            issues.pop(obj["id"], None)
     return list(issues.values())
+
+
+def _bulk_parse(lines: list[bytes]) -> list[Any] | None:
+    """All lines as one JSON array (one C call, ~30% faster); None when any line is not one value."""
+    try:
+        objs = json.loads(b"[" + b",".join(lines) + b"]")
+    except (ValueError, RecursionError):
+        return None
+    return objs if len(objs) == len(lines) else None
+
+
+def _parse_line(raw: bytes, where: str) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BeadsDataError(f"{where}: not valid UTF-8") from None
+    except RecursionError:
+        raise BeadsDataError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, or an integer too long to convert
+        raise BeadsDataError(f"{where}: invalid JSON: {str(e)[:100]}") from None
 
 
 # --------------------------------------------------------------------------- talking to bd
@@ -467,9 +495,22 @@ def payee_for(cfg: Config, issue: Issue, agent: str | None, closer: str) -> Paye
 
 def reward_for(cfg: Config, issue: Issue) -> IssueReward:
     try:
-        return issue_reward(cfg, issue.priority, issue.issue_type, issue.labels)
+        return issue_reward(cfg, issue.label, issue.issue_type, issue.labels)
     except UserError as e:
         raise BeadsDataError(f"{issue.where or issue.id}: {e}") from None
+
+
+def rewards_for(cfg: Config, issues: Sequence[Issue]) -> list[IssueReward]:
+    """reward_for each issue, memoised: exports repeat few priority/type/label combinations."""
+    memo: dict[tuple[str, str, tuple[str, ...]], IssueReward] = {}
+    out = []
+    for i in issues:
+        key = (i.label, i.issue_type, i.labels)
+        r = memo.get(key)
+        if r is None:
+            r = memo[key] = reward_for(cfg, i)
+        out.append(r)
+    return out
 
 
 @dataclass
@@ -510,22 +551,28 @@ class Outcome:
         return d
 
 
-def issue_json(issue: Issue, reward: IssueReward | None) -> dict[str, Any]:
+def reward_json(reward: IssueReward) -> dict[str, Any]:
     from token_exchange.amounts import to_decimal
 
+    return {"reward": to_decimal(reward.amount), "priority_tokens": reward.base, "multiplier": reward.multiplier,
+            "multiplier_from": reward.multiplier_from, "reason": reward.reason}
+
+
+def issue_json(issue: Issue, reward: IssueReward | None, reward_part: dict[str, Any] | None = None,
+               ) -> dict[str, Any]:
     d: dict[str, Any] = {"id": issue.id, "title": issue.title, "status": issue.status,
-                         "priority": issue.priority, "priority_label": issue.priority_label,
+                         "priority": issue.priority, "priority_label": issue.label,
                          "issue_type": issue.issue_type, "labels": list(issue.labels),
                          "assignee": issue.assignee or None}
     if reward is not None:
-        d.update(reward=to_decimal(reward.amount), priority_tokens=reward.base, multiplier=reward.multiplier,
-                 multiplier_from=reward.multiplier_from, reason=reward.reason)
+        d.update(reward_part if reward_part is not None else reward_json(reward))
     return d
 
 
 def plan(cfg: Config, issues: Iterable[Issue], agent: str | None, closer: str) -> list[Plan]:
     """Reward and payee for every issue; raises on the first malformed one (nothing written yet)."""
-    return [Plan(i, reward_for(cfg, i), payee_for(cfg, i, agent, closer)) for i in issues]
+    issues = list(issues)
+    return [Plan(i, r, payee_for(cfg, i, agent, closer)) for i, r in zip(issues, rewards_for(cfg, issues))]
 
 
 def _changed_note(p: Plan, old: Any) -> str:
