@@ -172,7 +172,7 @@ class Objects:
         self.dir = repo.common_dir / "objects"
         self.algo = repo.algo
         self._batch: subprocess.Popen[bytes] | None = None
-        self._written_dirs: set[Path] = set()
+        self._unsynced: list[Path] = []
 
     def close(self) -> None:
         if self._batch is not None:
@@ -229,27 +229,28 @@ class Objects:
             view = memoryview(zlib.compress(data, 1))
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
         finally:
             os.close(fd)
         try:
-            os.link(tmp, path)
+            os.link(tmp, path)  # never replaces: an object under its name is always complete
         except FileExistsError:
             pass
         finally:
             os.unlink(tmp)
-        self._written_dirs.add(path.parent)
+        self._unsynced.append(path)
         return oid
 
-    def sync_dirs(self) -> None:
-        """fsync the directories we added objects to (before the ref that names them moves)."""
-        for d in self._written_dirs:
-            fd = os.open(d, os.O_RDONLY)
+    def sync(self) -> None:
+        """Make the new objects durable before the ref that names them moves: fsync every new object,
+        then their directories (batched: after the first, the others are mostly already on disk)."""
+        dirs = {p.parent for p in self._unsynced}
+        for path in [*self._unsynced, *dirs]:
+            fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        self._written_dirs.clear()
+        self._unsynced.clear()
 
 
 def parse_tree(body: bytes, rawlen: int) -> dict[str, tuple[str, str]]:
@@ -464,7 +465,7 @@ class NotesJournal:
                     if self._created and target in anchors:
                         tree = self._keep_anchor(objects, tree, anchors[target], target)
                 commit = objects.write("commit", self._commit_body(tree, base, message))
-                objects.sync_dirs()
+                objects.sync()
                 zero = "0" * len(commit)
                 proc = self.repo.run("update-ref", "-m", "token-exchange append", self.ref, commit, base or zero,
                                      check=False)
