@@ -134,6 +134,14 @@ def test_mailmap_maps_author_to_agent(hooked: Path) -> None:
     assert earned(hooked, "builder") == Decimal(360)
 
 
+def test_project_from_origin_remote(hooked: Path) -> None:
+    git(hooked, "remote", "add", "origin", "git@github.com:aygp-dr/claude-monitor.git")
+    change(hooked)
+    out = commit(hooked, "-m", "fix: x")
+    assert "will earn claude 337.5 tokens on claude-monitor" in out  # 150 x 1.5 x 1.5
+    assert earned(hooked) == Decimal("337.5")
+
+
 def test_co_authors_share_equally(hooked: Path) -> None:
     change(hooked)
     out = commit(hooked, "-m", "fix: x\n\nCo-authored-by: Builder <builder@aygp-dr.ai>\n"

@@ -27,13 +27,14 @@ HOOK_TEMPLATE = """#!/bin/sh
 # token-exchange {hook} hook: {purpose}
 # Installed by `tx hooks install`; `tx hooks uninstall` removes it and restores a hook it chained.
 # The hook never blocks or breaks a commit. Set TOKEN_EXCHANGE_SKIP=1 to skip it once.
+# -P: never import from the repository being committed to (python >= 3.11).
 {marker}
 PYTHON="${{TOKEN_EXCHANGE_PYTHON:-{python}}}"
 if [ -x "$0.local" ]; then
     {chain}
 fi
 if command -v "$PYTHON" >/dev/null 2>&1; then
-    exec "$PYTHON" -m token_exchange.hooks {args}
+    exec "$PYTHON" -P -m token_exchange.hooks {args}
 fi
 echo "token-exchange: $PYTHON not found; {hook} hook skipped" >&2
 exit 0

@@ -95,15 +95,36 @@ def open_exchange(top: Path):  # type: ignore[no-untyped-def]
     return Exchange(home)
 
 
-def project_for(top: Path, configured: str) -> str:
-    from token_exchange.gitutil import project_name
+_CONFIG: dict[str, str] | None = None
 
-    return project_name(top, configured)
+
+def git_config(key: str) -> str:
+    """The few git settings the hooks read, fetched with one ``git config`` process."""
+    global _CONFIG
+    if _CONFIG is None:
+        keys = r"^(core\.commentchar|mailmap\.(file|blob)|remote\.origin\.url)$"
+        out = run_git("config", "-z", "--get-regexp", keys, check=False)
+        _CONFIG = {}
+        for item in out.split("\0"):
+            name, _, value = item.partition("\n")
+            if name:
+                _CONFIG.setdefault(name.lower(), value)
+    return _CONFIG.get(key, "")
+
+
+def project_for(top: Path, configured: str) -> str:
+    """Config, else the origin remote's repository name, else the directory (as ``gitutil.project_name``)."""
+    if configured:
+        return configured
+    url = git_config("remote.origin.url").strip()
+    name = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    name = name[:-4] if name.endswith(".git") else name
+    return name or top.resolve().name
 
 
 # --- commit-msg -----------------------------------------------------------------------
 def comment_char() -> str:
-    value = run_git("config", "--get", "core.commentChar", check=False).strip()
+    value = git_config("core.commentchar").strip()
     return value[:1] if value and value != "auto" else "#"
 
 
@@ -118,8 +139,7 @@ def author_email() -> str:
 
 def mailmapped(top: Path, email: str) -> str:
     """Apply .mailmap the way ``%aE`` will (only when a mailmap is configured: saves a process)."""
-    if not email or not ((top / ".mailmap").exists()
-                         or run_git("config", "--get-regexp", r"^mailmap\.(file|blob)$", check=False).strip()):
+    if not email or not ((top / ".mailmap").exists() or git_config("mailmap.file") or git_config("mailmap.blob")):
         return email
     out = run_git("check-mailmap", f"<{email}>", check=False).strip()
     m = re.search(r"<([^<>]*)>\s*$", out)
