@@ -193,7 +193,7 @@ class Objects:
     def read(self, oid: str) -> tuple[str, bytes] | None:
         try:
             raw = zlib.decompress(self._loose(oid).read_bytes())
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, zlib.error):
             return self._read_batch(oid)
         head, _, body = raw.partition(b"\0")
         kind, _, _ = head.decode("ascii").partition(" ")
