@@ -1,0 +1,198 @@
+"""Whole-process `git commit` time with and without hooks (median of N), in one run.
+
+Scenarios (each in its own temp repository, isolated HOME and git config):
+  plain            git commit, no hooks
+  ours-direct      our commit-msg + post-commit installed by `tx hooks install`
+  gitlint          gitlint's commit-msg hook (gitlint-core in a temp venv), run as its hook does
+  ours-pre-commit  our two hooks through pre-commit (repo: a snapshot of this checkout)
+  noop-pre-commit  two no-op hooks through pre-commit (commit-msg + post-commit, language: system)
+
+Usage: python benchmarks/bench_commit.py [-n 15] [--skip-gitlint] [--skip-pre-commit]
+Writes benchmarks/results/commit.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "commit.json"
+MESSAGE = ["-m", "fix: tighten the parser", "-m", "Explain what changed and why, in a body line."]
+
+
+def sh(args: list[str], cwd: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed in {cwd}:\n{proc.stdout.decode()}{proc.stderr.decode()}")
+    return proc
+
+
+def make_env(base: Path) -> dict[str, str]:
+    home = base / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n[user]\n\tname = Claude\n\temail = claude@aygp-dr.ai\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "TOKEN_EXCHANGE_", "PRE_COMMIT"))}
+    env.update(HOME=str(home), GIT_CONFIG_GLOBAL=str(home / ".gitconfig"), GIT_CONFIG_NOSYSTEM="1",
+               GIT_AUTHOR_NAME="Claude", GIT_AUTHOR_EMAIL="claude@aygp-dr.ai", GIT_COMMITTER_NAME="Claude",
+               GIT_COMMITTER_EMAIL="claude@aygp-dr.ai", PRE_COMMIT_HOME=str(base / "pre-commit-home"),
+               PIP_CACHE_DIR=str(base / "pip-cache"))
+    return env
+
+
+def new_repo(base: Path, name: str, env: dict[str, str]) -> Path:
+    repo = base / name / "nexushive-setup"
+    repo.mkdir(parents=True)
+    sh(["git", "init", "-q", "-b", "main"], repo, env)
+    (repo / "file.txt").write_text("0\n")
+    sh(["git", "add", "file.txt"], repo, env)
+    sh(["git", "commit", "-q", "--no-verify", "-m", "initial"], repo, env)
+    return repo
+
+
+def time_commit(repo: Path, env: dict[str, str], i: int) -> float:
+    (repo / "file.txt").write_text(f"{i + 1}\n")
+    sh(["git", "add", "file.txt"], repo, env)
+    start = time.perf_counter()
+    proc = sh(["git", "commit", "-q", *MESSAGE], repo, env)
+    elapsed = time.perf_counter() - start
+    if i == 0 and os.environ.get("BENCH_VERBOSE"):
+        print(proc.stdout.decode() + proc.stderr.decode(), file=sys.stderr)
+    return elapsed
+
+
+def snapshot(base: Path, env: dict[str, str]) -> tuple[Path, str]:
+    dest = base / "hook-repo"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "--no-verify", "-m", "snapshot"]):
+        sh(["git", *args], dest, env)
+    return dest, sh(["git", "rev-parse", "HEAD"], dest, env).stdout.decode().strip()
+
+
+def write_hook(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=15, help="timed commits per scenario (median reported)")
+    ap.add_argument("--skip-gitlint", action="store_true")
+    ap.add_argument("--skip-pre-commit", action="store_true")
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-commit-"))
+    env = make_env(base)
+    results: dict[str, dict[str, object]] = {}
+    notes: list[str] = []
+
+    scenarios: dict[str, tuple[Path, str]] = {}
+
+    def record(name: str, repo: Path, what: str) -> None:
+        scenarios[name] = (repo, what)
+
+    def report(name: str, times: list[float], what: str) -> None:
+        results[name] = {"median_ms": round(statistics.median(times) * 1000, 1),
+                         "min_ms": round(min(times) * 1000, 1), "max_ms": round(max(times) * 1000, 1),
+                         "n": len(times), "what": what}
+        print(f"{name:16} median {results[name]['median_ms']:7.1f} ms  (min {results[name]['min_ms']}, "
+              f"max {results[name]['max_ms']}, n={len(times)})  {what}", flush=True)
+
+    try:
+        repo = new_repo(base, "plain", env)
+        record("plain", repo, "git commit, no hooks")
+
+        repo = new_repo(base, "ours-direct", env)
+        sh([sys.executable, "-m", "token_exchange", "init"], repo, env)
+        sh([sys.executable, "-m", "token_exchange", "hooks", "install"], repo, env)
+        record("ours-direct", repo,
+               "our commit-msg + post-commit (tx hooks install), ledger write included")
+
+        gitlint = None
+        if not args.skip_gitlint:
+            venv = base / "gitlint-venv"
+            sh([sys.executable, "-m", "venv", str(venv)], base, env)
+            pip = sh([str(venv / "bin" / "pip"), "install", "-q", "gitlint-core"], base, env, check=False)
+            if pip.returncode == 0:
+                gitlint = venv / "bin" / "gitlint"
+            else:
+                notes.append("gitlint-core could not be installed: gitlint scenario skipped")
+        if gitlint is not None:
+            repo = new_repo(base, "gitlint", env)
+            # what `gitlint install-hook` / its pre-commit hook run: lint the message file
+            write_hook(repo / ".git" / "hooks" / "commit-msg",
+                       f'#!/bin/sh\nexec "{gitlint}" --staged --msg-filename "$1"\n')
+            record("gitlint", repo, "gitlint commit-msg hook (gitlint-core)")
+
+        if not args.skip_pre_commit and shutil.which("pre-commit"):
+            hook_repo, sha = snapshot(base, env)
+            repo = new_repo(base, "ours-pre-commit", env)
+            (repo / ".pre-commit-config.yaml").write_text(
+                f"repos:\n- repo: {hook_repo}\n  rev: {sha}\n  hooks:\n"
+                f"  - id: token-exchange-commit-msg\n  - id: token-exchange-post-commit\n")
+            sh(["git", "add", ".pre-commit-config.yaml"], repo, env)
+            sh(["git", "commit", "-q", "--no-verify", "-m", "config"], repo, env)
+            sh([sys.executable, "-m", "token_exchange", "init"], repo, env)
+            sh(["pre-commit", "install", "--hook-type", "commit-msg", "--hook-type", "post-commit"], repo, env)
+            sh(["pre-commit", "install-hooks"], repo, env)
+            record("ours-pre-commit", repo, "our two hooks via pre-commit")
+
+            repo = new_repo(base, "noop-pre-commit", env)
+            (repo / ".pre-commit-config.yaml").write_text(
+                "repos:\n- repo: local\n  hooks:\n"
+                "  - {id: noop-msg, name: noop-msg, entry: 'true', language: system, stages: [commit-msg]}\n"
+                "  - {id: noop-post, name: noop-post, entry: 'true', language: system, stages: [post-commit],"
+                " always_run: true, pass_filenames: false}\n")
+            sh(["git", "add", ".pre-commit-config.yaml"], repo, env)
+            sh(["git", "commit", "-q", "--no-verify", "-m", "config"], repo, env)
+            sh(["pre-commit", "install", "--hook-type", "commit-msg", "--hook-type", "post-commit"], repo, env)
+            record("noop-pre-commit", repo, "two no-op hooks via pre-commit")
+        elif not args.skip_pre_commit:
+            notes.append("pre-commit is not installed: pre-commit scenarios skipped")
+        # round robin: one commit per scenario per round, so load changes hit every scenario alike
+        times: dict[str, list[float]] = {name: [] for name in scenarios}
+        warmup = 2
+        for i in range(warmup + args.n):
+            for name, (repo, _what) in scenarios.items():
+                elapsed = time_commit(repo, env, i)
+                if i >= warmup:
+                    times[name].append(elapsed)
+        for name, (_repo, what) in scenarios.items():
+            report(name, times[name], what)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    goals: dict[str, object] = {}
+    ms = {k: v["median_ms"] for k, v in results.items()}
+    if {"plain", "ours-direct", "gitlint"} <= ms.keys():
+        ours, theirs = ms["ours-direct"] - ms["plain"], ms["gitlint"] - ms["plain"]
+        goals["direct_vs_gitlint"] = {"ours_added_ms": round(ours, 1), "gitlint_added_ms": round(theirs, 1),
+                                      "met": ours <= theirs}
+    if {"ours-pre-commit", "noop-pre-commit"} <= ms.keys():
+        over = (ms["ours-pre-commit"] / ms["noop-pre-commit"] - 1) * 100
+        goals["pre_commit_overhead"] = {"percent_over_noop": round(over, 1), "goal_percent": 15, "met": over <= 15}
+    load = os.getloadavg()
+    doc = {"load_average_after": [round(x, 2) for x in load], "python": platform.python_version(), "platform": platform.platform(),
+           "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
+           "cpus": os.cpu_count(), "results": results, "goals": goals, "notes": notes}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(goals, indent=2))
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
