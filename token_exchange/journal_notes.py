@@ -10,6 +10,8 @@ Layout (see docs/notes.md):
   a constant plus the UTC hour of the record (``git hash-object`` of it is the same in every clone, so
   two clones writing in the same hour write to the same note and merge by line union).  Hourly anchors
   keep each note small: an append rewrites one note of at most an hour of records, never the ledger.
+  The first record of an anchor also stores the anchor blob under ``token-exchange-anchors/`` in the
+  notes tree (a non-note entry git keeps), so anchors travel with fetch/push and survive gc and prune.
 * One record per line: compact JSON with sorted keys.  ``git notes merge -s cat_sort_uniq`` (line
   union) and ``notes.rewriteMode=cat_sort_uniq`` (amend/rebase copies) therefore never lose a record;
   a record seen twice is deduplicated by id.
