@@ -103,16 +103,17 @@ def main() -> None:
         from token_exchange.output import dumps
 
         cfg = config.load(repo / ".exchange" / "config.toml")
-        t = time.perf_counter()
+        clock = time.process_time  # CPU: the machine may be shared and loaded
+        t = clock()
         issues = beads.read_jsonl(export)
-        t_read = time.perf_counter() - t
+        t_read = clock() - t
         open_work = [i for i in issues if i.status not in ("closed", "pinned") and not i.pinned and i.is_work]
-        t = time.perf_counter()
+        t = clock()
         rewards = beads.rewards_for(cfg, open_work)
-        t_rewards = time.perf_counter() - t
-        t = time.perf_counter()
+        t_rewards = clock() - t
+        t = clock()
         dumps({"issues": [beads.issue_json(i, r) for i, r in zip(open_work, rewards)]})
-        t_json = time.perf_counter() - t
+        t_json = clock() - t
 
         # sync: pay every closed issue once (one atomic append), then the no-op re-run
         sync_env = {**cached, "BD_ACTOR": "zero"}
@@ -137,13 +138,15 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     main_fig = procs["tx-bd preview-all --json"]["bytecode_cached"]["wall_s"]
+    main_cpu = procs["tx-bd preview-all --json"]["bytecode_cached"]["cpu_s"]
     result = {
         "benchmark": "tx-bd preview-all over a generated beads export (whole process)",
         "issues_in_export": args.count, "export_lines": lines, "open_issues_listed": listing["count"],
         "total_at_stake": str(listing["total"]), "runs": args.runs,
-        "goal_s": 1.0, "preview_all_json_wall_s": main_fig, "meets_goal": main_fig < 1.0,
+        "goal_s": 1.0, "preview_all_json_wall_s": main_fig, "preview_all_json_cpu_s": main_cpu,
+        "meets_goal_wall": main_fig < 1.0, "meets_goal_cpu": main_cpu < 1.0,
         "processes": procs,
-        "in_process_s": {"read_and_validate_jsonl": round(t_read, 4), "rewards": round(t_rewards, 4),
+        "in_process_cpu_s": {"read_and_validate_jsonl": round(t_read, 4), "rewards": round(t_rewards, 4),
                          "json_encode": round(t_json, 4)},
         "sync": {"first_run_paid_issues": len(first_doc["paid"]), "first_run_total": str(first_doc["total_paid"]),
                  "first_run": sync_first, "rerun_noop": sync_again,
