@@ -36,6 +36,11 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def brief(f: dict[str, object]) -> dict[str, object]:
+    """Findings without the (possibly 1,000-name) lists: booleans and counts."""
+    return {k: (len(v) if isinstance(v, list) else v) for k, v in f.items()}
+
+
 def measure(name: str, runs: int, **kw: object) -> dict[str, object]:
     best: dict[str, object] | None = None
     for _ in range(runs):
@@ -48,7 +53,7 @@ def measure(name: str, runs: int, **kw: object) -> dict[str, object]:
         wall, used = time.perf_counter() - w0, cpu() - c0
         row = {"case": name, "hours": r.hours, "agents": len(r.agents), "transactions": r.transactions,
                "wall_s": round(wall, 3), "cpu_s": round(used, 3),
-               "txns_per_s": round(r.transactions / wall), "findings": r.findings()}
+               "txns_per_s": round(r.transactions / wall), "findings": brief(r.findings())}
         if best is None or wall < best["wall_s"]:  # type: ignore[operator]
             best = row
         print(f"{name}: {r.transactions} transactions in {wall:.2f} s wall, {used:.2f} s CPU", flush=True)
