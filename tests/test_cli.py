@@ -157,3 +157,14 @@ def test_every_command_accepts_json() -> None:
     missing = [" ".join(p) for p, c in walk(group, []) if not any("--json" in o.opts for o in c.params
                                                                   if hasattr(o, "opts"))]
     assert missing == []
+
+
+def test_doctor_exits_1_when_inconsistent(home: Path) -> None:
+    tx_inproc("--home", str(home), "award", "zero", "5", "bd", "x", "--id", "a-1")
+    tx_inproc("--home", str(home), "award", "zero", "6", "bd", "y", "--id", "a-2")
+    path = home / "ledger.toml"
+    path.write_text(path.read_text().replace('amount = "5"', 'amount = "50000"'))
+    r = tx_inproc("--home", str(home), "doctor", "--json")
+    assert r.code == 1
+    report = json.loads(r.out)
+    assert not report["ok"] and any("hash" in p for p in report["problems"])

@@ -93,7 +93,7 @@ def run_cli(app: Any, prog: str, argv: Sequence[str] | None = None,
         return code
 
     try:
-        app(args=args, prog_name=prog, standalone_mode=False)
+        rv = app(args=args, prog_name=prog, standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except exc.UsageError as e:
@@ -115,4 +115,5 @@ def run_cli(app: Any, prog: str, argv: Sequence[str] | None = None,
         if debug:
             raise
         return fail(f"{e.strerror or e}: {getattr(e, 'filename', '') or ''}", 1)
-    return 0
+    # With standalone_mode=False, click returns the code of a typer.Exit instead of raising it.
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
