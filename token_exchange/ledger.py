@@ -490,8 +490,8 @@ class Ledger:
                         raise IdConflict(f"transaction id {t.id} already used with different content")
                     out.append(Appended(old, False))
                     continue
-                t = replace(t, ts=t.ts or now, prev=prev if self.journal.chained else "")
-                t = replace(t, hash=t.compute_hash())
+                ts, link = t.ts or now, prev if self.journal.chained else ""
+                t = replace(t, ts=ts, prev=link, hash=_digest({**t.content(), "ts": ts, "prev": link}))
                 if self.journal.chained:
                     prev = t.hash
                 seen[t.id] = t
