@@ -146,6 +146,17 @@ def bench(n: int, runs: int) -> dict[str, float | int]:
         return out
 
 
+def toml_append(runs: int) -> float:
+    """The TOML backend's append on the same machine, for scale."""
+    with tempfile.TemporaryDirectory() as tmp:
+        init_home(str(Path(tmp) / "home"), "toml")
+        ex = Exchange(Path(tmp) / "home")
+        ex.award("claude", SCALE, "bench", "warm", id="award:warm")
+        ms = median_ms(lambda k: ex.award("claude", SCALE, "bench", f"t{k}", id=f"award:t{k}"), runs)
+        ex.close()
+        return ms
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100,1000,10000")
@@ -156,7 +167,14 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",")):
         results[str(n)] = bench(n, args.runs)
         print(n, results[str(n)], flush=True)
-    doc = {"benchmark": "git-notes ledger", "git": git(ROOT, "--version").strip(),
+    baseline = {
+        "python_startup_ms": median_ms(lambda k: subprocess.run([sys.executable, "-c", "pass"], check=True), 7),
+        "git_rev_parse_ms": median_ms(lambda k: subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT,
+                                                               capture_output=True, check=True), 7),
+        "toml_append_ms": toml_append(args.runs),
+    }
+    print("baseline", baseline, flush=True)
+    doc = {"benchmark": "git-notes ledger", "git": git(ROOT, "--version").strip(), "baseline": baseline,
            "python": sys.version.split()[0], "cpus": os.cpu_count(),
            "load_average": [round(x, 2) for x in os.getloadavg()], "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
