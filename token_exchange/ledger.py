@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +50,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@lru_cache(maxsize=256)
 def ts_text(moment: datetime) -> str:
+    """UTC timestamp text (cached: a simulated or fixed clock asks for the same instant many times)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -136,12 +139,13 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
                 raise UserError(f"invalid {name} key {k!r}")
             if isinstance(v, float) or not isinstance(v, (str, int)):
                 raise UserError(f"{name}.{k} must be text or a whole number")
-            if isinstance(v, str):
+            if isinstance(v, str) and not (len(v) <= 500 and v.isprintable()):
                 meta[k] = clean_text(v, limit=500)
         kw[name] = dict(meta)
     for name, limit in (("project", 200), ("description", 500), ("agent", 64), ("ref", 200)):
-        if name in kw:
-            kw[name] = clean_text(str(kw[name]), limit=limit)
+        value = kw.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= limit and value.isprintable()):
+            kw[name] = clean_text(str(value), limit=limit)
     return Txn(id=id, kind=kind, payer=payer, payee=payee, amount=amount, **kw)
 
 

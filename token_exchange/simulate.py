@@ -25,9 +25,8 @@ from __future__ import annotations
 import json
 import math
 import random
-import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +38,7 @@ from token_exchange.config import Config
 from token_exchange.errors import UserError
 from token_exchange.exchange import Exchange
 from token_exchange.ledger import Index, Ledger, Torn, Txn
+from token_exchange.memindex import MemoryIndex
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 MAX_HOURS = 24 * 366 * 5
@@ -174,43 +174,8 @@ class SimJournal:
         return path.stat().st_size
 
 
-class SimIndex(Index):
-    """The real index, in memory, with read-through caches of what only this process writes.
-
-    A throwaway home has one writer (this process), so every transaction passes through ``add``:
-    ``get`` of an unknown id needs no query, a known one is served from memory (transactions are
-    immutable), and ``meta`` of the position/last hash is remembered.  The SQL tables are still
-    written and queried for everything else (balances, windows, contracts, holds, pools).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._txns: dict[str, Txn] = {}
-        self._meta: dict[str, str | None] = {}
-        super().__init__(path)
-
-    def add(self, txns: Iterable[Txn], position: str, last_hash: str | None) -> list[str]:
-        txns = list(txns)
-        dup = super().add(txns, position, last_hash)
-        skip = set(dup)
-        for t in txns:
-            if t.id not in skip:
-                self._txns[t.id] = t
-        self._meta["position"] = position
-        if last_hash is not None:
-            self._meta["last_hash"] = last_hash
-        return dup
-
-    def get(self, id: str) -> Txn | None:
-        return self._txns.get(id)
-
-    def meta(self, key: str) -> str | None:
-        if key in self._meta:
-            return self._meta[key]
-        return super().meta(key)
-
-    def set_meta(self, key: str, value: str) -> None:
-        super().set_meta(key, value)
-        self._meta[key] = value
+class SimIndex(MemoryIndex):
+    """The index of a throwaway home: the dict-backed ``MemoryIndex`` (same answers as SQLite, no SQL)."""
 
 
 class SimLedger(Ledger):
@@ -219,7 +184,7 @@ class SimLedger(Ledger):
     @property
     def index(self) -> Index:
         if self._index is None:
-            self._index = SimIndex(self.index_path)
+            self._index = SimIndex(self.index_path)  # type: ignore[assignment]
         return self._index
 
 
@@ -234,14 +199,12 @@ class SimExchange(Exchange):
     def persist(self) -> None:
         """Write ledger.toml and a caught-up index.sqlite so `tx --home` can read the result."""
         size = self.journal.persist()
-        idx = self.ledger.index
-        idx.set_meta("position", str(size))
-        target = sqlite3.connect(self.home / "index.sqlite")
+        target = Index(self.home / "index.sqlite")
         try:
-            idx.db.backup(target)
+            txns = self.journal.txns
+            target.add(txns, str(size), txns[-1].hash if txns else None)
         finally:
             target.close()
-        idx.set_meta("position", self.journal.end())
 
 
 # --- configuration for a run ---------------------------------------------------------------------
