@@ -18,6 +18,10 @@ def init_home(option: str | Path | None, backend: str) -> dict[str, Any]:
     if backend not in ("toml", "notes"):
         raise UserError(f"--backend must be toml or notes, not {backend[:20]!r}")
     home = find_home(option)
+    if backend == "notes":
+        from token_exchange.journal_notes import resolve_repo
+
+        resolve_repo(home)  # refuse outside a git repository before writing anything
     home.mkdir(parents=True, exist_ok=True)
     cfg_path = home / "config.toml"
     created = not cfg_path.exists()
