@@ -59,14 +59,27 @@ def match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:
     return _match_contract(contracts, project[:MAX_PROJECT])
 
 
+_QUANTIFIER = re.compile(r"(?<!\\)[*+{]")
+
+
+def _linear(pattern: str) -> bool:
+    """Patterns with no group, no alternation and at most two unbounded quantifiers (``scheme-.*``) cost
+    O(n^2) at worst on a project name of at most 200 characters; anything else gets the timeout."""
+    return "(" not in pattern and "|" not in pattern and len(_QUANTIFIER.findall(pattern)) <= 2
+
+
 @lru_cache(maxsize=256)
 def _match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:
     """Memoised: a report prices thousands of commits on one project (a timeout raises, so is never cached)."""
-    import regex
-
     for c in contracts:
         if c.pattern is None:
             return c
+        if _linear(c.pattern):  # cannot backtrack badly: stdlib re, no `regex` import on the hook path
+            if re.fullmatch(c.pattern, project):
+                return c
+            continue
+        import regex
+
         try:
             if regex.fullmatch(c.pattern, project, timeout=0.05):
                 return c
