@@ -393,7 +393,6 @@ exit 0
 
 
 def test_rejected_push_is_fetched_merged_and_retried(tmp_path: Path) -> None:
-    from dataclasses import replace
 
     from token_exchange.journal_notes import record_line
 
@@ -404,7 +403,7 @@ def test_rejected_push_is_fetched_merged_and_retried(tmp_path: Path) -> None:
     first = ex.ledger.get("award:first")
     raced = make_txn("award:raced", "award", "world:rewards", "observer", 3 * SCALE, agent="observer",
                      description="pushed by someone else", ts=first.ts)
-    raced = replace(raced, hash=raced.compute_hash())
+    raced = raced._replace(hash=raced.compute_hash())
     (remote / "raced-record").write_text(record_line(raced) + "\n")
     anchor = object_id("blob", anchor_text(first.ts), "sha1")
     hook = remote / "hooks" / "pre-receive"
@@ -516,7 +515,6 @@ def test_anchors_survive_gc_and_notes_prune_in_other_clones(tmp_path: Path) -> N
 def test_foreign_write_inside_our_lock_is_not_skipped_by_the_index(repo: Path) -> None:
     """Another writer (plain `git notes`) moves the ref after our catch-up: the CAS notices, we build on
     its tip, and the index still reads the foreign record."""
-    from dataclasses import replace
 
     from token_exchange.journal_notes import record_line
 
@@ -526,7 +524,7 @@ def test_foreign_write_inside_our_lock_is_not_skipped_by_the_index(repo: Path) -
     first = ex.ledger.get("award:ours1")
     foreign = make_txn("award:foreign", "award", "world:rewards", "lambda", 4 * SCALE, agent="lambda",
                        description="written by git notes", ts=first.ts)
-    foreign = replace(foreign, hash=foreign.compute_hash())
+    foreign = foreign._replace(hash=foreign.compute_hash())
     anchor = object_id("blob", anchor_text(first.ts), "sha1")
     with ex.ledger.locked():
         git(repo, "notes", "--ref", REF, "append", "-m", record_line(foreign), anchor)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
 from functools import lru_cache
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from token_exchange.amounts import Units, to_decimal, to_units
 from token_exchange.errors import ConfigError, UserError
@@ -24,8 +23,7 @@ BACKENDS = ("toml", "notes")
 UNKNOWN_AUTHOR = ("ignore", "error")
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Spending limits in units (burst: per spend; reserve: floor; windows: rolling)."""
 
     hourly: Units
@@ -34,8 +32,7 @@ class Limits:
     reserve: Units
 
 
-@dataclass(frozen=True)
-class Agent:
+class Agent(NamedTuple):
     name: str
     level: int
     base_rate: Decimal
@@ -49,38 +46,33 @@ class Agent:
         return self.preferred_llm.get(task_type, self.primary_llm)
 
 
-@dataclass(frozen=True)
-class Model:
+class Model(NamedTuple):
     name: str
     cost_per_1k: Decimal
     input_per_1k: Decimal
     output_per_1k: Decimal
 
 
-@dataclass(frozen=True)
-class Contract:
+class Contract(NamedTuple):
     name: str
     pattern: str | None  # None: the catch-all "default"
     multiplier: Decimal
     budget: Units
 
 
-@dataclass(frozen=True)
-class BonusGroup:
+class BonusGroup(NamedTuple):
     name: str
     keywords: tuple[str, ...]
     multiplier: Decimal
 
 
-@dataclass(frozen=True)
-class CommitRules:
+class CommitRules(NamedTuple):
     pay_merges: bool = False
     pay_fixups: bool = False
     pay_reverts: bool = False
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     backend: str
     starting_balance: Units
     unknown_author: str
@@ -97,7 +89,7 @@ class Config:
     limits: Limits
     reservation_ttl: int
     path: Path | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    raw: dict[str, Any] = {}  # the parsed TOML, for tools that need keys we do not model
 
     def agent(self, name: str) -> Agent:
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -70,15 +69,16 @@ def open_journal(home: Path, cfg: Config):  # type: ignore[no-untyped-def]
     return TomlJournal(home)
 
 
-@dataclass
 class CommitOutcome:
     """What a commit paid (or why not): one share per agent."""
 
-    reward_id: str
-    reward: CommitReward | None
-    shares: list[Appended] = field(default_factory=list)
-    already_paid: list[Txn] = field(default_factory=list)
-    unmatched: str = ""
+    def __init__(self, reward_id: str, reward: CommitReward | None, shares: list[Appended] | None = None,
+                 already_paid: list[Txn] | None = None, unmatched: str = "") -> None:
+        self.reward_id = reward_id
+        self.reward = reward
+        self.shares: list[Appended] = shares or []
+        self.already_paid: list[Txn] = already_paid or []
+        self.unmatched = unmatched
 
     @property
     def amount(self) -> Units:

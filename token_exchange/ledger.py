@@ -19,11 +19,10 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from token_exchange.amounts import MAX_UNITS, Units, fmt
 from token_exchange.errors import IdConflict, UserError, clean_text
@@ -65,8 +64,7 @@ def is_agent_account(account: str) -> bool:
     return ":" not in account
 
 
-@dataclass(frozen=True)
-class Txn:
+class Txn(NamedTuple):
     """One immutable transaction.  ``hash`` chains it to ``prev`` (tamper evidence)."""
 
     id: str
@@ -77,8 +75,8 @@ class Txn:
     agent: str = ""
     project: str = ""
     description: str = ""
-    source: dict[str, Any] = field(default_factory=dict)
-    breakdown: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = {}  # never mutated: make_txn and readers always pass their own dicts
+    breakdown: dict[str, Any] = {}
     ref: str = ""
     ts: str = ""
     prev: str = ""
@@ -102,6 +100,10 @@ class Txn:
         d["amount"] = fmt(self.amount)
         d.update(ts=self.ts, prev=self.prev, hash=self.hash)
         return d
+
+    def for_json(self) -> dict[str, Any]:
+        """simplejson would otherwise encode this NamedTuple field by field (amount in units)."""
+        return self.to_json()
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Txn:
@@ -149,16 +151,14 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
     return Txn(id=id, kind=kind, payer=payer, payee=payee, amount=amount, **kw)
 
 
-@dataclass(frozen=True)
-class Appended:
+class Appended(NamedTuple):
     """Outcome of an append: ``created`` False means the id existed with equal content."""
 
     txn: Txn
     created: bool
 
 
-@dataclass
-class Torn:
+class Torn(NamedTuple):
     """An incomplete trailing write found in a journal (never acknowledged to anyone)."""
 
     offset: int
@@ -178,8 +178,7 @@ class Journal(Protocol):
     def lock_path(self) -> Path: ...
 
 
-@dataclass(frozen=True)
-class Balance:
+class Balance(NamedTuple):
     agent: str
     balance: Units
     earned: Units
@@ -194,6 +193,9 @@ class Balance:
                 "spent": to_decimal(self.spent),
                 "by_kind": {k: to_decimal(v) for k, v in sorted(self.by_kind.items())},
                 "projects": {k: to_decimal(v) for k, v in sorted(self.projects.items())}}
+
+    def for_json(self) -> dict[str, Any]:
+        return self.to_json()
 
 
 SCHEMA = """
@@ -495,7 +497,7 @@ class Ledger:
                     out.append(Appended(old, False))
                     continue
                 ts, link = t.ts or now, prev if self.journal.chained else ""
-                t = replace(t, ts=ts, prev=link, hash=_digest({**t.content(), "ts": ts, "prev": link}))
+                t = t._replace(ts=ts, prev=link, hash=_digest({**t.content(), "ts": ts, "prev": link}))
                 if self.journal.chained:
                     prev = t.hash
                 seen[t.id] = t

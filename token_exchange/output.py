@@ -18,7 +18,7 @@ from token_exchange.amounts import Units, to_decimal
 def dumps(data: Any) -> str:
     import simplejson
 
-    return simplejson.dumps(data, use_decimal=True, indent=2, ensure_ascii=False, default=_default)
+    return simplejson.dumps(data, use_decimal=True, indent=2, ensure_ascii=False, default=_default, for_json=True)
 
 
 def _default(obj: Any) -> Any:

@@ -8,10 +8,9 @@ multiplier.  Every result carries its breakdown so users see *why*.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from token_exchange.amounts import Units, fmt, round_reward
 from token_exchange.config import BonusGroup, CommitRules, Config, Contract
@@ -100,8 +99,7 @@ def exclusion(message: str, parents: int, rules: CommitRules) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class CommitReward:
+class CommitReward(NamedTuple):
     agent: str
     project: str
     base_rate: Decimal
@@ -166,8 +164,7 @@ def with_budget(reward: CommitReward, contract_paid: Units) -> CommitReward:
                         r.bonus, r.gross, amount, r.budget, left, amount < r.gross, r.excluded)
 
 
-@dataclass(frozen=True)
-class IssueReward:
+class IssueReward(NamedTuple):
     priority: str
     base: Decimal
     issue_type: str
