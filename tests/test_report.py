@@ -396,7 +396,7 @@ def test_long_ranges_collapse_and_truncate_under_the_limit(tmp_path: Path) -> No
     long_subject = "fix: " + "<@x|`*" * 40
     stream = []
     for i in range(400):
-        stream.append(f"commit refs/heads/feature\ncommitter C <claude@aygp-dr.ai> 1767323045 +0000\n")
+        stream.append("commit refs/heads/feature\ncommitter C <claude@aygp-dr.ai> 1767323045 +0000\n")
         msg = f"{long_subject} {i}\n".encode()
         stream.append(f"data {len(msg)}\n")
         stream.append(msg.decode())
