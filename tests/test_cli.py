@@ -168,3 +168,18 @@ def test_doctor_exits_1_when_inconsistent(home: Path) -> None:
     assert r.code == 1
     report = json.loads(r.out)
     assert not report["ok"] and any("hash" in p for p in report["problems"])
+
+
+def test_config_cache_never_serves_a_stale_config(home: Path) -> None:
+    assert tx_inproc("--home", str(home), "agents").code == 0  # parses and caches
+    assert (home / ".config-cache.json").exists()
+    cfg = home / "config.toml"
+    text = cfg.read_text()
+    cfg.write_text(text.replace("base_rate = 150", "base_rate = 151"))  # same size class of edit
+    data = json.loads(tx_inproc("--home", str(home), "agents", "--json").out, parse_float=Decimal)
+    assert {d["agent"]: d["base_rate"] for d in data}["claude"] == 151
+    cfg.write_text(text + "\n[exchange.oops]\n")
+    assert tx_inproc("--home", str(home), "agents").code == 1  # invalid edits are caught, not masked by the cache
+    (home / ".config-cache.json").write_text("{not json")
+    cfg.write_text(text)
+    assert tx_inproc("--home", str(home), "agents").code == 0
