@@ -33,20 +33,45 @@ def clean_message(text: str, comment_char: str = "#") -> str:
     return "\n".join(lines).strip()[:MAX_MESSAGE]
 
 
-@lru_cache(maxsize=64)
-def _keyword_re(keywords: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(r"\b(" + "|".join(re.escape(k) for k in keywords) + r")\b", re.IGNORECASE)
+_keyword_cache: tuple[tuple[BonusGroup, ...], tuple[re.Pattern[str], dict[str, list[int]]]] | None = None
+
+
+def _keywords(bonuses: tuple[BonusGroup, ...]) -> tuple[re.Pattern[str], dict[str, list[int]]]:
+    """One alternation of every keyword (longest first) and, per keyword, the groups that list it.
+
+    Cached by identity (a config's tuple is reused for every commit; hashing it each time costs more
+    than the match)."""
+    global _keyword_cache
+    if _keyword_cache is not None and _keyword_cache[0] is bonuses:
+        return _keyword_cache[1]
+    owners: dict[str, list[int]] = {}
+    for i, group in enumerate(bonuses):
+        for k in group.keywords:
+            owners.setdefault(k.lower(), []).append(i)
+    words = sorted(owners, key=lambda k: (-len(k), k))
+    result = (re.compile(r"\b(" + "|".join(re.escape(k) for k in words) + r")\b", re.IGNORECASE), owners)
+    _keyword_cache = (bonuses, result)
+    return result
 
 
 def keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusGroup | None, str]:
-    """The matching bonus group with the highest multiplier (no compounding) and its keyword."""
-    best: tuple[BonusGroup | None, str] = (None, "")
-    text = message[:MAX_MESSAGE]
-    for group in bonuses:
-        m = _keyword_re(group.keywords).search(text)
-        if m and (best[0] is None or group.multiplier > best[0].multiplier):
-            best = (group, m.group(1).lower())
-    return best
+    """The matching bonus group with the highest multiplier (no compounding) and its keyword.
+
+    Ties go to the group listed first; the keyword shown is that group's first one in the message.
+    One regex pass over the message, however many groups (a report prices thousands of commits).
+    """
+    if not bonuses:
+        return None, ""
+    pattern, owners = _keywords(bonuses)
+    first: dict[int, str] = {}
+    for m in pattern.finditer(message[:MAX_MESSAGE]):
+        word = m.group(1).lower()
+        for i in owners.get(word, ()):
+            first.setdefault(i, word)
+    if not first:
+        return None, ""
+    best = min(first, key=lambda i: (-bonuses[i].multiplier, i))
+    return bonuses[best], first[best]
 
 
 def match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:
