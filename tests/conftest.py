@@ -8,13 +8,56 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from token_exchange.exchange import Exchange
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """An injectable clock that tests move by hand (no sleeping in tests)."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+def make_ex(path: Path, clock: Clock, extra: str = "") -> "Exchange":
+    """An opened exchange at ``path`` with the seed config plus ``extra`` TOML, on ``clock``."""
+    from token_exchange import config as config_mod
+    from token_exchange.exchange import Exchange
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.toml").write_text(config_mod.default_text() + "\n" + extra)
+    ex = Exchange(path, clock=clock)
+    ex.open_all()
+    return ex
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ex(tmp_path: Path, clock: Clock) -> "Exchange":
+    return make_ex(tmp_path / "ex", clock)
+
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Claude",

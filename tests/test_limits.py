@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from token_exchange import config as config_mod
 from token_exchange import limits, llm
 from token_exchange.amounts import SCALE
 from token_exchange.config import Limits
@@ -18,29 +17,9 @@ from token_exchange.errors import UserError
 from token_exchange.exchange import Exchange
 from token_exchange.ledger import ts_micros
 from token_exchange.limits import LimitRefused, Usage, check
-from tests.conftest import tx
+from tests.conftest import Clock, make_ex, tx
 
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SEED = Limits(hourly=1000 * SCALE, daily=10000 * SCALE, burst=500 * SCALE, reserve=500 * SCALE)
-
-
-class Clock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
-
-
-def make_ex(path: Path, clock: Clock, extra: str = "") -> Exchange:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.toml").write_text(config_mod.default_text() + "\n" + extra)
-    ex = Exchange(path, clock=clock)
-    ex.open_all()
-    return ex
 
 
 def u(tokens: str | int) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,39 +13,9 @@ from token_exchange.amounts import SCALE, to_units
 from token_exchange.errors import IdConflict, Refused, UserError
 from token_exchange.exchange import Exchange
 from token_exchange.limits import LimitRefused
-from tests.conftest import tx
+from tests.conftest import Clock, make_ex, tx
 
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 NOW = "2026-01-01T12:00:00Z"
-
-
-class Clock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
-
-
-def make_ex(path: Path, clock: Clock, extra: str = "") -> Exchange:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.toml").write_text(config_mod.default_text() + "\n" + extra)
-    ex = Exchange(path, clock=clock)
-    ex.open_all()
-    return ex
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def ex(tmp_path: Path, clock: Clock) -> Exchange:
-    return make_ex(tmp_path / "ex", clock)
 
 
 def tokens(text: str) -> int:

@@ -3,52 +3,20 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from token_exchange import config as config_mod
 from token_exchange import pools
 from token_exchange.amounts import SCALE
 from token_exchange.doctor import check
 from token_exchange.errors import IdConflict, Refused, UserError
 from token_exchange.exchange import Exchange
 from token_exchange.limits import LimitRefused
-from tests.conftest import tx
+from tests.conftest import Clock, make_ex, tx
 
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += timedelta(**kw)
-
-
-def make_ex(path: Path, clock: Clock, extra: str = "") -> Exchange:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.toml").write_text(config_mod.default_text() + "\n" + extra)
-    ex = Exchange(path, clock=clock)
-    ex.open_all()
-    return ex
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def ex(tmp_path: Path, clock: Clock) -> Exchange:
-    return make_ex(tmp_path / "ex", clock)
 
 
 def team(ex: Exchange, clock: Clock, a: int = 600, b: int = 400) -> None:
