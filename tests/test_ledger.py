@@ -209,8 +209,8 @@ from token_exchange.exchange import Exchange
 from token_exchange.ledger import REWARDS, make_txn
 ex = Exchange(Path(sys.argv[1]))
 n = int(sys.argv[2])
-while True:
-    ex.ledger.append_many([make_txn(f"k{n}-{i}", "award", REWARDS, "zero", 1, agent="zero") for i in range(50)])
+for _ in range(150):  # bounded: on a fast disk an unbounded writer makes every later doctor run slow
+    ex.ledger.append_many([make_txn(f"k{n}-{i}", "award", REWARDS, "zero", 1, agent="zero") for i in range(20)])
     n += 1000
 """
 
@@ -219,17 +219,19 @@ def test_sigkill_at_random_points_leaves_a_consistent_ledger(tmp_path: Path) -> 
     home = tmp_path / "h"
     new_home(home).close()
     rng = random.Random(42)
+    killed = 0
     for round_ in range(8):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(home), str(round_ * 10**6)])
-        time.sleep(0.3 + rng.random() * 0.5)
+        time.sleep(0.15 + rng.random() * 0.3)  # interpreter start-up takes ~0.1-0.2 s of that
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        killed += proc.wait() == -signal.SIGKILL
         report = check(Exchange(home).ledger)
         assert report.ok, report.problems
     ex = Exchange(home)
     count = sum(1 for t in ex.ledger.fresh().iter_txns() if t.kind == "award")
     assert ex.balance("zero").balance == 10000 * SCALE + count  # every batch landed whole or not at all
-    assert count % 50 == 0
+    assert count % 20 == 0
+    assert killed >= 1  # at least one writer really died mid-run
 
 
 def test_hostile_ids_and_accounts_refused() -> None:
