@@ -230,6 +230,9 @@ class Index:
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Index pages are read through the OS page cache (mmap) instead of copied into SQLite's small default
+        # cache: appends and window queries on a large ledger touch a few deep B-tree pages each.
+        self.db.execute("PRAGMA mmap_size=1073741824")
         if self.meta("version") != INDEX_VERSION:
             self.reset()
 
