@@ -115,11 +115,17 @@ def main() -> None:
         repo = new_repo(base, "plain", env)
         record("plain", repo, "git commit, no hooks")
 
+        # Like gitlint below (and like a user's install): a venv with a regular, byte-compiled install of
+        # this checkout, so neither side pays this machine's site .pth files or the editable-install finder.
+        hook_repo, sha = snapshot(base, env)
+        ours_venv = base / "ours-venv"
+        sh([sys.executable, "-m", "venv", str(ours_venv)], base, env)
+        sh([str(ours_venv / "bin" / "pip"), "install", "-q", str(hook_repo)], base, env)
         repo = new_repo(base, "ours-direct", env)
-        sh([sys.executable, "-m", "token_exchange", "init"], repo, env)
-        sh([sys.executable, "-m", "token_exchange", "hooks", "install"], repo, env)
+        sh([str(ours_venv / "bin" / "tx"), "init"], repo, env)
+        sh([str(ours_venv / "bin" / "tx"), "hooks", "install"], repo, env)
         record("ours-direct", repo,
-               "our commit-msg + post-commit (tx hooks install), ledger write included")
+               "our commit-msg + post-commit (tx hooks install, venv install), ledger write included")
 
         gitlint = None
         if not args.skip_gitlint:
@@ -138,7 +144,6 @@ def main() -> None:
             record("gitlint", repo, "gitlint commit-msg hook (gitlint-core)")
 
         if not args.skip_pre_commit and shutil.which("pre-commit"):
-            hook_repo, sha = snapshot(base, env)
             repo = new_repo(base, "ours-pre-commit", env)
             (repo / ".pre-commit-config.yaml").write_text(
                 f"repos:\n- repo: {hook_repo}\n  rev: {sha}\n  hooks:\n"
