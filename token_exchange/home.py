@@ -60,7 +60,8 @@ def add_agent(ex: Exchange, name: str, base_rate: str, primary_llm: str, level: 
     def edit(doc: Any) -> None:
         table = tomlkit.table()
         table["level"] = level
-        table["base_rate"] = int(rate) if rate == rate.to_integral_value() else tomlkit.item(float(str(rate)))
+        # The decimal text goes straight into the TOML (no Python float on the way); read back as Decimal.
+        table["base_rate"] = tomlkit.parse(f"v = {format(rate, 'f')}")["v"]
         table["primary_llm"] = primary_llm
         table["emails"] = [e.strip() for e in emails]
         if "agents" not in doc:
