@@ -366,7 +366,8 @@ def test_rebase_with_a_conflict_resolution_pays_nothing_new(hooked: Path) -> Non
 
 
 # --- the hot path ---------------------------------------------------------------------------
-HEAVY = ("typer", "rich", "tomlkit", "git", "click", "simplejson", "filelock")
+# Costly on every commit: the CLI stack, gitpython, and (warm) dataclasses, regex and tomllib (config is cached).
+HEAVY = ("typer", "rich", "tomlkit", "git", "click", "simplejson", "filelock", "dataclasses", "regex", "tomllib")
 
 
 @pytest.mark.parametrize("hook", ["commit-msg", "post-commit"])
