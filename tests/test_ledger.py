@@ -221,8 +221,13 @@ def test_sigkill_at_random_points_leaves_a_consistent_ledger(tmp_path: Path) -> 
     rng = random.Random(42)
     killed = 0
     for round_ in range(8):
+        ledger = home / "ledger.toml"
+        before = ledger.stat().st_size
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(home), str(round_ * 10**6)])
-        time.sleep(0.15 + rng.random() * 0.3)  # interpreter start-up takes ~0.1-0.2 s of that
+        deadline = time.monotonic() + 30
+        while ledger.stat().st_size == before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)  # kill only once the writer is really writing
+        time.sleep(rng.random() * 0.05)
         os.kill(proc.pid, signal.SIGKILL)
         killed += proc.wait() == -signal.SIGKILL
         report = check(Exchange(home).ledger)
