@@ -627,7 +627,7 @@ _RETRYABLE = ("[rejected]", "fetch first", "non-fast-forward", "cannot lock ref"
               "incorrect old value", "failed to lock", "stale info")
 
 
-def sync(ledger: Any, remote: str = "origin", max_attempts: int = 8) -> SyncResult:
+def sync(ledger: Any, remote: str = "origin", max_attempts: int = 10) -> SyncResult:
     """Fetch the remote's notes into a tracking ref, union-merge them, push without force; retry."""
     journal = ledger.journal
     if not isinstance(journal, NotesJournal):
@@ -683,7 +683,8 @@ def sync(ledger: Any, remote: str = "origin", max_attempts: int = 8) -> SyncResu
             break
         if not any(marker in text for marker in _RETRYABLE):
             raise UserError(f"git push {remote} failed: {last_line(proc.stdout + proc.stderr)}")
-        time.sleep(random.uniform(0.01, 0.05 * attempt))
+        # Exponential backoff with full jitter: pushers that collided spread out instead of colliding again.
+        time.sleep(random.uniform(0.01, min(2.0, 0.05 * 2 ** attempt)))
     else:
         raise UserError(f"push to {remote} was rejected {max_attempts} times (others are pushing); "
                         "run `tx sync` again")
