@@ -149,53 +149,53 @@ def rule_changes(base_cfg: Config, base_text: str | None, head_text: str | None,
             "head_error": head_error}
 
 
-def _semantic_changes(a: Config, b: Config) -> list[str]:
-    out: list[str] = []
-    for name in sorted(set(a.agents) | set(b.agents)):
-        x, y = a.agents.get(name), b.agents.get(name)
-        if x is None and y is not None:
-            out.append(f"agent {name} added (base rate {y.base_rate}, emails {', '.join(y.emails) or 'none'})")
-        elif y is None and x is not None:
-            out.append(f"agent {name} removed")
-        elif x is not None and y is not None:
-            if x.base_rate != y.base_rate:
-                out.append(f"agent {name}: base rate {x.base_rate} -> {y.base_rate}")
-            if x.emails != y.emails:
-                added = [e for e in y.emails if e not in x.emails]
-                removed = [e for e in x.emails if e not in y.emails]
-                what = "; ".join(p for p in (f"added {', '.join(added)}" if added else "",
+def _arrow(label: str, get: Callable[[Any], Any]) -> Callable[[Any, Any], str | None]:
+    """A field change shown as ``label old -> new``."""
+    return lambda x, y: f"{label} {get(x)} -> {get(y)}" if get(x) != get(y) else None
+
+
+def _emails_change(x: Any, y: Any) -> str | None:
+    if x.emails == y.emails:
+        return None
+    added = [e for e in y.emails if e not in x.emails]
+    removed = [e for e in x.emails if e not in y.emails]
+    return "emails " + "; ".join(p for p in (f"added {', '.join(added)}" if added else "",
                                              f"removed {', '.join(removed)}" if removed else "") if p)
-                out.append(f"agent {name}: emails {what}")
+
+
+def _entry_changes(kind: str, names: list[str], a: dict[str, Any], b: dict[str, Any],
+                   describe: Callable[[Any], str], fields: list[Callable[[Any, Any], str | None]]) -> list[str]:
+    """Added, removed and changed entries of one rule table (agents, contracts, bonuses)."""
+    out: list[str] = []
+    for name in names:
+        x, y = a.get(name), b.get(name)
+        if x is None and y is not None:
+            out.append(f"{kind} {name} added ({describe(y)})")
+        elif y is None and x is not None:
+            out.append(f"{kind} {name} removed")
+        elif x is not None and y is not None:
+            out.extend(f"{kind} {name}: {c}" for c in (f(x, y) for f in fields) if c)
+    return out
+
+
+def _semantic_changes(a: Config, b: Config) -> list[str]:
+    out = _entry_changes("agent", sorted(set(a.agents) | set(b.agents)), a.agents, b.agents,
+                         lambda y: f"base rate {y.base_rate}, emails {', '.join(y.emails) or 'none'}",
+                         [_arrow("base rate", lambda v: v.base_rate), _emails_change])
     ca = {c.name: c for c in a.contracts}
     cb = {c.name: c for c in b.contracts}
-    for name in list(ca) + [n for n in cb if n not in ca]:
-        x, y = ca.get(name), cb.get(name)
-        if x is None and y is not None:
-            out.append(f"contract {name} added (x{y.multiplier}, budget {fmt(y.budget)})")
-        elif y is None:
-            out.append(f"contract {name} removed")
-        elif x is not None:
-            if x.multiplier != y.multiplier:
-                out.append(f"contract {name}: multiplier {x.multiplier} -> {y.multiplier}")
-            if x.budget != y.budget:
-                out.append(f"contract {name}: budget {fmt(x.budget)} -> {fmt(y.budget)}")
-            if x.pattern != y.pattern:
-                out.append(f"contract {name}: pattern {x.pattern} -> {y.pattern}")
+    out += _entry_changes("contract", list(ca) + [n for n in cb if n not in ca], ca, cb,
+                          lambda y: f"x{y.multiplier}, budget {fmt(y.budget)}",
+                          [_arrow("multiplier", lambda v: v.multiplier), _arrow("budget", lambda v: fmt(v.budget)),
+                           _arrow("pattern", lambda v: v.pattern)])
     if [c.name for c in a.contracts] != [c.name for c in b.contracts] and set(ca) == set(cb):
         out.append("contracts reordered (the first matching pattern wins)")
     ba = {g.name: g for g in a.bonuses}
     bb = {g.name: g for g in b.bonuses}
-    for name in list(ba) + [n for n in bb if n not in ba]:
-        x, y = ba.get(name), bb.get(name)
-        if x is None and y is not None:
-            out.append(f"bonus {name} added (x{y.multiplier}: {', '.join(y.keywords)})")
-        elif y is None:
-            out.append(f"bonus {name} removed")
-        elif x is not None:
-            if x.multiplier != y.multiplier:
-                out.append(f"bonus {name}: multiplier {x.multiplier} -> {y.multiplier}")
-            if x.keywords != y.keywords:
-                out.append(f"bonus {name}: keywords {', '.join(y.keywords)}")
+    out += _entry_changes("bonus", list(ba) + [n for n in bb if n not in ba], ba, bb,
+                          lambda y: f"x{y.multiplier}: {', '.join(y.keywords)}",
+                          [_arrow("multiplier", lambda v: v.multiplier),
+                           lambda x, y: f"keywords {', '.join(y.keywords)}" if x.keywords != y.keywords else None])
     for k in ("pay_merges", "pay_fixups", "pay_reverts"):
         if getattr(a.commit_rules, k) != getattr(b.commit_rules, k):
             out.append(f"commit_rules.{k}: {getattr(a.commit_rules, k)} -> {getattr(b.commit_rules, k)}")
