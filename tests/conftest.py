@@ -75,14 +75,29 @@ def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pre-commit-home")
 
 
+@pytest.fixture(scope="session")
+def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's hook-server sockets (hookd): never the user's; servers are stopped at the end."""
+    path = tmp_path_factory.mktemp("runtime")
+    path.chmod(0o700)
+    yield path
+    from token_exchange import hookd
+
+    os.environ["TOKEN_EXCHANGE_RUNTIME_DIR"] = str(path)
+    hookd.stop_all()
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pre_commit_home: Path) -> Iterator[None]:
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pre_commit_home: Path,
+                 runtime_dir: Path) -> Iterator[None]:
     """Never touch the developer's HOME, git config or exchange."""
     home = tmp_path / "userhome"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
     monkeypatch.setenv("PRE_COMMIT_HOME", str(pre_commit_home))
+    monkeypatch.setenv("TOKEN_EXCHANGE_RUNTIME_DIR", str(runtime_dir))
+    monkeypatch.delenv("TOKEN_EXCHANGE_HOOK_SERVER", raising=False)
     for k, v in GIT_ENV.items():
         monkeypatch.setenv(k, v)
     for k in ("TOKEN_EXCHANGE_HOME", "TOKEN_EXCHANGE_NOW", "GIT_DIR", "GIT_WORK_TREE", "BEADS_DIR", "BD_ACTOR",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from decimal import Decimal
@@ -27,7 +28,10 @@ def test_hook_manifest() -> None:
     msg, post = hooks["token-exchange-commit-msg"], hooks["token-exchange-post-commit"]
     for h in (msg, post):
         assert h["language"] == "python" and h["minimum_pre_commit_version"] == "3.2.0"
-        assert h["entry"].split()[0] == "tx-hook"
+        # the client module directly (a console script would import `re` first); -P: nothing from the repo
+        entry = shlex.split(h["entry"])
+        assert entry[:3] == ["python", "-P", "-c"] and "hookclient import main" in entry[3]
+    assert shlex.split(msg["entry"])[4:] == ["commit-msg"] and shlex.split(post["entry"])[4:] == ["post-commit"]
     assert msg["stages"] == ["commit-msg"] and msg["args"][-1] == "--msg-file"
     assert post["stages"] == ["post-commit"] and post["always_run"] is True and post["pass_filenames"] is False
 

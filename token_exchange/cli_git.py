@@ -34,7 +34,7 @@ if [ -x "$0.local" ]; then
     {chain}
 fi
 if command -v "$PYTHON" >/dev/null 2>&1; then
-    exec "$PYTHON" -P -m token_exchange.hooks {args}
+    exec "$PYTHON" -P -c "from token_exchange.hookclient import main; main()" {args}
 fi
 echo "token-exchange: $PYTHON not found; {hook} hook skipped" >&2
 exit 0
@@ -202,3 +202,33 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(f"{h['hook']}: {h['state']}{extra} ({h['path']})\n")
         if data["pre_commit_config"]:
             sys.stdout.write(f"pre-commit config uses: {', '.join(data['pre_commit_config'])}\n")
+
+    server_app = typer.Typer(help="The warm hook server that keeps hooks fast (started by the hooks themselves).",
+                             no_args_is_help=True)
+    hooks_app.add_typer(server_app, name="server")
+
+    @server_app.command("status")
+    def server_status_cmd(as_json: Json = False) -> None:
+        """This user's hook servers: socket, pid, running."""
+        from token_exchange import hookd
+        from token_exchange.hookclient import runtime_dir, server_disabled
+
+        data = {"runtime_dir": runtime_dir(), "disabled_by_env": server_disabled(), "servers": hookd.servers()}
+        if as_json:
+            out.emit_json(data)
+            return
+        if not data["servers"]:
+            sys.stdout.write(f"no hook server in {data['runtime_dir']}\n")
+        for s in data["servers"]:
+            sys.stdout.write(f"{'running' if s['running'] else 'stopped'}  pid {s['pid']}  {s['socket']}\n")
+
+    @server_app.command("stop")
+    def server_stop_cmd(as_json: Json = False) -> None:
+        """Stop every hook server of this user now (the next hook starts a fresh one if allowed)."""
+        from token_exchange import hookd
+
+        stopped = hookd.stop_all()
+        if as_json:
+            out.emit_json({"stopped": stopped})
+            return
+        out.message(f"stopped {stopped} hook server{'s' if stopped != 1 else ''}")

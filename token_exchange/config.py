@@ -91,6 +91,7 @@ class Config(NamedTuple):
     reservation_ttl: int
     path: Path | None = None
     raw: dict[str, Any] = {}  # the parsed TOML, for tools that need keys we do not model
+    hook_server: bool = True  # [hooks] server: may the git hooks start a warm hook server (hookd)?
 
     def agent(self, name: str) -> Agent:
         try:
@@ -246,7 +247,7 @@ class _Validator:
 
     def config(self, path: Path | None) -> Config:
         raw = self.table(self.raw, "", {"exchange", "agents", "models", "contracts", "bonuses",
-                                        "commit_rules", "issues", "limits"})
+                                        "commit_rules", "issues", "limits", "hooks"})
         get = lambda k: raw[k] if k in raw else _defaults()[k]  # noqa: E731  (defaults parsed only if needed)
 
         ex = self.table(get("exchange"), "exchange",
@@ -330,8 +331,13 @@ class _Validator:
         types = {k.lower(): self.multiplier(v, f"issues.types.{k}")
                  for k, v in self.table(iss["types"] if "types" in iss else _defaults()["issues"]["types"], "issues.types", None).items()}
 
+        hooks = self.table(raw.get("hooks", {}), "hooks", {"server"})  # absent: the default, without parsing it
+        hook_server = hooks.get("server", True)
+        if not isinstance(hook_server, bool):
+            raise self.fail("hooks.server", f"expected true or false, got {hook_server!r}")
+
         return Config(backend, start, unknown, project, notes_ref, agents, models, contracts, bonuses, rules,
-                      prio, types, dtm, limits, ttl, path, self.raw)
+                      prio, types, dtm, limits, ttl, path, self.raw, hook_server)
 
     def _price(self, value: Any, key: str) -> Decimal:
         return to_decimal(self.amount(value, key, allow_zero=True))

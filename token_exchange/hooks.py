@@ -49,10 +49,36 @@ def warn(text: str) -> None:
 
 def run_git(*args: str, check: bool = True, input: bytes | None = None) -> str:
     proc = subprocess.run(["git", *args], capture_output=True, input=input)
-    if check and proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise HookError(f"git {args[0]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
-    return proc.stdout.decode("utf-8", "surrogateescape")
+    return _git_output(args, proc.returncode, proc.stdout, proc.stderr, check)
+
+
+def _git_output(args: tuple[str, ...], code: int, out: bytes, err: bytes, check: bool) -> str:
+    if check and code != 0:
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        raise HookError(f"git {args[0]} failed: {lines[-1] if lines else 'exit ' + str(code)}")
+    return out.decode("utf-8", "surrogateescape")
+
+
+_STARTED: dict[tuple[str, ...], subprocess.Popen[bytes]] = {}
+
+
+def start_git(*args: str) -> None:
+    """Start a git command now and collect it later (``run_git`` with the same args): the few git calls a
+    hook needs then overlap with each other and with loading the exchange."""
+    if args not in _STARTED:
+        try:
+            _STARTED[args] = subprocess.Popen(["git", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE)
+        except OSError:
+            pass  # run_git will try again and report it
+
+
+def started_git(*args: str, check: bool = True) -> str:
+    proc = _STARTED.pop(args, None)
+    if proc is None:
+        return run_git(*args, check=check)
+    out, err = proc.communicate()
+    return _git_output(args, proc.returncode, out, err, check)
 
 
 class HookError(Exception):
@@ -92,18 +118,22 @@ def open_exchange(top: Path):  # type: ignore[no-untyped-def]
     home = Path(env).expanduser().absolute() if env else top / ".exchange"
     if not (home / "config.toml").exists():
         raise HookError(f"no exchange at {home} (run `tx init`); nothing recorded")
-    return Exchange(home)
+    global SERVER_WANTED
+    ex = Exchange(home)
+    SERVER_WANTED = ex.cfg.hook_server
+    return ex
 
 
 _CONFIG: dict[str, str] | None = None
+GIT_CONFIG_ARGS = ("config", "-z", "--get-regexp", r"^(core\.commentchar|mailmap\.(file|blob)|remote\.origin\.url)$")
+SERVER_WANTED = False  # set from the exchange's [hooks] server once a hook has opened it (read by hookclient)
 
 
 def git_config(key: str) -> str:
     """The few git settings the hooks read, fetched with one ``git config`` process."""
     global _CONFIG
     if _CONFIG is None:
-        keys = r"^(core\.commentchar|mailmap\.(file|blob)|remote\.origin\.url)$"
-        out = run_git("config", "-z", "--get-regexp", keys, check=False)
+        out = started_git(*GIT_CONFIG_ARGS, check=False)
         _CONFIG = {}
         for item in out.split("\0"):
             name, _, value = item.partition("\n")
@@ -159,6 +189,7 @@ def commit_msg(args: list[str]) -> int:
         warn(f"{PREFIX}: commit-msg: no message file given ({USAGE})")
         return 0
     path = Path(paths[-1])
+    start_git(*GIT_CONFIG_ARGS)  # core.commentChar, and the project's origin for the preview
     top = worktree()
     try:
         raw = path.read_bytes().decode("utf-8", "surrogateescape")
@@ -219,14 +250,17 @@ def preview(top: Path, message: str, ids: list[str]) -> None:
 
 
 # --- post-commit ----------------------------------------------------------------------
+HEAD_FORMAT = "%H%x00%P%x00%aE%x00%gs%x00%B"
+HEAD_ARGS = ("log", "-g", "-1", f"--format={HEAD_FORMAT}", "HEAD")
+
+
 def read_head() -> tuple[str, int, str, str, str]:
     """(sha, parent count, author email with .mailmap, reflog subject, message) of HEAD."""
-    fmt = "%H%x00%P%x00%aE%x00%gs%x00%B"
-    out = run_git("log", "-g", "-1", f"--format={fmt}", "HEAD", check=False)
+    out = started_git(*HEAD_ARGS, check=False)
     head = run_git("rev-parse", "--verify", "-q", "HEAD", check=False).strip() if not out else ""
     parts = out.split("\0", 4)
     if len(parts) < 5 or (head and parts[0] != head):
-        out = run_git("log", "-1", f"--format={fmt}", "HEAD")
+        out = run_git("log", "-1", f"--format={HEAD_FORMAT}", "HEAD")
         parts = out.split("\0", 4)
         parts[3] = ""
     sha, parents, email, subject, body = parts
@@ -297,8 +331,11 @@ def post_commit(args: list[str]) -> int:
     from token_exchange.identities import co_author_emails
     from token_exchange.rewardid import patch_ids, reward_id, trailer_ids
 
+    start_git(*HEAD_ARGS)
     top = worktree()
     ex = open_exchange(top)
+    if not ex.cfg.project:
+        start_git(*GIT_CONFIG_ARGS)  # the origin remote names the project
     try:
         sha, parents, email, subject, body = read_head()
         ids = trailer_ids(body)
