@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from token_exchange import config, rewards
+from token_exchange.config import BonusGroup
 from token_exchange.amounts import SCALE, fmt, round_cost, round_reward, split, to_decimal, to_units
 from token_exchange.errors import ConfigError, UserError
 
@@ -194,3 +195,20 @@ def test_catastrophic_regex_does_not_hang() -> None:
     with pytest.raises(UserError, match="took too long"):
         rewards.match_contract(cfg.contracts, "a" * 60 + "!")
     assert time.monotonic() - start < 5
+
+
+_WORDS = ["fix", "FIX", "Fixed", "prefix", "fix_", "_fix", "hot-fix", "hotfix", "docs", "readme", "security",
+          "critical", "test", "ſecurity", "İ", "é", "feature", "bug", "x", "six", "SIX", "c++", "-x"]
+
+
+@given(st.lists(st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=6)), max_size=12)
+                .map(lambda ws: " ".join(ws)), max_size=30),
+       st.lists(st.lists(st.sampled_from(["fix", "docs", "hot-fix", "-x", "c++", "ſix", "readme", "bug"]),
+                         min_size=1, max_size=3), max_size=4))
+def test_batched_keyword_bonuses_equal_one_at_a_time(messages: list[str], groups: list[list[str]]) -> None:
+    """The report's one-pass matcher (with its ASCII fast path) finds exactly what keyword_bonus finds."""
+    bonuses = tuple(BonusGroup(f"g{i}", tuple(kws), Decimal(1 + i % 3)) for i, kws in enumerate(groups)) \
+        or CFG.bonuses
+    assert rewards.keyword_bonuses(bonuses, messages) == [rewards.keyword_bonus(bonuses, m) for m in messages]
+    ascii_only = [m.encode("ascii", "ignore").decode() for m in messages]
+    assert rewards.keyword_bonuses(bonuses, ascii_only) == [rewards.keyword_bonus(bonuses, m) for m in ascii_only]

@@ -23,8 +23,9 @@ class IdConflict(UserError):
 
 def clean_text(value: str, *, limit: int = 2000) -> str:
     """Make untrusted text storable: valid UTF-8, no NULs, bounded length."""
-    if isinstance(value, str) and len(value) <= limit and value.isprintable():
-        return value  # fast path: no controls, no surrogates, nothing to do
+    if isinstance(value, str) and len(value) <= limit and (value.isprintable() or (
+            value.isascii() and "\x00" not in value)):
+        return value  # fast path: no NUL, no surrogates (ASCII has none), nothing to do
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -37,7 +37,8 @@ from token_exchange.config import Config
 from token_exchange.errors import ConfigError, UserError, clean_text
 from token_exchange.identities import agent_for, co_author_emails
 from token_exchange.rewardid import patch_ids, reward_id, trailer_ids
-from token_exchange.rewards import CommitReward, commit_reward, exclusion, keyword_bonus, match_contract, with_budget
+from token_exchange.rewards import (CommitReward, commit_reward, exclusion, keyword_bonuses, match_contract,
+                                    with_budget)
 
 MARKER = "<!-- token-exchange-report -->"
 DEFAULT_CONFIG_PATH = ".exchange/config.toml"
@@ -286,20 +287,24 @@ def compute(commits: Sequence[RawCommit], cfg: Config, project: str, *,
     contract = match_contract(cfg.contracts, project)
     priced: dict[tuple[str, int, str, str, str | None], CommitReward] = {}
     capped: dict[tuple[tuple[str, int, str, str, str | None], Units], CommitReward] = {}
-    for rc in commits:
-        message = clean_text(rc.message, limit=65536)
+    messages = [clean_text(rc.message, limit=65536) for rc in commits]
+    bonuses = keyword_bonuses(cfg.bonuses, messages)  # one regex pass over every message
+    rules = cfg.commit_rules
+    for rc, message, (group, keyword) in zip(commits, messages, bonuses):
         subject = message.split("\n", 1)[0] if message else ""
         names: list[str] = []
-        for addr in (rc.email, *co_author_emails(message)):
+        co = co_author_emails(message) if ("-b" in message or "-B" in message) else ()  # "Co-authored-by:"
+        for addr in (rc.email, *co):
             if addr not in who:
                 who[addr] = agent_for(cfg, addr)
             n = who[addr]
             if n and n not in names:
                 names.append(n)
+        parents = len(rc.parents)
         rid = reward_ids.get(rc.sha) if reward_ids is not None else None
         if not names:
             unmatched[rc.email] = unmatched.get(rc.email, 0) + 1
-            lines.append(CommitLine(rc.sha, len(rc.parents), rc.email, rc.name, subject, [], None, 0, {}, rid))
+            lines.append(CommitLine(rc.sha, parents, rc.email, rc.name, subject, [], None, 0, {}, rid))
             continue
         use = uses.get(contract.name)
         if use is None:
@@ -308,17 +313,16 @@ def compute(commits: Sequence[RawCommit], cfg: Config, project: str, *,
         paid_txns = paid_lookup(rid) if (paid_lookup and rid) else []
         # commit_reward depends on the message only through its bonus and exclusion: price each
         # (agent, parents, bonus, exclusion) once, then apply the running budget.
-        group, keyword = keyword_bonus(cfg.bonuses, message)
-        key = (names[0], len(rc.parents), group.name if group else "", keyword,
-               exclusion(message, len(rc.parents), cfg.commit_rules))
+        key = (names[0], parents, group.name if group else "", keyword, exclusion(message, parents, rules))
         uncapped = priced.get(key)
         if uncapped is None:
-            uncapped = priced[key] = commit_reward(cfg, names[0], project, message, len(rc.parents), 0)
-        left = max(use.budget - use.paid_before - use.this_pr, 0)
+            uncapped = priced[key] = commit_reward(cfg, names[0], project, message, parents, 0)
+        spent = use.paid_before + use.this_pr
+        left = use.budget - spent if use.budget > spent else 0
         reward = capped.get((key, left))
         if reward is None:
-            reward = capped[(key, left)] = with_budget(uncapped, use.paid_before + use.this_pr)
-        line = CommitLine(rc.sha, len(rc.parents), rc.email, rc.name, subject, names, reward, 0, {}, rid)
+            reward = capped[(key, left)] = with_budget(uncapped, spent)
+        line = CommitLine(rc.sha, parents, rc.email, rc.name, subject, names, reward, 0, {}, rid)
         if paid_lookup is not None:
             line.status = "paid" if paid_txns else "unpaid"
         if paid_txns:
@@ -333,7 +337,9 @@ def compute(commits: Sequence[RawCommit], cfg: Config, project: str, *,
                                                                                    {a: 1 for a in names})
             use.this_pr += reward.amount
         for a, amt in line.shares.items():
-            tot = agents.setdefault(a, AgentTotal())
+            tot = agents.get(a)
+            if tot is None:
+                tot = agents[a] = AgentTotal()
             tot.commits += 1
             tot.amount += amt
             if line.status == "paid":

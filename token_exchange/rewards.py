@@ -63,9 +63,86 @@ def keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusG
     if not bonuses:
         return None, ""
     pattern, owners = _keywords(bonuses)
+    return _best(bonuses, owners, [m.group(1) for m in pattern.finditer(message[:MAX_MESSAGE])])
+
+
+def keyword_bonuses(bonuses: tuple[BonusGroup, ...], messages: list[str]) -> list[tuple[BonusGroup | None, str]]:
+    """``keyword_bonus`` of every message, with one regex pass over all of them (a report prices 10,000).
+
+    The messages are scanned joined by a line holding only NUL: no keyword contains NUL, and each
+    message still starts and ends at a line boundary, so every match is one ``keyword_bonus`` finds.
+    """
+    none: tuple[BonusGroup | None, str] = (None, "")
+    if not bonuses or not messages:
+        return [none] * len(messages)
+    from bisect import bisect_right
+
+    pattern, owners = _keywords(bonuses)
+    parts = [m[:MAX_MESSAGE] for m in messages]
+    starts: list[int] = []
+    pos = 0
+    for part in parts:
+        starts.append(pos)
+        pos += len(part) + 3
+    text = "\n\x00\n".join(parts)
+    found: dict[int, list[str]] = {}
+    for start, word in _ascii_matches(owners, text) if text.isascii() else (
+            (m.start(), m.group(1)) for m in pattern.finditer(text)):
+        found.setdefault(bisect_right(starts, start) - 1, []).append(word)
+    out = [none] * len(messages)
+    for i, words in found.items():
+        out[i] = _best(bonuses, owners, words)
+    return out
+
+
+_ascii_cache: tuple[dict[str, list[int]], re.Pattern[str] | None] | None = None
+
+
+def _ascii_matches(owners: dict[str, list[int]], text: str) -> list[tuple[int, str]]:
+    """The matches of ``_keywords``' pattern in ASCII ``text``, about 4x faster.
+
+    sre scans a case-insensitive alternation that starts with ``\\b`` position by position; on ASCII
+    text (and ASCII keywords) lowercasing changes no length and no match, and the pattern without its
+    leading ``\\b`` lets sre skip ahead on first characters. A candidate whose start is not a word
+    boundary is dropped and the search resumes one character later, so nothing is missed.
+    """
+    global _ascii_cache
+    if _ascii_cache is None or _ascii_cache[0] is not owners:
+        words = sorted(owners, key=lambda k: (-len(k), k))
+        fast = re.compile("(" + "|".join(re.escape(k) for k in words) + r")\b") if all(
+            k.isascii() for k in words) else None
+        _ascii_cache = (owners, fast)
+    fast = _ascii_cache[1]
+    if fast is None:
+        pattern = _keyword_cache[1][0] if _keyword_cache else None  # pragma: no cover - set by _keywords
+        return [(m.start(), m.group(1)) for m in pattern.finditer(text)] if pattern else []
+    low = text.lower()
+    out: list[tuple[int, str]] = []
+    search = fast.search
+    m = search(low)
+    while m:
+        s = m.start()
+        before = low[s - 1] if s else " "
+        if (before.isalnum() or before == "_") != (low[s].isalnum() or low[s] == "_"):
+            out.append((s, m.group(1)))
+            m = search(low, m.end())
+        else:
+            m = search(low, s + 1)
+    return out
+
+
+def _best(bonuses: tuple[BonusGroup, ...], owners: dict[str, list[int]],
+          words: list[str]) -> tuple[BonusGroup | None, str]:
+    """Of the groups the matched words (in message order) belong to: the highest multiplier, ties to the
+    group listed first, with that group's first keyword in the message."""
+    if len(words) == 1:  # the common case: one keyword in the message
+        word = words[0].lower()
+        groups = owners.get(word, ())
+        if len(groups) == 1:
+            return bonuses[groups[0]], word
     first: dict[int, str] = {}
-    for m in pattern.finditer(message[:MAX_MESSAGE]):
-        word = m.group(1).lower()
+    for w in words:
+        word = w.lower()
         for i in owners.get(word, ()):
             first.setdefault(i, word)
     if not first:
