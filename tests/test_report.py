@@ -498,3 +498,30 @@ def test_one_git_log_and_batched_patch_ids(tmp_path: Path, monkeypatch: pytest.M
         counts.append(len(calls))
         assert sum(1 for c in calls if "log" in c) == 1
     assert counts[0] == counts[1] <= 12
+
+
+def test_criss_cross_history_uses_the_merge_base_git_picks(tmp_path: Path) -> None:
+    """Two merge bases: base..head (read in parallel with merge-base) is not the range; the report re-reads
+    merge-base..head from the base `git merge-base` prints."""
+    repo = make_pr(tmp_path)
+    git(repo, "checkout", "-q", "-b", "side", "main~1")
+    commit(repo, "feat: side work", CLAUDE, "s.txt")
+    git(repo, "checkout", "-q", "feature")
+    commit(repo, "feat: feature work", CLAUDE, "f.txt")
+    # criss-cross: feature merges side, and side merges feature's previous tip
+    tip = git(repo, "rev-parse", "feature").strip()
+    git(repo, "merge", "-q", "--no-ff", "-m", "Merge side into feature", "side", env=CLAUDE)
+    git(repo, "checkout", "-q", "side")
+    git(repo, "merge", "-q", "--no-ff", "-m", "Merge feature into side", tip, env=CLAUDE)
+    git(repo, "checkout", "-q", "feature")
+    commit(repo, "fix: after the criss-cross", CLAUDE, "g.txt")
+    bases = git(repo, "merge-base", "--all", "side", "feature").split()
+    assert len(bases) == 2
+    mb = git(repo, "merge-base", "side", "feature").strip()
+    r = tx("report", "--base", "side", "--head", "feature", "--json", cwd=repo)
+    assert r.code == 0, r.err
+    d = json.loads(r.out, parse_float=Decimal)
+    assert d["merge_base"] == mb
+    expected = git(repo, "rev-list", "--topo-order", "--reverse", f"{mb}..feature").split()
+    assert [c["sha"] for c in d["commits"]] == expected
+    assert expected != git(repo, "rev-list", "--topo-order", "--reverse", "side..feature").split()

@@ -21,15 +21,13 @@ Output is deterministic: no clock, no dates.
 
 from __future__ import annotations
 
-import difflib
+import os
 import re
-import secrets
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from token_exchange import config as config_mod
 from token_exchange.amounts import Units, fmt, split, to_decimal
@@ -53,8 +51,7 @@ HINT = "add it to [agents.NAME] emails in .exchange/config.toml"
 
 
 # --- collecting ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class RawCommit:
+class RawCommit(NamedTuple):
     sha: str
     parents: tuple[str, ...]
     email: str
@@ -76,31 +73,62 @@ def _run(repo: Path, *args: str, check: bool = True) -> bytes:
 def resolve_range(repo: Path, base: str, head: str) -> tuple[str, str, str]:
     """(base sha, head sha, merge-base sha); a shallow clone or unrelated histories are refused."""
     base_sha, head_sha = _rev(repo, base, "--base"), _rev(repo, head, "--head")
-    mb = subprocess.run(["git", "merge-base", base_sha, head_sha], cwd=repo, capture_output=True)
-    if mb.returncode != 0:
+    return base_sha, head_sha, _merge_bases(base, head, subprocess.run(
+        ["git", "merge-base", "--all", base_sha, head_sha], cwd=repo, capture_output=True))[0]
+
+
+def _merge_bases(base: str, head: str, proc: subprocess.CompletedProcess[bytes]) -> list[str]:
+    bases = proc.stdout.decode().split() if proc.returncode == 0 else []
+    if not bases:
         raise UserError(f"{base[:40]} and {head[:40]} have no merge base (shallow clone? use fetch-depth: 0)")
-    return base_sha, head_sha, mb.stdout.decode().split()[0]
+    return bases  # `git merge-base` (without --all) prints the first
+
+
+def range_commits(repo: Path, base: str, head: str, base_sha: str, head_sha: str) -> tuple[str, list[RawCommit]]:
+    """The merge base and the commits of merge-base..head, oldest first.
+
+    ``git merge-base`` walks the same history ``git log`` does, so both run at once: ``git log
+    base..head`` is started before the merge base is known.  With a single merge base M the two ranges
+    are equal (a commit reachable from both base and head is a common ancestor, so an ancestor of M);
+    with several (criss-cross merges) the log is run again from the first, as ``git merge-base`` picks it.
+    """
+    tok = os.urandom(12).hex()  # a random record boundary per run: a message cannot forge one
+    try:
+        mb_proc = subprocess.Popen(["git", "merge-base", "--all", base_sha, head_sha], cwd=repo,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        log_proc = subprocess.Popen(_log_args(tok, f"{base_sha}..{head_sha}"), cwd=repo, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise UserError("git is not installed") from None
+    data, err = log_proc.communicate()
+    mb_out, mb_err = mb_proc.communicate()
+    bases = _merge_bases(base, head, subprocess.CompletedProcess([], mb_proc.returncode, mb_out, mb_err))
+    if len(bases) > 1 or log_proc.returncode != 0:
+        return bases[0], read_commits(repo, bases[0], head_sha)
+    return bases[0], _parse_log(data, tok)
+
+
+def _log_args(tok: str, rng: str) -> list[str]:
+    return ["git", "-c", "log.showSignature=false", "log", "--no-color", "--topo-order", "--reverse",
+            "--no-show-signature", f"--format=%x00{tok}%H%x00%P%x00%aE%x00%aN%x00%B", rng, "--"]
 
 
 def read_commits(repo: Path, merge_base: str, head: str) -> list[RawCommit]:
     """Every commit in merge_base..head, oldest first, with one ``git log``."""
-    # A random boundary per run: a commit message cannot forge a record separator.
-    tok = secrets.token_hex(12)
-    fmt_ = f"%x00{tok}%H%x00%P%x00%aE%x00%aN%x00%B"
-    data = _run(repo, "-c", "log.showSignature=false", "log", "--no-color", "--topo-order", "--reverse",
-                "--no-show-signature", f"--format={fmt_}", f"{merge_base}..{head}", "--")
+    tok = os.urandom(12).hex()
+    return _parse_log(_run(repo, *_log_args(tok, f"{merge_base}..{head}")[1:]), tok)
+
+
+def _parse_log(data: bytes, tok: str) -> list[RawCommit]:
+    """NUL-separated records; decoded once (\\ufffd for invalid UTF-8, as decoding field by field would:
+    NUL is valid UTF-8, so no invalid sequence spans two fields)."""
     out: list[RawCommit] = []
-    sep = b"\x00" + tok.encode()
-    for rec in data.split(sep)[1:]:
-        parts = rec.split(b"\x00", 4)
+    for rec in data.decode("utf-8", "replace").split("\x00" + tok)[1:]:
+        parts = rec.split("\x00", 4)
         if len(parts) != 5:  # pragma: no cover - git always prints every field
             continue
         sha, parents, email, name, body = parts
-        if body.endswith(b"\n"):
-            body = body[:-1]  # the newline git adds between records
-        out.append(RawCommit(sha.decode("ascii"), tuple(parents.decode("ascii").split()),
-                             email.decode("utf-8", "replace"), name.decode("utf-8", "replace"),
-                             body.decode("utf-8", "replace")))
+        out.append(RawCommit(sha, tuple(parents.split()), email, name, body[:-1] if body.endswith("\n") else body))
     return out
 
 
@@ -141,6 +169,8 @@ def rule_changes(base_cfg: Config, base_text: str | None, head_text: str | None,
             head_error = clean_text(str(e), limit=300)
     if head_cfg is not None:
         changes.extend(_semantic_changes(base_cfg, head_cfg))
+    import difflib
+
     diff = "".join(difflib.unified_diff((base_text or "").splitlines(True), (head_text or "").splitlines(True),
                                         f"base:{path}", f"head:{path}", n=1))
     truncated = len(diff) > MAX_DIFF
@@ -207,50 +237,49 @@ def _semantic_changes(a: Config, b: Config) -> list[str]:
 
 
 # --- computing -----------------------------------------------------------------------
-@dataclass
+# Plain classes with __slots__, not dataclasses: `import dataclasses` alone costs a report ~15 ms.
 class CommitLine:
-    sha: str
-    parents: int
-    email: str
-    name: str
-    subject: str
-    agents: list[str]
-    reward: CommitReward | None
-    amount: Units  # what the commit earns: the ledger's figure when paid, else the rules'
-    shares: dict[str, Units]
-    reward_id: str | None = None
-    status: str | None = None  # None without a ledger; "paid" / "unpaid"
-    paid: Units = 0
-    overpaid: bool = False  # the ledger paid more than the base rules allow
+    __slots__ = ("sha", "parents", "email", "name", "subject", "agents", "reward", "amount", "shares", "reward_id",
+                 "status", "paid", "overpaid")
+
+    def __init__(self, sha: str, parents: int, email: str, name: str, subject: str, agents: list[str],
+                 reward: CommitReward | None, amount: Units, shares: dict[str, Units],
+                 reward_id: str | None = None) -> None:
+        self.sha, self.parents, self.email, self.name, self.subject = sha, parents, email, name, subject
+        self.agents, self.reward, self.shares, self.reward_id = agents, reward, shares, reward_id
+        self.amount: Units = amount  # what the commit earns: the ledger's figure when paid, else the rules'
+        self.status: str | None = None  # None without a ledger; "paid" / "unpaid"
+        self.paid: Units = 0
+        self.overpaid = False  # the ledger paid more than the base rules allow
 
     @property
     def excluded(self) -> str | None:
         return self.reward.excluded if self.reward else None
 
 
-@dataclass
 class AgentTotal:
-    commits: int = 0
-    amount: Units = 0
-    paid: Units = 0
-    due: Units = 0
+    __slots__ = ("commits", "amount", "paid", "due")
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.amount: Units = 0
+        self.paid: Units = 0
+        self.due: Units = 0
 
 
-@dataclass
 class ContractUse:
-    name: str
-    multiplier: str
-    budget: Units
-    paid_before: Units
-    this_pr: Units = 0
+    __slots__ = ("name", "multiplier", "budget", "paid_before", "this_pr")
+
+    def __init__(self, name: str, multiplier: str, budget: Units, paid_before: Units) -> None:
+        self.name, self.multiplier, self.budget, self.paid_before = name, multiplier, budget, paid_before
+        self.this_pr: Units = 0
 
     @property
     def left(self) -> Units:
         return max(self.budget - self.paid_before - self.this_pr, 0)
 
 
-@dataclass
-class Report:
+class Report(NamedTuple):
     base: str
     head: str
     merge_base: str
@@ -263,7 +292,7 @@ class Report:
     unmatched: dict[str, int]
     rules: dict[str, Any]
     unknown_author: str = "ignore"
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = []  # never mutated: build() passes its own list
 
     @property
     def total(self) -> Units:
@@ -411,7 +440,7 @@ def build(repo: Path, base: str, head: str, *, config_path: str = DEFAULT_CONFIG
     computes the rewards.
     """
     repo = Path(repo)
-    base_sha, head_sha, mb = resolve_range(repo, base, head)
+    base_sha, head_sha = _rev(repo, base, "--base"), _rev(repo, head, "--head")
     rules_rev = _rev(repo, config_rev, "--config-rev") if config_rev else base_sha
     cfg, base_text = rules_at(repo, rules_rev, config_path)
     where = "base" if rules_rev == base_sha else "revision"
@@ -421,7 +450,7 @@ def build(repo: Path, base: str, head: str, *, config_path: str = DEFAULT_CONFIG
     changes = rule_changes(cfg, base_text, head_text, head_sha, config_path)
     proj = project_for(repo, cfg, project)
 
-    commits = read_commits(repo, mb, head_sha)
+    mb, commits = range_commits(repo, base, head, base_sha, head_sha)
     ledger = open_ledger(home, cfg, repo) if use_ledger else None
     notes: list[str] = []
     if ledger is not None:
