@@ -5,8 +5,9 @@ Builds two 10,000-commit repositories with `git fast-import` (seconds): one whos
 reward id needs the batched patch-id pipeline).  Times, in the same run, median of --runs:
 
 * `git log` (default format) over merge-base..head: the baseline;
+* the whole `tx report` process (Python start-up and imports included), from a regular install of this
+  checkout in a fresh venv (as CI installs it), taking turns with `git log` so both see the same load;
 * the report in-process (collect + compute + render; the interpreter already started);
-* the whole `tx report` CLI process (Python start-up and imports included);
 
 and writes benchmarks/results/report.json.  Usage: python benchmarks/bench_report.py [--commits N]
 """
@@ -73,7 +74,28 @@ def sh(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def bench_repo(repo: Path, runs: int) -> dict[str, float]:
+def interleaved(cmds: dict[str, list[str]], cwd: Path, runs: int) -> dict[str, float]:
+    """Median whole-process seconds per command, taking turns so load changes hit every command alike."""
+    samples: dict[str, list[float]] = {k: [] for k in cmds}
+    for i in range(runs + 1):
+        for name, cmd in cmds.items():
+            t = time.perf_counter()
+            sh(cmd, cwd)
+            if i:  # the first round warms the page cache
+                samples[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def install_venv(base: Path) -> Path:
+    """A venv with a regular install of this checkout (no editable finder, no dev site .pth files), as CI has."""
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], check=True,
+                   env={**os.environ, "PIP_CACHE_DIR": str(base / "pip-cache")})
+    return venv / "bin" / "tx"
+
+
+def bench_repo(repo: Path, runs: int, tx_bin: Path) -> dict[str, float]:
     from token_exchange import report as rep
     from token_exchange.output import dumps
 
@@ -81,23 +103,23 @@ def bench_repo(repo: Path, runs: int) -> dict[str, float]:
                         check=True).stdout.strip()
     rng = f"{mb}..feature"
     shas = [c.sha for c in rep.read_commits(repo, mb, "feature")]
-    tx = [sys.executable, "-m", "token_exchange", "report", "--base", "main", "--head", "feature", "--no-ledger"]
-    res = {
-        "git_log_s": timed(lambda: sh(["git", "log", rng], repo), runs),
-        "git_log_report_format_s": timed(lambda: sh(["git", "log", "--format=%H%x00%P%x00%aE%x00%aN%x00%B",
-                                                     rng], repo), runs),
+    tx = [str(tx_bin), "report", "--base", "main", "--head", "feature", "--no-ledger"]
+    res = interleaved({"git_log_s": ["git", "log", rng],
+                       "git_log_report_format_s": ["git", "log", "--format=%H%x00%P%x00%aE%x00%aN%x00%B", rng],
+                       "cli_markdown_s": [*tx, "--format", "markdown"],
+                       "cli_text_s": [*tx, "--format", "text"],
+                       "cli_json_with_ids_s": [*tx, "--format", "json"]}, repo, runs)
+    res.update({
         "read_commits_s": timed(lambda: rep.read_commits(repo, mb, "feature"), runs),
         "patch_ids_all_s": timed(lambda: rep.patch_ids(repo, shas), runs),
         "inprocess_markdown_s": timed(lambda: rep.render_markdown(
             rep.build(repo, "main", "feature", use_ledger=False, want_ids=False)), runs),
         "inprocess_json_with_ids_s": timed(lambda: dumps(rep.to_json(
             rep.build(repo, "main", "feature", use_ledger=False, want_ids=True))), runs),
-        "cli_markdown_s": timed(lambda: sh([*tx, "--format", "markdown"], repo), runs),
-        "cli_json_with_ids_s": timed(lambda: sh([*tx, "--format", "json"], repo), runs),
-    }
-    res["python_import_s"] = timed(lambda: sh([sys.executable, "-c", "import token_exchange.cli"], repo), runs)
+    })
     base = res["git_log_s"]
-    for k in ("inprocess_markdown_s", "inprocess_json_with_ids_s", "cli_markdown_s", "cli_json_with_ids_s"):
+    for k in ("inprocess_markdown_s", "inprocess_json_with_ids_s", "cli_markdown_s", "cli_text_s",
+              "cli_json_with_ids_s"):
         res[k.replace("_s", "_x_git_log")] = round(res[k] / base, 2)
     return {k: round(v, 4) for k, v in res.items()}
 
@@ -105,7 +127,7 @@ def bench_repo(repo: Path, runs: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--commits", type=int, default=10_000)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     result: dict[str, object] = {"commits": args.commits, "runs": args.runs, "statistic": "median seconds",
@@ -113,12 +135,13 @@ def main() -> None:
                                  "git": subprocess.run(["git", "--version"], capture_output=True, text=True)
                                  .stdout.strip(), "load_average_1m": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
+        tx_bin = install_venv(Path(tmp))
         for name, trailers in (("with_trailers", True), ("without_trailers", False)):
             repo = Path(tmp) / name
             t = time.perf_counter()
             build_repo(repo, args.commits, trailers)
             result[f"build_{name}_s"] = round(time.perf_counter() - t, 2)
-            result[name] = bench_repo(repo, args.runs)
+            result[name] = bench_repo(repo, args.runs, tx_bin)
             print(name, json.dumps(result[name], indent=1), file=sys.stderr)
     result["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -154,8 +154,14 @@ def test_every_command_accepts_json() -> None:
         else:
             yield path, cmd
 
-    missing = [" ".join(p) for p, c in walk(group, []) if not any("--json" in o.opts for o in c.params
-                                                                  if hasattr(o, "opts"))]
+    from token_exchange.cli_report import parser
+
+    def has_json(path: list[str], cmd) -> bool:  # type: ignore[no-untyped-def]
+        if path == ["report"]:  # a pass-through to its argparse front end (fast path for CI)
+            return "--json" in parser()._option_string_actions
+        return any("--json" in o.opts for o in cmd.params if hasattr(o, "opts"))
+
+    missing = [" ".join(p) for p, c in walk(group, []) if not has_json(p, c)]
     assert missing == []
 
 

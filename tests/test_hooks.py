@@ -367,7 +367,7 @@ def test_rebase_with_a_conflict_resolution_pays_nothing_new(hooked: Path) -> Non
 
 # --- the hot path ---------------------------------------------------------------------------
 # Costly on every commit: the CLI stack, gitpython, and (warm) dataclasses, regex and tomllib (config is cached).
-HEAVY = ("typer", "rich", "tomlkit", "git", "click", "simplejson", "filelock", "dataclasses", "regex", "tomllib")
+HEAVY = ("typer", "rich", "tomlkit", "git", "click", "orjson", "filelock", "dataclasses", "regex", "tomllib")
 
 
 @pytest.mark.parametrize("hook", ["commit-msg", "post-commit"])

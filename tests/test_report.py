@@ -525,3 +525,19 @@ def test_criss_cross_history_uses_the_merge_base_git_picks(tmp_path: Path) -> No
     expected = git(repo, "rev-list", "--topo-order", "--reverse", f"{mb}..feature").split()
     assert [c["sha"] for c in d["commits"]] == expected
     assert expected != git(repo, "rev-list", "--topo-order", "--reverse", "side..feature").split()
+
+
+def test_config_texts_read_in_one_batch(tmp_path: Path) -> None:
+    """Both revisions' configs come from one `git cat-file --batch`; a directory or a missing path is no config."""
+    repo = make_pr(tmp_path)
+    commit(repo, "docs: a directory where a config path could point", CLAUDE, "conf/x.toml")
+    base, head = (git(repo, "rev-parse", r).strip() for r in ("main", "feature"))
+    texts = rep.config_texts_at(repo, [base, head, head], ".exchange/config.toml")
+    assert texts[0] == texts[1] == texts[2] == (repo / ".exchange" / "config.toml").read_text()
+    assert rep.config_texts_at(repo, [base, head], "conf") == [None, None]  # a tree: not a config
+    assert rep.config_texts_at(repo, [head, base], "conf/x.toml") == [
+        "docs: a directory where a config path could point\n", None]
+    with pytest.raises(rep.UserError):
+        rep.config_texts_at(repo, [head], "a\nb")
+    r = tx("report", "--base", "main", "--head", "feature", "--config-path", "conf", "--json", cwd=repo)
+    assert r.code == 0 and "built-in defaults" in json.loads(r.out)["rules"]

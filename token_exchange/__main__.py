@@ -1,3 +1,3 @@
-from token_exchange.cli import main
+from token_exchange.entry import tx
 
-main()
+tx()

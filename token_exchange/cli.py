@@ -260,11 +260,23 @@ def status(as_json: Json = False) -> None:
     balance(None, False)
 
 
-def _register_extensions() -> None:
-    """Commands that live in their own modules (spending, git, report, simulation)."""
-    from token_exchange import cli_git, cli_notes, cli_report, cli_sim, cli_spend
+@app.command("report", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def report(ctx: typer.Context) -> None:
+    """Earnings of the commits in merge-base(BASE, HEAD)..HEAD, under the BASE revision's rules
+    (`tx report --help` for the options)."""
+    from token_exchange import cli_report
 
-    for mod in (cli_spend, cli_git, cli_notes, cli_report, cli_sim):
+    code = cli_report.main(ctx.args, _state["home"])  # one definition of the options: its argparse front end
+    if code:
+        raise typer.Exit(code)
+
+
+def _register_extensions() -> None:
+    """Commands that live in their own modules (spending, git, simulation; report is above)."""
+    from token_exchange import cli_git, cli_notes, cli_sim, cli_spend
+
+    for mod in (cli_spend, cli_git, cli_notes, cli_sim):
         mod.register(app)
 
 

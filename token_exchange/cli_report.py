@@ -1,76 +1,98 @@
-"""`tx report`: the per-pull-request earnings report (see ``report.py`` and docs/ci.md)."""
+"""`tx report`: the per-pull-request earnings report (see ``report.py`` and docs/ci.md).
+
+CI runs it over thousands of commits, so it is parsed with ``argparse`` and reached without building
+the typer app (``entry.tx`` routes ``tx report ...`` here directly: typer and the other commands'
+imports cost more than git's walk of a large range).  ``tx --home H report ...`` goes through typer,
+which passes the arguments on unchanged.  Same conventions as every command: results on stdout,
+messages on stderr, exit 0 / 1 (user error, with ``{"error": ...}`` for --json) / 2 (usage).
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Optional
-
-import typer
-
 FORMATS = ("markdown", "json", "text")
+SUMMARY = "Earnings of the commits in merge-base(BASE, HEAD)..HEAD, under the BASE revision's rules."
 
 
-def register(app: typer.Typer) -> None:
-    """Add `tx report` to `tx`."""
-
-    @app.command("report")
-    def report_cmd(
-        base: Annotated[str, typer.Option("--base", help="Base revision (the PR's target, e.g. origin/main).")],
-        head: Annotated[str, typer.Option("--head", help="Head revision (the PR's last commit).")] = "HEAD",
-        format: Annotated[str, typer.Option("--format", help="markdown, json or text.")] = "text",
-        config_path: Annotated[str, typer.Option("--config-path", help="Config path inside the repository, "
-                                                 "read from git at the base revision.")] = ".exchange/config.toml",
-        config_rev: Annotated[Optional[str], typer.Option(
-            "--config-rev", help="Read the rules at this revision instead of the base (trust it first!).")] = None,
-        project: Annotated[Optional[str], typer.Option(
-            "--project", help="Project name for contracts (default: config, else origin's repo name).")] = None,
-        repo: Annotated[Optional[Path], typer.Option("--repo", help="Repository (default: current directory).")]
-        = None,
-        ledger: Annotated[bool, typer.Option("--ledger/--no-ledger",
-                                             help="Show paid/unpaid from the ledger when one exists.")] = True,
-        reward_ids: Annotated[Optional[bool], typer.Option(
-            "--reward-ids/--no-reward-ids", help="Compute reward ids (default: for json, or with a ledger).")]
-        = None,
-        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
-    ) -> None:
-        """Earnings of the commits in merge-base(BASE, HEAD)..HEAD, under the BASE revision's rules."""
-        from token_exchange import output as out
-        from token_exchange import report as rep
-        from token_exchange.errors import UserError
-
-        fmt_ = "json" if as_json else format
-        if fmt_ not in FORMATS:
-            raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-        where = (repo or Path.cwd()).absolute()
-        home = _home(where)
-        r = rep.build(where, base, head, config_path=config_path, config_rev=config_rev, project=project,
-                      home=home, use_ledger=ledger, want_ids=(fmt_ == "json") if reward_ids is None else reward_ids)
-        if fmt_ == "json":
-            text = out.dumps(rep.to_json(r)) + "\n"
-        elif fmt_ == "markdown":
-            text = rep.render_markdown(r)
-        else:
-            text = rep.render_text(r)
-        if output is not None:
-            try:
-                output.write_text(text, "utf-8")
-            except OSError as e:
-                raise UserError(f"cannot write {output}: {e.strerror}") from None
-            out.message(f"report written to {output} ({len(text.encode())} bytes, {len(r.commits)} commits)")
-        else:
-            import sys
-
-            sys.stdout.write(text)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tx report", description=SUMMARY, allow_abbrev=False)
+    p.add_argument("--base", required=True, help="Base revision (the PR's target, e.g. origin/main).")
+    p.add_argument("--head", default="HEAD", help="Head revision (the PR's last commit). Default: HEAD.")
+    p.add_argument("--format", choices=FORMATS, default="text", help="markdown, json or text. Default: text.")
+    p.add_argument("--config-path", default=".exchange/config.toml",
+                   help="Config path inside the repository, read from git at the base revision.")
+    p.add_argument("--config-rev", help="Read the rules at this revision instead of the base (trust it first!).")
+    p.add_argument("--project", help="Project name for contracts (default: config, else origin's repo name).")
+    p.add_argument("--repo", type=Path, help="Repository (default: current directory).")
+    p.add_argument("--ledger", action=argparse.BooleanOptionalAction, default=True,
+                   help="Show paid/unpaid from the ledger when one exists. Default: --ledger.")
+    p.add_argument("--reward-ids", action=argparse.BooleanOptionalAction, default=None,
+                   help="Compute reward ids (default: for json, or with a ledger).")
+    p.add_argument("--output", "-o", type=Path, help="Write to this file.")
+    p.add_argument("--json", dest="as_json", action="store_true", help="Same as --format json.")
+    p.add_argument("--home", type=Path, help="Exchange home (default: $TOKEN_EXCHANGE_HOME, else .exchange/).")
+    p.add_argument("--debug", action="store_true", help="Show the traceback of an error.")
+    return p
 
 
-def _home(repo: Path) -> Path | None:
+def main(argv: Sequence[str], home: Path | None = None) -> int:
+    """Parse, build, print; the exit status (argparse exits 2 itself on a usage error)."""
+    from token_exchange import output as out
+    from token_exchange.errors import UserError
+
+    args = parser().parse_args(list(argv))
+    try:
+        run(args, args.home or home)
+    except UserError as e:
+        if args.debug:
+            raise
+        return out.error("tx", str(e), e.exit_code, args.as_json)
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        if args.debug:
+            raise
+        return out.error("tx", f"{e.strerror or e}: {getattr(e, 'filename', '') or ''}", 1, args.as_json)
+    return 0
+
+
+def run(args: argparse.Namespace, home: Path | None) -> None:
+    from token_exchange import output as out
+    from token_exchange import report as rep
+    from token_exchange.errors import UserError
+
+    fmt_ = "json" if args.as_json else args.format
+    where = (args.repo or Path.cwd()).absolute()
+    r = rep.build(where, args.base, args.head, config_path=args.config_path, config_rev=args.config_rev,
+                  project=args.project, home=_home(where, home) if args.ledger else None, use_ledger=args.ledger,
+                  want_ids=(fmt_ == "json") if args.reward_ids is None else args.reward_ids)
+    if fmt_ == "json":
+        text = out.dumps(rep.to_json(r)) + "\n"
+    elif fmt_ == "markdown":
+        text = rep.render_markdown(r)
+    else:
+        text = rep.render_text(r)
+    if args.output is not None:
+        try:
+            args.output.write_text(text, "utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write {args.output}: {e.strerror}") from None
+        out.message(f"report written to {args.output} ({len(text.encode())} bytes, {len(r.commits)} commits)")
+    else:
+        sys.stdout.write(text)
+
+
+def _home(repo: Path, home: Path | None) -> Path | None:
     """The exchange home (--home, $TOKEN_EXCHANGE_HOME, else REPO/.exchange); None when there is none."""
-    from token_exchange import cli
     from token_exchange.errors import UserError
     from token_exchange.exchange import find_home
 
     try:
-        return find_home(cli._state.get("home"), cwd=repo)
+        return find_home(home, cwd=repo)
     except UserError:
         return None

@@ -102,7 +102,7 @@ class Txn(NamedTuple):
         return d
 
     def for_json(self) -> dict[str, Any]:
-        """simplejson would otherwise encode this NamedTuple field by field (amount in units)."""
+        """A JSON encoder would otherwise encode this NamedTuple field by field (amount in units)."""
         return self.to_json()
 
     @classmethod

@@ -85,27 +85,43 @@ def _merge_bases(base: str, head: str, proc: subprocess.CompletedProcess[bytes])
 
 
 def range_commits(repo: Path, base: str, head: str, base_sha: str, head_sha: str) -> tuple[str, list[RawCommit]]:
-    """The merge base and the commits of merge-base..head, oldest first.
+    """The merge base and the commits of merge-base..head, oldest first (see ``start_range``)."""
+    return finish_range(repo, base, head, start_range(repo, base_sha, head_sha))
 
-    ``git merge-base`` walks the same history ``git log`` does, so both run at once: ``git log
-    base..head`` is started before the merge base is known.  With a single merge base M the two ranges
-    are equal (a commit reachable from both base and head is a common ancestor, so an ancestor of M);
-    with several (criss-cross merges) the log is run again from the first, as ``git merge-base`` picks it.
+
+class _Started(NamedTuple):
+    merge_base: subprocess.Popen[bytes]
+    log: subprocess.Popen[bytes]
+    tok: str
+    head_sha: str
+
+
+def start_range(repo: Path, base_sha: str, head_sha: str) -> _Started:
+    """Start ``git merge-base --all`` and ``git log base..head`` at once; the caller works meanwhile.
+
+    Both walk the same history.  With a single merge base M the two ranges are equal (a commit
+    reachable from both base and head is a common ancestor, so an ancestor of M); with several
+    (criss-cross merges) ``finish_range`` reads the log again from the first, as ``git merge-base``
+    picks it.
     """
     tok = os.urandom(12).hex()  # a random record boundary per run: a message cannot forge one
     try:
-        mb_proc = subprocess.Popen(["git", "merge-base", "--all", base_sha, head_sha], cwd=repo,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        log_proc = subprocess.Popen(_log_args(tok, f"{base_sha}..{head_sha}"), cwd=repo, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
+        mb = subprocess.Popen(["git", "merge-base", "--all", base_sha, head_sha], cwd=repo,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        log = subprocess.Popen(_log_args(tok, f"{base_sha}..{head_sha}"), cwd=repo, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     except FileNotFoundError:
         raise UserError("git is not installed") from None
-    data, err = log_proc.communicate()
-    mb_out, mb_err = mb_proc.communicate()
-    bases = _merge_bases(base, head, subprocess.CompletedProcess([], mb_proc.returncode, mb_out, mb_err))
-    if len(bases) > 1 or log_proc.returncode != 0:
-        return bases[0], read_commits(repo, bases[0], head_sha)
-    return bases[0], _parse_log(data, tok)
+    return _Started(mb, log, tok, head_sha)
+
+
+def finish_range(repo: Path, base: str, head: str, started: _Started) -> tuple[str, list[RawCommit]]:
+    data, _err = started.log.communicate()
+    mb_out, mb_err = started.merge_base.communicate()
+    bases = _merge_bases(base, head, subprocess.CompletedProcess([], started.merge_base.returncode, mb_out, mb_err))
+    if len(bases) > 1 or started.log.returncode != 0:
+        return bases[0], read_commits(repo, bases[0], started.head_sha)
+    return bases[0], _parse_log(data, started.tok)
 
 
 def _log_args(tok: str, rng: str) -> list[str]:
@@ -134,17 +150,41 @@ def _parse_log(data: bytes, tok: str) -> list[RawCommit]:
 
 def config_text_at(repo: Path, rev: str, path: str) -> str | None:
     """The config file's text at a revision, or None when the file is not there."""
-    proc = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=repo, capture_output=True)
-    if proc.returncode != 0:
-        return None
-    if len(proc.stdout) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{rev[:12]}:{path}: larger than {MAX_CONFIG_BYTES} bytes")
-    return proc.stdout.decode("utf-8", "replace")
+    return config_texts_at(repo, [rev], path)[0]
+
+
+def config_texts_at(repo: Path, revs: Sequence[str], path: str) -> list[str | None]:
+    """The config file's text at each revision (None where it is not a file there), with one git process."""
+    if "\n" in path or "\r" in path:
+        raise UserError(f"invalid config path {path[:60]!r}")
+    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, capture_output=True,
+                          input="".join(f"{rev}:{path}\n" for rev in revs).encode("utf-8", "surrogateescape"))
+    data, pos, out = proc.stdout, 0, []
+    for rev in revs:
+        end = data.find(b"\n", pos)
+        header = data[pos:end].split() if end >= 0 else []
+        if len(header) != 3 or not header[2].isdigit():  # "<rev:path> missing" (or git failed)
+            out.append(None)
+            pos = end + 1 if end >= 0 else len(data)
+            continue
+        size = int(header[2])
+        body, pos = data[end + 1:end + 1 + size], end + 1 + size + 1
+        if header[1] != b"blob":
+            out.append(None)
+            continue
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{rev[:12]}:{path}: larger than {MAX_CONFIG_BYTES} bytes")
+        out.append(body.decode("utf-8", "replace"))
+    return out
 
 
 def rules_at(repo: Path, rev: str, path: str) -> tuple[Config, str | None]:
     """The reward rules at ``rev`` (built-in defaults when the file is absent there)."""
-    text = config_text_at(repo, rev, path)
+    return rules_from(config_text_at(repo, rev, path), rev, path)
+
+
+def rules_from(text: str | None, rev: str, path: str) -> tuple[Config, str | None]:
+    """The rules in the config ``text`` read at ``rev`` (None: the file is not there, the defaults apply)."""
     if text is None:
         return config_mod.parse(config_mod.default_text(), None), None
     return config_mod.parse(text, Path(f"{rev[:12]}:{path}")), text
@@ -442,15 +482,21 @@ def build(repo: Path, base: str, head: str, *, config_path: str = DEFAULT_CONFIG
     repo = Path(repo)
     base_sha, head_sha = _rev(repo, base, "--base"), _rev(repo, head, "--head")
     rules_rev = _rev(repo, config_rev, "--config-rev") if config_rev else base_sha
-    cfg, base_text = rules_at(repo, rules_rev, config_path)
-    where = "base" if rules_rev == base_sha else "revision"
-    source = (f"{where} {rules_rev[:12]}:{config_path}" if base_text is not None
-              else f"built-in defaults ({config_path} is not in {where} {rules_rev[:12]})")
-    head_text = config_text_at(repo, head_sha, config_path)
-    changes = rule_changes(cfg, base_text, head_text, head_sha, config_path)
-    proj = project_for(repo, cfg, project)
-
-    mb, commits = range_commits(repo, base, head, base_sha, head_sha)
+    started = start_range(repo, base_sha, head_sha)  # the long walk; the rules are read meanwhile
+    try:
+        rules_text, head_text = config_texts_at(repo, [rules_rev, head_sha], config_path)
+        cfg, base_text = rules_from(rules_text, rules_rev, config_path)
+        where = "base" if rules_rev == base_sha else "revision"
+        source = (f"{where} {rules_rev[:12]}:{config_path}" if base_text is not None
+                  else f"built-in defaults ({config_path} is not in {where} {rules_rev[:12]})")
+        changes = rule_changes(cfg, base_text, head_text, head_sha, config_path)
+        proj = project_for(repo, cfg, project)
+    except BaseException:
+        for proc in (started.log, started.merge_base):
+            proc.kill()
+            proc.communicate()
+        raise
+    mb, commits = finish_range(repo, base, head, started)
     ledger = open_ledger(home, cfg, repo) if use_ledger else None
     notes: list[str] = []
     if ledger is not None:
@@ -487,6 +533,7 @@ def _amt(units: Units) -> Any:
 
 
 def to_json(r: Report) -> dict[str, Any]:
+    memo = _Memo()
     return {
         "base": r.base, "head": r.head, "merge_base": r.merge_base, "project": r.project,
         "rules": r.config_source, "ledger": r.ledger, "total": _amt(r.total),
@@ -496,31 +543,76 @@ def to_json(r: Report) -> dict[str, Any]:
                        "paid_before": _amt(c.paid_before), "this_pr": _amt(c.this_pr), "left": _amt(c.left)}
                       for c in r.contracts],
         "unmatched": [{"email": e, "commits": n, "hint": HINT} for e, n in sorted(r.unmatched.items())],
-        "commits": [_commit_json(c) for c in r.commits],
+        "commits": [_commit_json(c, memo) for c in r.commits],
         "rule_changes": r.rules,
         "notes": r.notes,
     }
 
 
-def _commit_json(c: CommitLine) -> dict[str, Any]:
+def _commit_json(c: CommitLine, memo: _Memo | None = None) -> dict[str, Any]:
+    m = memo or _Memo()
     d: dict[str, Any] = {"sha": c.sha, "parents": c.parents, "author_email": c.email, "author_name": c.name,
-                         "subject": c.subject[:500], "agents": c.agents, "amount": _amt(c.amount),
-                         "shares": {a: _amt(v) for a, v in c.shares.items()}}
+                         "subject": c.subject[:500], "agents": c.agents, "amount": m.amount(c.amount),
+                         "shares": {a: m.amount(v) for a, v in c.shares.items()}}
     if c.reward_id is not None:
         d["reward_id"] = c.reward_id
     if c.reward is None:
         d["unmatched"] = True
         d["reason"] = "author maps to no agent"
     else:
-        d["reason"] = c.reward.reason
-        d["breakdown"] = c.reward.breakdown()
+        d["reason"] = m.reason(c.reward)
+        d["breakdown"] = m.breakdown(c.reward)
         d["excluded"] = c.reward.excluded
     if c.status is not None:
         d["status"] = c.status
-        d["paid"] = _amt(c.paid)
+        d["paid"] = m.amount(c.paid)
         if c.overpaid:
             d["overpaid"] = True
     return d
+
+
+class _Memo:
+    """Formatting shared by many commits, done once: thousands of commits carry a handful of distinct
+    rewards (``compute`` reuses one CommitReward per pricing), amounts and authors."""
+
+    def __init__(self) -> None:
+        self._amounts: dict[Units, Any] = {}
+        self._texts: dict[Units, str] = {}
+        self._reasons: dict[int, tuple[CommitReward, str]] = {}
+        self._breakdowns: dict[int, tuple[CommitReward, dict[str, Any]]] = {}
+        self._plain: dict[tuple[str, int], str] = {}
+
+    def amount(self, units: Units) -> Any:
+        v = self._amounts.get(units)
+        if v is None:
+            v = self._amounts[units] = to_decimal(units)
+        return v
+
+    def fmt(self, units: Units) -> str:
+        v = self._texts.get(units)
+        if v is None:
+            v = self._texts[units] = fmt(units)
+        return v
+
+    def reason(self, reward: CommitReward) -> str:
+        hit = self._reasons.get(id(reward))  # keyed by identity, holding the object so the id stays unique
+        if hit is None or hit[0] is not reward:
+            hit = self._reasons[id(reward)] = (reward, reward.reason)
+        return hit[1]
+
+    def breakdown(self, reward: CommitReward) -> dict[str, Any]:
+        hit = self._breakdowns.get(id(reward))
+        if hit is None or hit[0] is not reward:
+            hit = self._breakdowns[id(reward)] = (reward, reward.breakdown())
+        return hit[1]
+
+    def plain(self, text: str, limit: int) -> str:
+        v = self._plain.get((text, limit))
+        if v is None:
+            v = _plain(text, limit)
+            if len(self._plain) < 4096:  # authors and reasons repeat; subjects do not
+                self._plain[(text, limit)] = v
+        return v
 
 
 # --- escaping untrusted text -----------------------------------------------------------
@@ -712,12 +804,13 @@ def render_text(r: Report) -> str:
         out.append(f"contract {_plain(c.name, 60)} x{c.multiplier}: budget {fmt(c.budget)}, paid before "
                    f"{fmt(c.paid_before)}, this PR {fmt(c.this_pr)}, left {fmt(c.left)}")
     out.append("")
+    m = _Memo()
     for c in r.commits:
         who = ",".join(c.agents) or "unmatched"
-        why = c.reward.reason if c.reward else "author is not an agent"
+        why = m.plain(m.reason(c.reward), 200) if c.reward else "author is not an agent"
         st = f" [{c.status}]" if c.status else ""
-        out.append(f"{c.sha[:10]} {fmt(c.amount):>10} {who:<12} {_plain(c.subject, 60)}{st}")
-        out.append(f"{'':>11}{_plain(c.email, 80)}: {_plain(why, 200)}")
+        out.append(f"{c.sha[:10]} {m.fmt(c.amount):>10} {who:<12} {_plain(c.subject, 60)}{st}")
+        out.append(f"{'':>11}{m.plain(c.email, 80)}: {why}")
     if r.unmatched:
         out.append("")
         out.append("unmatched authors (" + HINT + "):")
