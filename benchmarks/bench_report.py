@@ -96,13 +96,14 @@ def install_venv(base: Path) -> Path:
 
 
 def bench_repo(repo: Path, runs: int, tx_bin: Path) -> dict[str, float]:
+    from token_exchange import history
     from token_exchange import report as rep
     from token_exchange.output import dumps
 
     mb = subprocess.run(["git", "merge-base", "main", "feature"], cwd=repo, capture_output=True, text=True,
                         check=True).stdout.strip()
     rng = f"{mb}..feature"
-    shas = [c.sha for c in rep.read_commits(repo, mb, "feature")]
+    shas = [c.sha for c in history.read_commits(repo, mb, "feature")]
     tx = [str(tx_bin), "report", "--base", "main", "--head", "feature", "--no-ledger"]
     res = interleaved({"git_log_s": ["git", "log", rng],
                        "git_log_report_format_s": ["git", "log", "--format=%H%x00%P%x00%aE%x00%aN%x00%B", rng],
@@ -110,7 +111,7 @@ def bench_repo(repo: Path, runs: int, tx_bin: Path) -> dict[str, float]:
                        "cli_text_s": [*tx, "--format", "text"],
                        "cli_json_with_ids_s": [*tx, "--format", "json"]}, repo, runs)
     res.update({
-        "read_commits_s": timed(lambda: rep.read_commits(repo, mb, "feature"), runs),
+        "read_commits_s": timed(lambda: history.read_commits(repo, mb, "feature"), runs),
         "patch_ids_all_s": timed(lambda: rep.patch_ids(repo, shas), runs),
         "inprocess_markdown_s": timed(lambda: rep.render_markdown(
             rep.build(repo, "main", "feature", use_ledger=False, want_ids=False)), runs),

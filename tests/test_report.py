@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, tx
+from token_exchange import history
 from token_exchange import report as rep
+from token_exchange.errors import UserError
 
 CONFIG = """\
 [exchange]
@@ -532,12 +534,28 @@ def test_config_texts_read_in_one_batch(tmp_path: Path) -> None:
     repo = make_pr(tmp_path)
     commit(repo, "docs: a directory where a config path could point", CLAUDE, "conf/x.toml")
     base, head = (git(repo, "rev-parse", r).strip() for r in ("main", "feature"))
-    texts = rep.config_texts_at(repo, [base, head, head], ".exchange/config.toml")
+    texts = history.config_texts_at(repo, [base, head, head], ".exchange/config.toml")
     assert texts[0] == texts[1] == texts[2] == (repo / ".exchange" / "config.toml").read_text()
-    assert rep.config_texts_at(repo, [base, head], "conf") == [None, None]  # a tree: not a config
-    assert rep.config_texts_at(repo, [head, base], "conf/x.toml") == [
+    assert history.config_texts_at(repo, [base, head], "conf") == [None, None]  # a tree: not a config
+    assert history.config_texts_at(repo, [head, base], "conf/x.toml") == [
         "docs: a directory where a config path could point\n", None]
-    with pytest.raises(rep.UserError):
-        rep.config_texts_at(repo, [head], "a\nb")
+    with pytest.raises(UserError):
+        history.config_texts_at(repo, [head], "a\nb")
     r = tx("report", "--base", "main", "--head", "feature", "--config-path", "conf", "--json", cwd=repo)
     assert r.code == 0 and "built-in defaults" in json.loads(r.out)["rules"]
+
+
+def test_text_format_shows_hostile_subjects_inert_one_line_each(tmp_path: Path) -> None:
+    """Terminal output: control, bidi and line-separator characters in subjects and emails are replaced,
+    each commit is exactly two lines, and long subjects are cut."""
+    repo = make_pr(tmp_path)
+    nasty = "fix: evil \x1b[31mred\x1b[0m \u202egnp.exe\u2028more\tTab" + "x" * 100
+    commit(repo, nasty, CLAUDE, "n.txt")
+    commit(repo, "ok", {"GIT_AUTHOR_NAME": "E", "GIT_AUTHOR_EMAIL": "e\u202e@evil.example"}, "e.txt")
+    r = tx("report", "--base", "main", "--head", "feature", cwd=repo)
+    assert r.code == 0, r.err
+    for bad in ("\x1b", "\u202e", "\u2028", "\t"):
+        assert bad not in r.out
+    rows = r.out.split("\n\n")[2].splitlines()  # the commit block: two lines per commit
+    assert len(rows) == 4 and "fix: evil \ufffd[31mred" in rows[0] and rows[0].endswith("\u2026")
+    assert "e\ufffd@evil.example" in rows[3]

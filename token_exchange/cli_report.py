@@ -62,15 +62,22 @@ def main(argv: Sequence[str], home: Path | None = None) -> int:
 
 
 def run(args: argparse.Namespace, home: Path | None) -> None:
-    from token_exchange import output as out
-    from token_exchange import report as rep
-    from token_exchange.errors import UserError
+    from token_exchange import history
+
+    where = (args.repo or Path.cwd()).absolute()
+    begun = history.begin(where, args.base, args.head)  # git walks the range while the rest imports
+    try:
+        from token_exchange import output as out
+        from token_exchange import report as rep
+        from token_exchange.errors import UserError
+    except BaseException:
+        history.abandon(begun.started)
+        raise
 
     fmt_ = "json" if args.as_json else args.format
-    where = (args.repo or Path.cwd()).absolute()
     r = rep.build(where, args.base, args.head, config_path=args.config_path, config_rev=args.config_rev,
                   project=args.project, home=_home(where, home) if args.ledger else None, use_ledger=args.ledger,
-                  want_ids=(fmt_ == "json") if args.reward_ids is None else args.reward_ids)
+                  want_ids=(fmt_ == "json") if args.reward_ids is None else args.reward_ids, begun=begun)
     if fmt_ == "json":
         text = out.dumps(rep.to_json(r)) + "\n"
     elif fmt_ == "markdown":
@@ -90,7 +97,7 @@ def run(args: argparse.Namespace, home: Path | None) -> None:
 def _home(repo: Path, home: Path | None) -> Path | None:
     """The exchange home (--home, $TOKEN_EXCHANGE_HOME, else REPO/.exchange); None when there is none."""
     from token_exchange.errors import UserError
-    from token_exchange.exchange import find_home
+    from token_exchange.gitutil import find_home
 
     try:
         return find_home(home, cwd=repo)

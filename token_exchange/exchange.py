@@ -17,32 +17,17 @@ from token_exchange import config as config_mod
 from token_exchange.amounts import Units, fmt, split
 from token_exchange.config import Config
 from token_exchange.errors import UserError, clean_text
+from token_exchange.gitutil import HOME_ENV, find_home  # noqa: F401 - re-exported
 from token_exchange.identities import agent_for
 from token_exchange.ledger import GENESIS, REWARDS, Appended, Balance, Clock, Index, Ledger, Txn, make_txn, utcnow
 from token_exchange.rewards import CommitReward, commit_reward, match_contract
 
-HOME_ENV = "TOKEN_EXCHANGE_HOME"
 NOW_ENV = "TOKEN_EXCHANGE_NOW"
 HOME_GITIGNORE = """# token-exchange: only config.toml is tracked; the ledger is local state.
 *
 !.gitignore
 !config.toml
 """
-
-
-def find_home(option: str | Path | None = None, cwd: Path | None = None) -> Path:
-    """--home, else $TOKEN_EXCHANGE_HOME, else .exchange/ at the root of the current git repository."""
-    if option:
-        return Path(option).expanduser().absolute()
-    env = os.environ.get(HOME_ENV)
-    if env:
-        return Path(env).expanduser().absolute()
-    from token_exchange.gitutil import toplevel
-
-    top = toplevel(cwd)
-    if top is None:
-        raise UserError("no exchange home: pass --home, set TOKEN_EXCHANGE_HOME, or run inside a git repository")
-    return top / ".exchange"
 
 
 def env_clock() -> Clock:

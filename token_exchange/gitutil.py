@@ -45,3 +45,21 @@ def project_name(repo: Path, configured: str = "") -> str:
 def env_without_git_dir() -> dict[str, str]:
     """Environment for git calls into *another* repository from inside a hook."""
     return {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+
+
+HOME_ENV = "TOKEN_EXCHANGE_HOME"
+
+
+def find_home(option: str | Path | None = None, cwd: Path | None = None) -> Path:
+    """--home, else $TOKEN_EXCHANGE_HOME, else .exchange/ at the root of the current git repository.
+
+    Here rather than in ``exchange`` so that finding a home imports nothing heavy (``tx report``)."""
+    if option:
+        return Path(option).expanduser().absolute()
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser().absolute()
+    top = toplevel(cwd)
+    if top is None:
+        raise UserError("no exchange home: pass --home, set TOKEN_EXCHANGE_HOME, or run inside a git repository")
+    return top / ".exchange"

@@ -21,7 +21,6 @@ Output is deterministic: no clock, no dates.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -30,9 +29,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from token_exchange import config as config_mod
+from token_exchange.history import Begun, RawCommit, abandon, begin, config_text_at, config_texts_at, finish_range, rev
 from token_exchange.amounts import Units, fmt, split, to_decimal
 from token_exchange.config import Config
-from token_exchange.errors import ConfigError, UserError, clean_text
+from token_exchange.errors import ConfigError, clean_text
 from token_exchange.identities import agent_for, co_author_emails
 from token_exchange.rewardid import patch_ids, reward_id, trailer_ids
 from token_exchange.rewards import (CommitReward, commit_reward, exclusion, keyword_bonuses, match_contract,
@@ -46,138 +46,10 @@ MAX_SUBJECT = 100
 MAX_NAME = 60
 MAX_UNMATCHED_SHOWN = 50
 MAX_DIFF = 8_000
-MAX_CONFIG_BYTES = 1_000_000
 HINT = "add it to [agents.NAME] emails in .exchange/config.toml"
 
 
-# --- collecting ----------------------------------------------------------------------
-class RawCommit(NamedTuple):
-    sha: str
-    parents: tuple[str, ...]
-    email: str
-    name: str
-    message: str
-
-
-def _run(repo: Path, *args: str, check: bool = True) -> bytes:
-    try:
-        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True)
-    except FileNotFoundError:
-        raise UserError("git is not installed") from None
-    if check and proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise UserError(f"git {args[0]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
-    return proc.stdout
-
-
-def resolve_range(repo: Path, base: str, head: str) -> tuple[str, str, str]:
-    """(base sha, head sha, merge-base sha); a shallow clone or unrelated histories are refused."""
-    base_sha, head_sha = _rev(repo, base, "--base"), _rev(repo, head, "--head")
-    return base_sha, head_sha, _merge_bases(base, head, subprocess.run(
-        ["git", "merge-base", "--all", base_sha, head_sha], cwd=repo, capture_output=True))[0]
-
-
-def _merge_bases(base: str, head: str, proc: subprocess.CompletedProcess[bytes]) -> list[str]:
-    bases = proc.stdout.decode().split() if proc.returncode == 0 else []
-    if not bases:
-        raise UserError(f"{base[:40]} and {head[:40]} have no merge base (shallow clone? use fetch-depth: 0)")
-    return bases  # `git merge-base` (without --all) prints the first
-
-
-def range_commits(repo: Path, base: str, head: str, base_sha: str, head_sha: str) -> tuple[str, list[RawCommit]]:
-    """The merge base and the commits of merge-base..head, oldest first (see ``start_range``)."""
-    return finish_range(repo, base, head, start_range(repo, base_sha, head_sha))
-
-
-class _Started(NamedTuple):
-    merge_base: subprocess.Popen[bytes]
-    log: subprocess.Popen[bytes]
-    tok: str
-    head_sha: str
-
-
-def start_range(repo: Path, base_sha: str, head_sha: str) -> _Started:
-    """Start ``git merge-base --all`` and ``git log base..head`` at once; the caller works meanwhile.
-
-    Both walk the same history.  With a single merge base M the two ranges are equal (a commit
-    reachable from both base and head is a common ancestor, so an ancestor of M); with several
-    (criss-cross merges) ``finish_range`` reads the log again from the first, as ``git merge-base``
-    picks it.
-    """
-    tok = os.urandom(12).hex()  # a random record boundary per run: a message cannot forge one
-    try:
-        mb = subprocess.Popen(["git", "merge-base", "--all", base_sha, head_sha], cwd=repo,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        log = subprocess.Popen(_log_args(tok, f"{base_sha}..{head_sha}"), cwd=repo, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    except FileNotFoundError:
-        raise UserError("git is not installed") from None
-    return _Started(mb, log, tok, head_sha)
-
-
-def finish_range(repo: Path, base: str, head: str, started: _Started) -> tuple[str, list[RawCommit]]:
-    data, _err = started.log.communicate()
-    mb_out, mb_err = started.merge_base.communicate()
-    bases = _merge_bases(base, head, subprocess.CompletedProcess([], started.merge_base.returncode, mb_out, mb_err))
-    if len(bases) > 1 or started.log.returncode != 0:
-        return bases[0], read_commits(repo, bases[0], started.head_sha)
-    return bases[0], _parse_log(data, started.tok)
-
-
-def _log_args(tok: str, rng: str) -> list[str]:
-    return ["git", "-c", "log.showSignature=false", "log", "--no-color", "--topo-order", "--reverse",
-            "--no-show-signature", f"--format=%x00{tok}%H%x00%P%x00%aE%x00%aN%x00%B", rng, "--"]
-
-
-def read_commits(repo: Path, merge_base: str, head: str) -> list[RawCommit]:
-    """Every commit in merge_base..head, oldest first, with one ``git log``."""
-    tok = os.urandom(12).hex()
-    return _parse_log(_run(repo, *_log_args(tok, f"{merge_base}..{head}")[1:]), tok)
-
-
-def _parse_log(data: bytes, tok: str) -> list[RawCommit]:
-    """NUL-separated records; decoded once (\\ufffd for invalid UTF-8, as decoding field by field would:
-    NUL is valid UTF-8, so no invalid sequence spans two fields)."""
-    out: list[RawCommit] = []
-    for rec in data.decode("utf-8", "replace").split("\x00" + tok)[1:]:
-        parts = rec.split("\x00", 4)
-        if len(parts) != 5:  # pragma: no cover - git always prints every field
-            continue
-        sha, parents, email, name, body = parts
-        out.append(RawCommit(sha, tuple(parents.split()), email, name, body[:-1] if body.endswith("\n") else body))
-    return out
-
-
-def config_text_at(repo: Path, rev: str, path: str) -> str | None:
-    """The config file's text at a revision, or None when the file is not there."""
-    return config_texts_at(repo, [rev], path)[0]
-
-
-def config_texts_at(repo: Path, revs: Sequence[str], path: str) -> list[str | None]:
-    """The config file's text at each revision (None where it is not a file there), with one git process."""
-    if "\n" in path or "\r" in path:
-        raise UserError(f"invalid config path {path[:60]!r}")
-    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, capture_output=True,
-                          input="".join(f"{rev}:{path}\n" for rev in revs).encode("utf-8", "surrogateescape"))
-    data, pos, out = proc.stdout, 0, []
-    for rev in revs:
-        end = data.find(b"\n", pos)
-        header = data[pos:end].split() if end >= 0 else []
-        if len(header) != 3 or not header[2].isdigit():  # "<rev:path> missing" (or git failed)
-            out.append(None)
-            pos = end + 1 if end >= 0 else len(data)
-            continue
-        size = int(header[2])
-        body, pos = data[end + 1:end + 1 + size], end + 1 + size + 1
-        if header[1] != b"blob":
-            out.append(None)
-            continue
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{rev[:12]}:{path}: larger than {MAX_CONFIG_BYTES} bytes")
-        out.append(body.decode("utf-8", "replace"))
-    return out
-
-
+# --- collecting (history.py) -------------------------------------------------------
 def rules_at(repo: Path, rev: str, path: str) -> tuple[Config, str | None]:
     """The reward rules at ``rev`` (built-in defaults when the file is absent there)."""
     return rules_from(config_text_at(repo, rev, path), rev, path)
@@ -359,23 +231,29 @@ def compute(commits: Sequence[RawCommit], cfg: Config, project: str, *,
     messages = [clean_text(rc.message, limit=65536) for rc in commits]
     bonuses = keyword_bonuses(cfg.bonuses, messages)  # one regex pass over every message
     rules = cfg.commit_rules
+    solo: dict[str, list[str]] = {}  # author email -> its agents when there are no co-authors (shared, read-only)
+    use: ContractUse | None = None  # one project, so one contract for the whole report
     for rc, message, (group, keyword) in zip(commits, messages, bonuses):
-        subject = message.split("\n", 1)[0] if message else ""
-        names: list[str] = []
+        nl = message.find("\n")
+        subject = message if nl < 0 else message[:nl]
         co = co_author_emails(message) if ("-b" in message or "-B" in message) else ()  # "Co-authored-by:"
-        for addr in (rc.email, *co):
-            if addr not in who:
-                who[addr] = agent_for(cfg, addr)
-            n = who[addr]
-            if n and n not in names:
-                names.append(n)
+        names = solo.get(rc.email) if not co else None
+        if names is None:
+            names = []
+            for addr in (rc.email, *co):
+                if addr not in who:
+                    who[addr] = agent_for(cfg, addr)
+                n = who[addr]
+                if n and n not in names:
+                    names.append(n)
+            if not co:
+                solo[rc.email] = names
         parents = len(rc.parents)
         rid = reward_ids.get(rc.sha) if reward_ids is not None else None
         if not names:
             unmatched[rc.email] = unmatched.get(rc.email, 0) + 1
             lines.append(CommitLine(rc.sha, parents, rc.email, rc.name, subject, [], None, 0, {}, rid))
             continue
-        use = uses.get(contract.name)
         if use is None:
             before = contract_paid(contract.name) if contract_paid else 0
             use = uses[contract.name] = ContractUse(contract.name, str(contract.multiplier), contract.budget, before)
@@ -391,27 +269,29 @@ def compute(commits: Sequence[RawCommit], cfg: Config, project: str, *,
         reward = capped.get((key, left))
         if reward is None:
             reward = capped[(key, left)] = with_budget(uncapped, spent)
-        line = CommitLine(rc.sha, parents, rc.email, rc.name, subject, names, reward, 0, {}, rid)
-        if paid_lookup is not None:
-            line.status = "paid" if paid_txns else "unpaid"
         if paid_txns:
             # Already in the ledger (and so already in paid_before): report what was paid.
+            shares: dict[str, Units] = {}
             for t in paid_txns:
-                line.shares[t.agent] = line.shares.get(t.agent, 0) + t.amount
-            line.paid = line.amount = sum(line.shares.values())
+                shares[t.agent] = shares.get(t.agent, 0) + t.amount
+            line = CommitLine(rc.sha, parents, rc.email, rc.name, subject, names, reward, 0, shares, rid)
+            line.paid = line.amount = sum(shares.values())
             line.overpaid = line.paid > reward.gross
         else:
-            line.amount = reward.amount
-            line.shares = {names[0]: reward.amount} if len(names) == 1 else split(reward.amount,
-                                                                                   {a: 1 for a in names})
-            use.this_pr += reward.amount
-        for a, amt in line.shares.items():
+            amount = reward.amount
+            shares = {names[0]: amount} if len(names) == 1 else split(amount, {a: 1 for a in names})
+            line = CommitLine(rc.sha, parents, rc.email, rc.name, subject, names, reward, amount, shares, rid)
+            use.this_pr += amount
+        paid = bool(paid_txns)
+        if paid_lookup is not None:
+            line.status = "paid" if paid else "unpaid"
+        for a, amt in shares.items():
             tot = agents.get(a)
             if tot is None:
                 tot = agents[a] = AgentTotal()
             tot.commits += 1
             tot.amount += amt
-            if line.status == "paid":
+            if paid:
                 tot.paid += amt
             else:
                 tot.due += amt
@@ -459,31 +339,20 @@ def open_ledger(home: Path | None, cfg: Config, repo: Path) -> tuple[Any, str] |
     return Exchange(home, cfg=cfg), what
 
 
-def _rev(repo: Path, ref: str, what: str) -> str:
-    if not ref or ref.startswith("-") or len(ref) > 256:
-        raise UserError(f"invalid revision {ref[:40]!r}")
-    proc = subprocess.run(["git", "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}"],
-                          cwd=repo, capture_output=True)
-    if proc.returncode != 0:
-        raise UserError(f"{what} {ref[:60]!r} is not a commit in this repository "
-                        "(in CI, check out with fetch-depth: 0)")
-    return proc.stdout.decode().strip()
-
-
 def build(repo: Path, base: str, head: str, *, config_path: str = DEFAULT_CONFIG_PATH,
           config_rev: str | None = None, project: str | None = None, home: Path | None = None,
-          use_ledger: bool = True, want_ids: bool = True) -> Report:
+          use_ledger: bool = True, want_ids: bool = True, begun: Begun | None = None) -> Report:
     """Collect, compute and return the report.
 
     Reward ids are always computed when a ledger is used (they decide paid/unpaid); otherwise
     only if ``want_ids`` -- then the patch-id pipeline runs in git processes while Python
-    computes the rewards.
+    computes the rewards.  ``begun``: the range's git processes, already started (``history.begin``).
     """
     repo = Path(repo)
-    base_sha, head_sha = _rev(repo, base, "--base"), _rev(repo, head, "--head")
-    rules_rev = _rev(repo, config_rev, "--config-rev") if config_rev else base_sha
-    started = start_range(repo, base_sha, head_sha)  # the long walk; the rules are read meanwhile
+    begun = begun or begin(repo, base, head)  # git's walk of the range runs while the rules are read
+    base_sha, head_sha, started = begun
     try:
+        rules_rev = rev(repo, config_rev, "--config-rev") if config_rev else base_sha
         rules_text, head_text = config_texts_at(repo, [rules_rev, head_sha], config_path)
         cfg, base_text = rules_from(rules_text, rules_rev, config_path)
         where = "base" if rules_rev == base_sha else "revision"
@@ -492,9 +361,7 @@ def build(repo: Path, base: str, head: str, *, config_path: str = DEFAULT_CONFIG
         changes = rule_changes(cfg, base_text, head_text, head_sha, config_path)
         proj = project_for(repo, cfg, project)
     except BaseException:
-        for proc in (started.log, started.merge_base):
-            proc.kill()
-            proc.communicate()
+        abandon(started)
         raise
     mb, commits = finish_range(repo, base, head, started)
     ledger = open_ledger(home, cfg, repo) if use_ledger else None
@@ -793,6 +660,15 @@ def _plain(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+_BAD_BUT_NL = re.compile(_BAD.pattern.replace("\x00-\x1f", "\x00-\x09\x0b-\x1f"))
+
+
+def _cut(text: str, limit: int) -> str:
+    """``_plain`` without its character filter (the caller filters the whole output once)."""
+    text = clean_text(text, limit=100_000).replace("\n", "\ufffd")
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def render_text(r: Report) -> str:
     out = [f"token-exchange report {r.merge_base[:10]}..{r.head[:10]} (base {r.base[:10]}), project {_plain(r.project, 80)}",
            f"rules: {_plain(r.config_source, 200)}" + (f"; ledger: {r.ledger}" if r.ledger else ""),
@@ -805,12 +681,17 @@ def render_text(r: Report) -> str:
                    f"{fmt(c.paid_before)}, this PR {fmt(c.this_pr)}, left {fmt(c.left)}")
     out.append("")
     m = _Memo()
+    rows: list[str] = []
     for c in r.commits:
         who = ",".join(c.agents) or "unmatched"
         why = m.plain(m.reason(c.reward), 200) if c.reward else "author is not an agent"
         st = f" [{c.status}]" if c.status else ""
-        out.append(f"{c.sha[:10]} {m.fmt(c.amount):>10} {who:<12} {_plain(c.subject, 60)}{st}")
-        out.append(f"{'':>11}{m.plain(c.email, 80)}: {why}")
+        rows.append(f"{c.sha[:10]} {m.fmt(c.amount):>10} {who:<12} {_cut(c.subject, 60)}{st}")
+        rows.append(f"{'':>11}{m.plain(c.email, 80)}: {why}")
+    # One pass of the control/bidi filter over every subject at once (a subject is one line, so the
+    # only newlines are ours); the same characters _plain replaces field by field.
+    if rows:
+        out.append(_BAD_BUT_NL.sub("\ufffd", "\n".join(rows)))
     if r.unmatched:
         out.append("")
         out.append("unmatched authors (" + HINT + "):")
