@@ -559,3 +559,30 @@ def test_text_format_shows_hostile_subjects_inert_one_line_each(tmp_path: Path) 
     rows = r.out.split("\n\n")[2].splitlines()  # the commit block: two lines per commit
     assert len(rows) == 4 and "fix: evil \ufffd[31mred" in rows[0] and rows[0].endswith("\u2026")
     assert "e\ufffd@evil.example" in rows[3]
+
+
+def test_pr_that_merged_its_base_reads_the_range_once_more_correctly(tmp_path: Path) -> None:
+    """An 'update branch' merge gives base..head two boundary commits but one merge base (the merged tip)."""
+    repo = make_pr(tmp_path)
+    commit(repo, "feat: before the update", CLAUDE, "d.txt")
+    git(repo, "merge", "-q", "--no-ff", "-m", "Merge main into feature", "main", env=CLAUDE)
+    commit(repo, "fix: after the update", CLAUDE, "e.txt")
+    boundary = [ln for ln in git(repo, "log", "--boundary", "--format=%m %H", "main..feature").splitlines()
+                if ln.startswith("-")]
+    assert len(boundary) == 2
+    d = report_json(repo)
+    mb = git(repo, "merge-base", "main", "feature").strip()
+    assert d["merge_base"] == mb == git(repo, "rev-parse", "main").strip()
+    assert [c["sha"] for c in d["commits"]] == git(repo, "rev-list", "--topo-order", "--reverse",
+                                                    f"{mb}..feature").split()
+    assert [c["amount"] for c in d["commits"]] == [Decimal(300), 0, Decimal(450)]  # the merge earns nothing
+
+
+def test_head_behind_base_is_an_empty_range(tmp_path: Path) -> None:
+    repo = make_pr(tmp_path)
+    git(repo, "checkout", "-q", "main")
+    git(repo, "branch", "-q", "old", "main~1")
+    r = tx("report", "--base", "main", "--head", "old", "--json", cwd=repo)
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
+    assert d["commits"] == [] and d["merge_base"] == git(repo, "rev-parse", "old").strip()

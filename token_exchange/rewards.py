@@ -95,40 +95,43 @@ def keyword_bonuses(bonuses: tuple[BonusGroup, ...], messages: list[str]) -> lis
     return out
 
 
-_ascii_cache: tuple[dict[str, list[int]], re.Pattern[str] | None] | None = None
+_ascii_cache: tuple[dict[str, list[int]], re.Pattern[bytes] | None] | None = None
+_WORD = bytes(range(48, 58)) + bytes(range(65, 91)) + b"_" + bytes(range(97, 123))  # ASCII \\w
 
 
 def _ascii_matches(owners: dict[str, list[int]], text: str) -> list[tuple[int, str]]:
-    """The matches of ``_keywords``' pattern in ASCII ``text``, about 4x faster.
+    """The matches of ``_keywords``' pattern in ASCII ``text``, about 5x faster.
 
     sre scans a case-insensitive alternation that starts with ``\\b`` position by position; on ASCII
-    text (and ASCII keywords) lowercasing changes no length and no match, and the pattern without its
-    leading ``\\b`` lets sre skip ahead on first characters. A candidate whose start is not a word
-    boundary is dropped and the search resumes one character later, so nothing is missed.
+    text (and ASCII keywords) lowercasing changes no length and no match, bytes are scanned faster than
+    str, and the pattern without its leading ``\\b`` lets sre skip ahead on first characters. A
+    candidate whose start is not a word boundary is dropped and the search resumes one character
+    later, so nothing is missed.
     """
     global _ascii_cache
     if _ascii_cache is None or _ascii_cache[0] is not owners:
         words = sorted(owners, key=lambda k: (-len(k), k))
-        fast = re.compile("(" + "|".join(re.escape(k) for k in words) + r")\b") if all(
+        fast = re.compile(("(" + "|".join(re.escape(k) for k in words) + r")\b").encode()) if all(
             k.isascii() for k in words) else None
         _ascii_cache = (owners, fast)
     fast = _ascii_cache[1]
     if fast is None:
         pattern = _keyword_cache[1][0] if _keyword_cache else None  # pragma: no cover - set by _keywords
         return [(m.start(), m.group(1)) for m in pattern.finditer(text)] if pattern else []
-    low = text.lower()
+    low = text.lower().encode("ascii")
     out: list[tuple[int, str]] = []
-    search = fast.search
-    m = search(low)
-    while m:
-        s = m.start()
-        before = low[s - 1] if s else " "
-        if (before.isalnum() or before == "_") != (low[s].isalnum() or low[s] == "_"):
-            out.append((s, m.group(1)))
-            m = search(low, m.end())
+    pos = 0
+    while True:
+        for m in fast.finditer(low, pos):
+            s = m.start()
+            # a \b before the match: a word character on exactly one side
+            if (s > 0 and low[s - 1] in _WORD) != (low[s] in _WORD):
+                out.append((s, m.group(1).decode("ascii")))
+            else:
+                pos = s + 1
+                break
         else:
-            m = search(low, s + 1)
-    return out
+            return out
 
 
 def _best(bonuses: tuple[BonusGroup, ...], owners: dict[str, list[int]],
