@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from decimal import Decimal
@@ -488,14 +489,22 @@ def test_one_git_log_and_batched_patch_ids(tmp_path: Path, monkeypatch: pytest.M
             calls.append(list(cmd))
             super().__init__(cmd, *a, **k)
 
+    real_spawn = os.posix_spawnp  # the range's git log starts with posix_spawnp (history.GitOutput)
+
+    def counting_spawn(path, argv, *a, **k):  # type: ignore[no-untyped-def]
+        calls.append(list(argv))
+        return real_spawn(path, argv, *a, **k)
+
     counts = []
     for n in (2, 12):
         for i in range(n):
             commit(repo, f"fix: change {n}-{i}", CLAUDE, f"c{n}-{i}.py")
         calls.clear()
         monkeypatch.setattr(subprocess, "Popen", CountingPopen)
+        monkeypatch.setattr(os, "posix_spawnp", counting_spawn)
         r = rep.build(repo, "main", "feature", use_ledger=False, want_ids=True)
         monkeypatch.setattr(subprocess, "Popen", real_popen)
+        monkeypatch.setattr(os, "posix_spawnp", real_spawn)
         assert all(c.reward_id and c.reward_id.startswith("patch-") for c in r.commits)
         counts.append(len(calls))
         assert sum(1 for c in calls if "log" in c) == 1
@@ -586,3 +595,41 @@ def test_head_behind_base_is_an_empty_range(tmp_path: Path) -> None:
     assert r.code == 0, r.err
     d = json.loads(r.out)
     assert d["commits"] == [] and d["merge_base"] == git(repo, "rev-parse", "old").strip()
+
+
+@pytest.mark.parametrize("spelling", [["--repo", "webapp"], ["--repo=./webapp"], ["--repo", "webapp", "--base=main"]])
+def test_repo_and_revision_spellings_give_the_same_report(tmp_path: Path, spelling: list[str]) -> None:
+    """tx report starts git log from a quick look at argv before argparse runs; whatever the spelling,
+    argparse's reading is the one used (a differing guess is stopped and the log started again)."""
+    repo = make_pr(tmp_path)
+    commit(repo, "fix: one", CLAUDE, "1.py")
+    inside = tx("report", "--base", "main", "--head", "feature", "--json", cwd=repo)
+    outside = tx("report", "--base", "main", "--head", "feature", "--json", *spelling, cwd=tmp_path)
+    assert inside.code == outside.code == 0, outside.err
+    assert json.loads(inside.out) == json.loads(outside.out)
+
+
+def test_log_parsed_in_chunks_equals_parsed_whole(tmp_path: Path) -> None:
+    """The report parses git log as it arrives: any chunking (through a separator, through a multi-byte
+    or an invalid UTF-8 sequence) gives the commits and boundary of the whole output."""
+    import random
+
+    repo = make_pr(tmp_path)
+    for i, msg in enumerate(["fix: é ünïcode ✓", "feat: two\n\nbody", "docs: x"]):
+        commit(repo, msg, CLAUDE, f"u{i}.txt")
+    tok = "0123abcd"
+    data = subprocess.run(history.log_args(tok, "main..feature", boundary=True), cwd=repo, capture_output=True,
+                          check=True).stdout
+    data = data.replace("é".encode(), b"\xff\xfe")  # invalid UTF-8 too
+    whole = history.parse_log_boundary(data, tok)
+    assert len(whole[0]) == 3 and len(whole[1]) == 1 and "\ufffd" in whole[0][0].message
+    rnd = random.Random(7)
+    for _ in range(50):
+        cuts = sorted(rnd.sample(range(1, len(data)), rnd.randint(1, 12)))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        commits: list = []
+        edges: list = []
+        for batch, batch_edges in history.parse_stream(chunks, tok):
+            commits += batch
+            edges += batch_edges
+        assert (commits, edges) == whole

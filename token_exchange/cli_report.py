@@ -9,15 +9,22 @@ messages on stderr, exit 0 / 1 (user error, with ``{"error": ...}`` for --json) 
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+
+TYPE_CHECKING = False  # not `typing`'s: nothing is imported before git starts (see _start_early)
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from pathlib import Path
+    from typing import Any
 FORMATS = ("markdown", "json", "text")
 SUMMARY = "Earnings of the commits in merge-base(BASE, HEAD)..HEAD, under the BASE revision's rules."
 
 
 def parser() -> argparse.ArgumentParser:
+    import argparse
+    from pathlib import Path
+
     p = argparse.ArgumentParser(prog="tx report", description=SUMMARY, allow_abbrev=False)
     p.add_argument("--base", required=True, help="Base revision (the PR's target, e.g. origin/main).")
     p.add_argument("--head", default="HEAD", help="Head revision (the PR's last commit). Default: HEAD.")
@@ -40,12 +47,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str], home: Path | None = None) -> int:
     """Parse, build, print; the exit status (argparse exits 2 itself on a usage error)."""
+    early = _start_early(argv)  # git's walk of the range, before this process imports anything more
     from token_exchange import output as out
     from token_exchange.errors import UserError
 
-    args = parser().parse_args(list(argv))
     try:
-        run(args, args.home or home)
+        args = parser().parse_args(list(argv))
+    except BaseException:
+        if early is not None:
+            early[1].log.kill()
+        raise
+    try:
+        run(args, args.home or home, early)
     except UserError as e:
         if args.debug:
             raise
@@ -61,11 +74,44 @@ def main(argv: Sequence[str], home: Path | None = None) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, home: Path | None) -> None:
+def _start_early(argv: Sequence[str]) -> tuple[tuple[str, str, str], Any] | None:
+    """Start the range's ``git log`` from a quick look at ``--base/--head/--repo``; ``run`` uses it only if
+    argparse reads the same values (it is the authority), else stops it."""
+    seen = {"--base": "", "--head": "HEAD", "--repo": ""}
+    it = iter(argv)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if arg in ("-h", "--help"):
+            return None
+        if name in seen:
+            value = value if eq else next(it, "")
+            if not value or value.startswith("-"):
+                return None
+            seen[name] = value
+    if not seen["--base"]:
+        return None
+    from token_exchange import history
+
+    try:
+        return ((seen["--base"], seen["--head"], seen["--repo"]),
+                history.start_log(seen["--repo"] or ".", seen["--base"], seen["--head"]))
+    except Exception:  # noqa: BLE001 - an optimisation only: run() starts it again and reports errors
+        return None
+
+
+def run(args: argparse.Namespace, home: Path | None, early: tuple[tuple[str, str, str], Any] | None = None) -> None:
+    from pathlib import Path
+
     from token_exchange import history
 
     where = (args.repo or Path.cwd()).absolute()
-    begun = history.begin(where, args.base, args.head)  # git walks the range while the rest imports
+    started = None
+    if early is not None:
+        if early[0] == (args.base, args.head, str(args.repo) if args.repo else ""):
+            started = early[1]
+        else:
+            early[1].log.kill()
+    begun = history.begin(where, args.base, args.head, started)  # git walks the range while the rest imports
     try:
         from token_exchange import output as out
         from token_exchange import report as rep

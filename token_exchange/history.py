@@ -1,16 +1,18 @@
 """The commits of a pull request, read from git: ``merge-base(base, head)..head``, oldest first.
 
-Only ``subprocess`` and ``os``: ``tx report`` starts git's walk of the range (the slow part) before it
-imports the rules and renderers, which then load while git works.
+``tx report`` starts git's walk of the range (the slow part) first thing, with ``os.posix_spawnp``
+(``start_log``: this module imports nothing heavy), then imports the rules and renderers while git works.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from pathlib import Path
-from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from pathlib import Path
 
 from token_exchange.errors import ConfigError, UserError
 
@@ -26,6 +28,8 @@ class RawCommit(NamedTuple):
 
 
 def run_git(repo: Path, *args: str, check: bool = True) -> bytes:
+    import subprocess
+
     try:
         proc = subprocess.run(["git", *args], cwd=repo, capture_output=True)
     except FileNotFoundError:
@@ -43,20 +47,80 @@ def merge_bases(base: str, head: str, proc: subprocess.CompletedProcess[bytes]) 
     return bases  # `git merge-base` (without --all) prints the first
 
 
-def range_commits(repo: Path, base: str, head: str, base_sha: str, head_sha: str) -> tuple[str, list[RawCommit]]:
-    """The merge base and the commits of merge-base..head, oldest first (see ``start_range``)."""
-    return finish_range(repo, base, head, start_range(repo, base_sha, head_sha))
+class GitOutput:
+    """A git process whose whole stdout we want (stderr discarded), drained by a thread as git writes it:
+    ``os.posix_spawnp``, not ``subprocess`` (whose import costs more than starting git)."""
+
+    def __init__(self, args: list[str]) -> None:
+        import threading
+
+        r, w = os.pipe()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            self.pid = os.posix_spawnp("git", args, os.environ, file_actions=[
+                (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, null, 2), (os.POSIX_SPAWN_CLOSE, r)])
+        except FileNotFoundError:
+            os.close(r)
+            raise UserError("git is not installed") from None
+        finally:
+            os.close(w)
+            os.close(null)
+        import queue
+
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._ended = False
+        self._reader = threading.Thread(target=self._drain, args=(r,), daemon=True)
+        self._reader.start()
+
+    def _drain(self, fd: int) -> None:
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                self._queue.put(chunk)
+        finally:
+            os.close(fd)
+            self._queue.put(None)
+
+    def chunks(self) -> Iterator[bytes]:
+        """stdout as git writes it (read once; nothing more after the end)."""
+        while not self._ended:
+            chunk = self._queue.get()
+            if chunk is None:
+                self._ended = True
+                return
+            yield chunk
+
+    def wait(self) -> int:
+        """The exit status once git is done (its output read or not)."""
+        for _ in self.chunks():
+            pass
+        self._reader.join()
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def result(self) -> tuple[int, bytes]:
+        """(exit status, stdout) once git is done."""
+        data = b"".join(self.chunks())
+        return self.wait(), data
+
+    def kill(self) -> None:
+        import signal
+
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait()
 
 
 class Started(NamedTuple):
-    log: subprocess.Popen[bytes]
+    log: GitOutput
     tok: str
-    base_sha: str
-    head_sha: str
+    base: str  # the revisions as given: the log runs before they are resolved
+    head: str
 
 
-def start_range(repo: Path, base_sha: str, head_sha: str) -> Started:
-    """Start ``git log --boundary base..head``; the caller works meanwhile, ``finish_range`` collects it.
+def start_log(repo: Path | str, base: str, head: str) -> Started:
+    """Start ``git log --boundary BASE..HEAD`` now; ``finish_range`` collects it.
 
     The report's range is merge-base(base, head)..head.  Every merge base is a boundary commit of
     base..head (its child towards head is in the range), and every boundary commit is a common ancestor,
@@ -64,29 +128,42 @@ def start_range(repo: Path, base_sha: str, head_sha: str) -> Started:
     commit reachable from both tips is a common ancestor, so an ancestor of B).  That is the usual pull
     request, read with one git process.  Otherwise ``finish_range`` asks ``git merge-base --all`` and,
     with several merge bases (criss-cross merges), reads the log again from the first, as
-    ``git merge-base`` picks it.
+    ``git merge-base`` picks it.  The revisions are checked (``rev``) while the log runs; a log that
+    fails is diagnosed by them.
     """
     tok = os.urandom(12).hex()  # a random record boundary per run: a message cannot forge one
-    try:
-        log = subprocess.Popen(log_args(tok, f"{base_sha}..{head_sha}", boundary=True), cwd=repo,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except FileNotFoundError:
-        raise UserError("git is not installed") from None
-    return Started(log, tok, base_sha, head_sha)
+    if base.startswith("-") or head.startswith("-"):
+        raise UserError(f"invalid revision {(base if base.startswith('-') else head)[:40]!r}")
+    args = log_args(tok, f"{base}..{head}", boundary=True)
+    return Started(GitOutput(["git", "-C", str(repo), *args[1:]]), tok, base, head)
 
 
-def finish_range(repo: Path, base: str, head: str, started: Started) -> tuple[str, list[RawCommit]]:
-    data, _err = started.log.communicate()
-    if started.log.returncode == 0:
-        commits, boundary = parse_log_boundary(data, started.tok)
-        if len(boundary) == 1:
-            return boundary[0], commits
-    else:
-        commits = []
-    bases = merge_bases(base, head, subprocess.run(["git", "merge-base", "--all", started.base_sha,
-                                                    started.head_sha], cwd=repo, capture_output=True))
-    if len(bases) > 1 or started.log.returncode != 0:
-        return bases[0], read_commits(repo, bases[0], started.head_sha)
+def finish_range(repo: Path, base_sha: str, head_sha: str, started: Started,
+                 on_commits: Callable[[list[RawCommit]], None] | None = None) -> tuple[str, list[RawCommit]]:
+    """The merge base and the commits of merge-base..head (``base_sha``/``head_sha``: the resolved tips).
+
+    The log is parsed as git writes it; ``on_commits`` sees each batch (the report prices messages
+    meanwhile), and may also see commits of a range that is then read again (it keys by SHA)."""
+    import subprocess
+
+    commits: list[RawCommit] = []
+    boundary: list[str] = []
+    for batch, edges in parse_stream(started.log.chunks(), started.tok):
+        commits += batch
+        boundary += edges
+        if on_commits is not None and batch:
+            on_commits(batch)
+    code = started.log.wait()
+    if code != 0:
+        commits, boundary = [], []
+    # The tips were resolved while the log ran: if the head moved meanwhile, read the range again.
+    tip_ok = commits[-1].sha == head_sha if commits else True
+    if code == 0 and len(boundary) == 1 and tip_ok:
+        return boundary[0], commits
+    bases = merge_bases(started.base, started.head, subprocess.run(
+        ["git", "merge-base", "--all", base_sha, head_sha], cwd=repo, capture_output=True))
+    if len(bases) > 1 or code != 0 or not tip_ok:
+        return bases[0], read_commits(repo, bases[0], head_sha)
     return bases[0], commits
 
 
@@ -94,7 +171,7 @@ def log_args(tok: str, rng: str, boundary: bool = False) -> list[str]:
     """``git log`` of a range, oldest first, as NUL-separated records (``%m``: "-" marks a boundary)."""
     return ["git", "-c", "log.showSignature=false", "log", "--no-color", "--topo-order", "--reverse",
             "--no-show-signature", *(["--boundary"] if boundary else []),
-            f"--format=%x00{tok}%m%x00%H%x00%P%x00%aE%x00%aN%x00%B", rng, "--"]
+            f"--format=%x00{tok}%m%x00%H%x00%P%x00%aE%x00%aN%x00%B", "--end-of-options", rng, "--"]
 
 
 def read_commits(repo: Path, merge_base: str, head: str) -> list[RawCommit]:
@@ -109,24 +186,47 @@ def parse_log(data: bytes, tok: str) -> list[RawCommit]:
 
 
 def parse_log_boundary(data: bytes, tok: str) -> tuple[list[RawCommit], list[str]]:
-    """The commits of ``log_args`` output, and the SHAs of its boundary commits apart.
+    """The commits of ``log_args`` output, and the SHAs of its boundary commits apart."""
+    commits: list[RawCommit] = []
+    edges: list[str] = []
+    for batch, batch_edges in parse_stream([data], tok):
+        commits += batch
+        edges += batch_edges
+    return commits, edges
 
-    Decoded once (\\ufffd for invalid UTF-8, as decoding field by field would: NUL is valid UTF-8, so
-    no invalid sequence spans two fields)."""
-    out: list[RawCommit] = []
-    edge: list[str] = []
+
+def parse_stream(chunks: Iterable[bytes], tok: str) -> Iterator[tuple[list[RawCommit], list[str]]]:
+    """``log_args`` output arriving in chunks -> batches of (commits, boundary SHAs), as records complete.
+
+    Each record is decoded on its own (\\ufffd for invalid UTF-8): a record ends just before a NUL, which
+    is valid UTF-8, so this equals decoding the whole output at once."""
+    sep = b"\x00" + tok.encode()
     new = tuple.__new__  # RawCommit's own __new__ is a Python function: 10,000 calls cost ~5 ms
-    for rec in data.decode("utf-8", "replace").split("\x00" + tok)[1:]:
-        parts = rec.split("\x00", 5)
-        if len(parts) != 6:  # pragma: no cover - git always prints every field
-            continue
-        mark, sha, parents, email, name, body = parts
-        if mark == "-":
-            edge.append(sha)
-            continue
-        out.append(new(RawCommit, (sha, tuple(parents.split()), email, name,
-                                   body[:-1] if body.endswith("\n") else body)))
-    return out, edge
+    pending = b""
+    for chunk in _with_end(chunks):
+        pending += chunk if chunk is not None else sep  # the end completes the last record
+        records = pending.split(sep)
+        pending = records.pop()  # incomplete (or, at the end, the empty tail)
+        out: list[RawCommit] = []
+        edges: list[str] = []
+        for rec in records:
+            if not rec:
+                continue  # before the first record
+            parts = rec.decode("utf-8", "replace").split("\x00", 5)
+            if len(parts) != 6:  # pragma: no cover - git always prints every field
+                continue
+            mark, sha, parents, email, name, body = parts
+            if mark == "-":
+                edges.append(sha)
+                continue
+            out.append(new(RawCommit, (sha, tuple(parents.split()), email, name,
+                                       body[:-1] if body.endswith("\n") else body)))
+        yield out, edges
+
+
+def _with_end(chunks: Iterable[bytes]) -> Iterator[bytes | None]:
+    yield from chunks
+    yield None
 
 
 def config_text_at(repo: Path, rev: str, path: str) -> str | None:
@@ -136,6 +236,8 @@ def config_text_at(repo: Path, rev: str, path: str) -> str | None:
 
 def config_texts_at(repo: Path, revs: Sequence[str], path: str) -> list[str | None]:
     """The config file's text at each revision (None where it is not a file there), with one git process."""
+    import subprocess
+
     if "\n" in path or "\r" in path:
         raise UserError(f"invalid config path {path[:60]!r}")
     proc = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, capture_output=True,
@@ -160,6 +262,8 @@ def config_texts_at(repo: Path, revs: Sequence[str], path: str) -> list[str | No
 
 
 def rev(repo: Path, ref: str, what: str) -> str:
+    import subprocess
+
     if not ref or ref.startswith("-") or len(ref) > 256:
         raise UserError(f"invalid revision {ref[:40]!r}")
     proc = subprocess.run(["git", "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}"],
@@ -176,13 +280,22 @@ class Begun(NamedTuple):
     started: Started
 
 
-def begin(repo: Path, base: str, head: str) -> Begun:
-    """Resolve both tips and start the range's git processes (``finish_range`` collects them)."""
-    base_sha, head_sha = rev(repo, base, "--base"), rev(repo, head, "--head")
-    return Begun(base_sha, head_sha, start_range(repo, base_sha, head_sha))
+def begin(repo: Path, base: str, head: str, started: Started | None = None) -> Begun:
+    """Start the range's log (unless ``started`` already did) and resolve both tips while it runs."""
+    started = started or start_log(repo, base, head)
+    try:
+        return Begun(rev(repo, base, "--base"), rev(repo, head, "--head"), started)
+    except BaseException:
+        started.log.kill()
+        raise
+
+
+def range_commits(repo: Path, base: str, head: str) -> tuple[str, list[RawCommit]]:
+    """The merge base and the commits of merge-base(base, head)..head, oldest first."""
+    b = begin(repo, base, head)
+    return finish_range(repo, b.base_sha, b.head_sha, b.started)
 
 
 def abandon(started: Started) -> None:
     """Stop the git process of a range nobody will read (an error came first)."""
     started.log.kill()
-    started.log.communicate()

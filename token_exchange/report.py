@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from token_exchange import config as config_mod
 from token_exchange.history import Begun, RawCommit, abandon, begin, config_text_at, config_texts_at, finish_range, rev
 from token_exchange.amounts import Units, fmt, split, to_decimal
-from token_exchange.config import Config
+from token_exchange.config import BonusGroup, Config
 from token_exchange.errors import ConfigError, clean_text
 from token_exchange.identities import agent_for, co_author_emails
 from token_exchange.rewardid import patch_ids, reward_id, trailer_ids
@@ -216,8 +216,9 @@ LedgerLookup = Callable[[str], list[Any]]  # reward id -> txns paid under commit
 
 def compute(commits: Sequence[RawCommit], cfg: Config, project: str, *,
             reward_ids: dict[str, str] | None = None, paid_lookup: LedgerLookup | None = None,
-            contract_paid: Callable[[str], Units] | None = None) -> tuple[list[CommitLine], dict[str, AgentTotal],
-                                                                            list[ContractUse], dict[str, int]]:
+            contract_paid: Callable[[str], Units] | None = None,
+            bonus_by_sha: dict[str, tuple[BonusGroup | None, str]] | None = None,
+            ) -> tuple[list[CommitLine], dict[str, AgentTotal], list[ContractUse], dict[str, int]]:
     """Apply the rules to the commits oldest first, exactly as ``Exchange.commit`` would pay them."""
     project = clean_text(project, limit=200)
     uses: dict[str, ContractUse] = {}
@@ -229,7 +230,10 @@ def compute(commits: Sequence[RawCommit], cfg: Config, project: str, *,
     priced: dict[tuple[str, int, str, str, str | None], CommitReward] = {}
     capped: dict[tuple[tuple[str, int, str, str, str | None], Units], CommitReward] = {}
     messages = [clean_text(rc.message, limit=65536) for rc in commits]
-    bonuses = keyword_bonuses(cfg.bonuses, messages)  # one regex pass over every message
+    known = bonus_by_sha or {}  # keyword bonuses priced as the log arrived (a pure function of the message)
+    missing = [i for i, rc in enumerate(commits) if rc.sha not in known]
+    found = dict(zip(missing, keyword_bonuses(cfg.bonuses, [messages[i] for i in missing])))
+    bonuses = [known[rc.sha] if rc.sha in known else found[i] for i, rc in enumerate(commits)]
     rules = cfg.commit_rules
     solo: dict[str, list[str]] = {}  # author email -> its agents when there are no co-authors (shared, read-only)
     use: ContractUse | None = None  # one project, so one contract for the whole report
@@ -363,7 +367,13 @@ def build(repo: Path, base: str, head: str, *, config_path: str = DEFAULT_CONFIG
     except BaseException:
         abandon(started)
         raise
-    mb, commits = finish_range(repo, base, head, started)
+    bonus_by_sha: dict[str, tuple[BonusGroup | None, str]] = {}
+
+    def price_batch(batch: list[RawCommit]) -> None:  # while git is still writing the rest of the log
+        messages = [clean_text(rc.message, limit=65536) for rc in batch]
+        bonus_by_sha.update(zip((rc.sha for rc in batch), keyword_bonuses(cfg.bonuses, messages)))
+
+    mb, commits = finish_range(repo, base_sha, head_sha, started, price_batch)
     ledger = open_ledger(home, cfg, repo) if use_ledger else None
     notes: list[str] = []
     if ledger is not None:
@@ -373,7 +383,7 @@ def build(repo: Path, base: str, head: str, *, config_path: str = DEFAULT_CONFIG
             idx = ex.ledger.fresh()
             lines, agents, uses, unmatched = compute(
                 commits, cfg, proj, reward_ids=ids, paid_lookup=lambda rid: idx.by_ref("commit:" + rid),
-                contract_paid=idx.contract_paid)
+                contract_paid=idx.contract_paid, bonus_by_sha=bonus_by_sha)
         finally:
             ex.close()
     else:
@@ -383,7 +393,7 @@ def build(repo: Path, base: str, head: str, *, config_path: str = DEFAULT_CONFIG
             worker = threading.Thread(target=lambda: ids_box.update(compute_reward_ids(repo, commits)),
                                       daemon=True)
             worker.start()
-        lines, agents, uses, unmatched = compute(commits, cfg, proj)
+        lines, agents, uses, unmatched = compute(commits, cfg, proj, bonus_by_sha=bonus_by_sha)
         if worker is not None:
             worker.join()
             for ln in lines:
