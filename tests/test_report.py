@@ -633,3 +633,28 @@ def test_log_parsed_in_chunks_equals_parsed_whole(tmp_path: Path) -> None:
             commits += batch
             edges += batch_edges
         assert (commits, edges) == whole
+
+
+def test_merges_inside_the_pr_are_listed_in_git_topo_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log streams newest first by date; with merges (interleaved dates here) the report still lists
+    commits oldest first in exactly git's --topo-order."""
+    repo = make_pr(tmp_path)
+
+    def at(minute: int) -> dict[str, str]:
+        when = f"2026-01-02T04:{minute:02d}:00+00:00"
+        return {**CLAUDE, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+
+    commit(repo, "feat: a", at(1), "a1.txt")
+    git(repo, "checkout", "-q", "-b", "side")
+    commit(repo, "feat: s1", at(2), "s1.txt")
+    git(repo, "checkout", "-q", "feature")
+    commit(repo, "fix: f1", at(3), "f1.txt")
+    git(repo, "checkout", "-q", "side")
+    commit(repo, "docs: s2", at(4), "s2.txt")
+    git(repo, "checkout", "-q", "feature")
+    git(repo, "merge", "-q", "--no-ff", "-m", "Merge side", "side", env=at(5))
+    commit(repo, "fix: f2", at(6), "f2.txt")
+    topo = git(repo, "rev-list", "--topo-order", "--reverse", "main..feature").split()
+    assert topo != git(repo, "rev-list", "--reverse", "main..feature").split()  # date order differs
+    d = report_json(repo)
+    assert [c["sha"] for c in d["commits"]] == topo

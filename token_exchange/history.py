@@ -120,7 +120,7 @@ class Started(NamedTuple):
 
 
 def start_log(repo: Path | str, base: str, head: str) -> Started:
-    """Start ``git log --boundary BASE..HEAD`` now; ``finish_range`` collects it.
+    """Start ``git log --boundary BASE..HEAD`` now, newest first; ``finish_range`` collects it.
 
     The report's range is merge-base(base, head)..head.  Every merge base is a boundary commit of
     base..head (its child towards head is in the range), and every boundary commit is a common ancestor,
@@ -130,17 +130,23 @@ def start_log(repo: Path | str, base: str, head: str) -> Started:
     with several merge bases (criss-cross merges), reads the log again from the first, as
     ``git merge-base`` picks it.  The revisions are checked (``rev``) while the log runs; a log that
     fails is diagnosed by them.
+
+    Git's default order streams from the first commit (``--topo-order --reverse`` prints nothing until
+    it has walked everything), so the report parses and prices while git walks.  The report lists
+    commits in git's ``--topo-order``, oldest first: for a chain (the usual PR) that is the stream
+    reversed; with merges ``finish_range`` takes the order from ``git rev-list --topo-order``.
     """
     tok = os.urandom(12).hex()  # a random record boundary per run: a message cannot forge one
     if base.startswith("-") or head.startswith("-"):
         raise UserError(f"invalid revision {(base if base.startswith('-') else head)[:40]!r}")
-    args = log_args(tok, f"{base}..{head}", boundary=True)
+    args = log_args(tok, f"{base}..{head}", boundary=True, topo=False)
     return Started(GitOutput(["git", "-C", str(repo), *args[1:]]), tok, base, head)
 
 
 def finish_range(repo: Path, base_sha: str, head_sha: str, started: Started,
                  on_commits: Callable[[list[RawCommit]], None] | None = None) -> tuple[str, list[RawCommit]]:
-    """The merge base and the commits of merge-base..head (``base_sha``/``head_sha``: the resolved tips).
+    """The merge base and the commits of merge-base..head, oldest first in git's ``--topo-order``
+    (``base_sha``/``head_sha``: the resolved tips).
 
     The log is parsed as git writes it; ``on_commits`` sees each batch (the report prices messages
     meanwhile), and may also see commits of a range that is then read again (it keys by SHA)."""
@@ -148,7 +154,11 @@ def finish_range(repo: Path, base_sha: str, head_sha: str, started: Started,
 
     commits: list[RawCommit] = []
     boundary: list[str] = []
+    topo: GitOutput | None = None  # started at the first sign that the range is not a chain
     for batch, edges in parse_stream(started.log.chunks(), started.tok):
+        if topo is None and not _chain(commits[-1] if commits else None, batch):
+            topo = GitOutput(["git", "-C", str(repo), "rev-list", "--topo-order", "--reverse", "--end-of-options",
+                              f"{base_sha}..{head_sha}", "--"])
         commits += batch
         boundary += edges
         if on_commits is not None and batch:
@@ -157,7 +167,16 @@ def finish_range(repo: Path, base_sha: str, head_sha: str, started: Started,
     if code != 0:
         commits, boundary = [], []
     # The tips were resolved while the log ran: if the head moved meanwhile, read the range again.
-    tip_ok = commits[-1].sha == head_sha if commits else True
+    tip_ok = commits[0].sha == head_sha if commits else True
+    if topo is not None:
+        order_code, order = topo.result()
+        if order_code == 0 and len(order.split()) == len(commits):
+            where = {sha: i for i, sha in enumerate(order.decode().split())}
+            commits.sort(key=lambda rc: where.get(rc.sha, -1))
+        else:  # pragma: no cover - git failed or disagrees with itself: read it the slow way
+            tip_ok = False
+    else:
+        commits.reverse()
     if code == 0 and len(boundary) == 1 and tip_ok:
         return boundary[0], commits
     bases = merge_bases(started.base, started.head, subprocess.run(
@@ -167,10 +186,21 @@ def finish_range(repo: Path, base_sha: str, head_sha: str, started: Started,
     return bases[0], commits
 
 
-def log_args(tok: str, rng: str, boundary: bool = False) -> list[str]:
-    """``git log`` of a range, oldest first, as NUL-separated records (``%m``: "-" marks a boundary)."""
-    return ["git", "-c", "log.showSignature=false", "log", "--no-color", "--topo-order", "--reverse",
-            "--no-show-signature", *(["--boundary"] if boundary else []),
+def _chain(previous: RawCommit | None, batch: list[RawCommit]) -> bool:
+    """Newest first, is every commit the one parent of the commit before it (a range without merges)?"""
+    for rc in batch:
+        if len(rc.parents) != 1 or (previous is not None and previous.parents[0] != rc.sha):
+            return False
+        previous = rc
+    return True
+
+
+def log_args(tok: str, rng: str, boundary: bool = False, topo: bool = True) -> list[str]:
+    """``git log`` of a range as NUL-separated records (``%m``: "-" marks a boundary), oldest first in
+    ``--topo-order`` (else newest first, in git's default order, which streams)."""
+    return ["git", "-c", "log.showSignature=false", "log", "--no-color",
+            *(["--topo-order", "--reverse"] if topo else []), "--no-show-signature",
+            *(["--boundary"] if boundary else []),
             f"--format=%x00{tok}%m%x00%H%x00%P%x00%aE%x00%aN%x00%B", "--end-of-options", rng, "--"]
 
 
