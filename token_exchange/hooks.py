@@ -176,11 +176,11 @@ def mailmapped(top: Path, email: str) -> str:
     return m.group(1) if m else email
 
 
-def add_trailer(path: Path, rid: str) -> None:
+def trailer_args(path: Path, rid: str) -> tuple[str, ...]:
     from token_exchange.rewardid import TRAILER_KEY
 
-    run_git("interpret-trailers", "--in-place", "--if-exists", "doNothing", "--trailer",
-            f"{TRAILER_KEY}: {rid}", str(path))
+    return ("interpret-trailers", "--in-place", "--if-exists", "doNothing", "--trailer", f"{TRAILER_KEY}: {rid}",
+            str(path))
 
 
 def commit_msg(args: list[str]) -> int:
@@ -203,11 +203,17 @@ def commit_msg(args: list[str]) -> int:
     if not message:
         return 0  # git aborts an empty message; adding a trailer would make it commit
     ids = trailer_ids(message)
+    adding: tuple[str, ...] = ()
     if not ids:
         rid = "R" + os.urandom(20).hex()
-        add_trailer(path, rid)
+        adding = trailer_args(path, rid)
+        start_git(*adding)  # git writes the trailer while the preview is computed
         ids = [rid]
-    preview(top, message, ids)
+    try:
+        preview(top, message, ids)
+    finally:
+        if adding:
+            started_git(*adding)  # raises HookError (one line) if git could not add it
     return 0
 
 

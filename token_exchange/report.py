@@ -34,7 +34,7 @@ from token_exchange.amounts import Units, fmt, split, to_decimal
 from token_exchange.config import BonusGroup, Config
 from token_exchange.errors import ConfigError, clean_text
 from token_exchange.identities import agent_for, co_author_emails
-from token_exchange.rewardid import patch_ids, reward_id, trailer_ids
+from token_exchange.rewardid import patch_ids, reward_id_of, trailer_ids
 from token_exchange.rewards import (CommitReward, commit_reward, exclusion, keyword_bonuses, match_contract,
                                     with_budget)
 
@@ -306,14 +306,11 @@ def compute(commits: Sequence[RawCommit], cfg: Config, project: str, *,
     return lines, dict(sorted(agents.items())), list(uses.values()), unmatched
 
 
-def _needs_patch_id(rc: RawCommit) -> bool:
-    return len(rc.parents) <= 1 and not trailer_ids(rc.message)
-
-
 def compute_reward_ids(repo: Path, commits: Sequence[RawCommit]) -> dict[str, str]:
-    """Reward ids for all commits: trailer, else batched patch-id, else SHA."""
-    pids = patch_ids(repo, [rc.sha for rc in commits if _needs_patch_id(rc)])
-    return {rc.sha: reward_id(clean_text(rc.message, limit=65536), rc.sha, pids.get(rc.sha)) for rc in commits}
+    """Reward ids for all commits: trailer, else batched patch-id (merges get none), else SHA."""
+    trailers = [trailer_ids(clean_text(rc.message, limit=65536)) for rc in commits]
+    pids = patch_ids(repo, [rc.sha for rc, ids in zip(commits, trailers) if len(rc.parents) <= 1 and not ids])
+    return {rc.sha: reward_id_of(ids, rc.sha, pids.get(rc.sha)) for rc, ids in zip(commits, trailers)}
 
 
 # --- the whole report ----------------------------------------------------------------
