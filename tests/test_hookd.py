@@ -202,3 +202,19 @@ def test_concurrent_hooks_through_one_server(hooked: Path, rt: Path) -> None:
     assert all(p.returncode == 0 for p in procs)
     assert all("will earn claude 450 tokens" in o for o, _ in outs)
     assert len({m.read_text() for m in msgs}) == 8  # each message got its own trailer
+
+
+def test_bootstrap_skips_site_in_a_venv_layout_and_falls_back_elsewhere(tmp_path: Path) -> None:
+    """The hooks' `python -S -P -c BOOTSTRAP`: in <venv>/bin/python with the package in
+    <venv>/lib/pythonX.Y/site-packages it never imports `site`; anywhere else it runs `site` and still works."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    site_dir = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    site_dir.mkdir(parents=True)
+    (site_dir / "token_exchange").symlink_to(Path(hookclient.__file__).parent)
+    for exe, site_expected in ((str(venv / "bin" / "python"), False), (sys.executable, True)):
+        proc = subprocess.run([exe, "-S", "-P", "-X", "importtime", "-c", hookclient.BOOTSTRAP], cwd=tmp_path,
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and "usage: tx-hook" in proc.stderr  # main() ran, without arguments
+        assert ("| site" in proc.stderr) is site_expected, exe

@@ -27,14 +27,14 @@ HOOK_TEMPLATE = """#!/bin/sh
 # token-exchange {hook} hook: {purpose}
 # Installed by `tx hooks install`; `tx hooks uninstall` removes it and restores a hook it chained.
 # The hook never blocks or breaks a commit. Set TOKEN_EXCHANGE_SKIP=1 to skip it once.
-# -P: never import from the repository being committed to (python >= 3.11).
+# -P: never import from the repository being committed to (python >= 3.11); -S: see hookclient.BOOTSTRAP.
 {marker}
 PYTHON="${{TOKEN_EXCHANGE_PYTHON:-{python}}}"
 if [ -x "$0.local" ]; then
     {chain}
 fi
 if command -v "$PYTHON" >/dev/null 2>&1; then
-    exec "$PYTHON" -P -c "from token_exchange.hookclient import main; main()" {args}
+    exec "$PYTHON" -S -P -c '{bootstrap}' {args}
 fi
 echo "token-exchange: $PYTHON not found; {hook} hook skipped" >&2
 exit 0
@@ -52,7 +52,9 @@ HOOKS = {
 def render(hook: str, python: str = DEFAULT_PYTHON) -> str:
     if "'" in python or '"' in python or "$" in python or "`" in python or "\n" in python:
         raise UserError(f"interpreter path {python[:80]!r} cannot be used in a hook script")
-    return HOOK_TEMPLATE.format(hook=hook, marker=MARKER, python=python, **HOOKS[hook])
+    from token_exchange.hookclient import BOOTSTRAP
+
+    return HOOK_TEMPLATE.format(hook=hook, marker=MARKER, python=python, bootstrap=BOOTSTRAP, **HOOKS[hook])
 
 
 def is_ours(path: Path) -> bool:
