@@ -86,9 +86,15 @@ def keyword_bonuses(bonuses: tuple[BonusGroup, ...], messages: list[str]) -> lis
         pos += len(part) + 3
     text = "\n\x00\n".join(parts)
     found: dict[int, list[str]] = {}
+    index, end = -1, -1  # the message the previous match fell in, and where it ends (matches come in order)
     for start, word in _ascii_matches(owners, text) if text.isascii() else (
             (m.start(), m.group(1)) for m in pattern.finditer(text)):
-        found.setdefault(bisect_right(starts, start) - 1, []).append(word)
+        if start >= end:
+            index = bisect_right(starts, start) - 1
+            end = starts[index + 1] if index + 1 < len(starts) else pos
+            found[index] = [word]
+        else:
+            found[index].append(word)
     out = [none] * len(messages)
     for i, words in found.items():
         out[i] = _best(bonuses, owners, words)
@@ -96,7 +102,7 @@ def keyword_bonuses(bonuses: tuple[BonusGroup, ...], messages: list[str]) -> lis
 
 
 _ascii_cache: tuple[dict[str, list[int]], re.Pattern[bytes] | None] | None = None
-_WORD = bytes(range(48, 58)) + bytes(range(65, 91)) + b"_" + bytes(range(97, 123))  # ASCII \\w
+_IS_WORD = [48 <= b <= 57 or 65 <= b <= 90 or b == 95 or 97 <= b <= 122 for b in range(256)]  # ASCII \\w
 
 
 def _ascii_matches(owners: dict[str, list[int]], text: str) -> list[tuple[int, str]]:
@@ -120,13 +126,16 @@ def _ascii_matches(owners: dict[str, list[int]], text: str) -> list[tuple[int, s
         return [(m.start(), m.group(1)) for m in pattern.finditer(text)] if pattern else []
     low = text.lower().encode("ascii")
     out: list[tuple[int, str]] = []
+    words: dict[bytes, str] = {}
+    is_word = _IS_WORD
     pos = 0
     while True:
         for m in fast.finditer(low, pos):
             s = m.start()
             # a \b before the match: a word character on exactly one side
-            if (s > 0 and low[s - 1] in _WORD) != (low[s] in _WORD):
-                out.append((s, m.group(1).decode("ascii")))
+            if (s > 0 and is_word[low[s - 1]]) != is_word[low[s]]:
+                w = m.group(1)
+                out.append((s, words.get(w) or words.setdefault(w, w.decode("ascii"))))
             else:
                 pos = s + 1
                 break
