@@ -218,3 +218,24 @@ def test_bootstrap_skips_site_in_a_venv_layout_and_falls_back_elsewhere(tmp_path
                               capture_output=True, text=True)
         assert proc.returncode == 2 and "usage: tx-hook" in proc.stderr  # main() ran, without arguments
         assert ("| site" in proc.stderr) is site_expected, exe
+
+
+def test_a_server_whose_code_is_deleted_exits(tmp_path: Path, rt: Path) -> None:
+    """pre-commit try-repo deletes the hook's environment right after the hook: its server must go too
+    (and write nothing there meanwhile: -B)."""
+    import shutil
+
+    copy = tmp_path / "env" / "token_exchange"
+    shutil.copytree(Path(hookclient.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    sock = rt / "hookd-deadbeef.sock"
+    proc = subprocess.Popen([sys.executable, "-B", "-P", "-c",
+                             f"import sys; sys.path.insert(0, {str(copy.parent)!r}); "
+                             "from token_exchange.hookd import serve_main; serve_main()", str(sock), "stamp", "600"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(sock.exists), "server did not start"
+        shutil.rmtree(copy.parent)  # nothing was written there: this does not race with the server
+        proc.wait(timeout=10)
+        assert not sock.exists()
+    finally:
+        proc.kill()

@@ -65,7 +65,8 @@ def code_stamp() -> str:
             if entry.name.endswith((".py", ".toml")):
                 count += 1
                 newest = max(newest, entry.stat().st_mtime_ns)
-    return f"{os.path.realpath(sys.executable)}|{sys.version_info[0]}.{sys.version_info[1]}.{sys.version_info[2]}|{pkg}|{count}|{newest}"
+    version = ".".join(str(n) for n in sys.version_info[:3])
+    return f"{os.path.realpath(sys.executable)}|{version}|{pkg}|{count}|{newest}"
 
 
 def socket_path(stamp: str) -> str:

@@ -50,7 +50,9 @@ def spawn(path: str, stamp: str) -> None:
         if not private_dir(os.path.dirname(path)):
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PRE_COMMIT"))}
-        subprocess.Popen([sys.executable, "-P", "-c", "from token_exchange.hookd import serve_main; serve_main()",
+        # -B: a server writes nothing next to the code it runs (pre-commit's try-repo deletes that environment
+        # right after the hook; a .pyc written meanwhile would break its cleanup)
+        subprocess.Popen([sys.executable, "-B", "-P", "-c", "from token_exchange.hookd import serve_main; serve_main()",
                           path, stamp, str(idle_seconds())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, cwd=os.path.dirname(path), env=env, start_new_session=True,
                          close_fds=True)
@@ -90,6 +92,7 @@ def serve(path: str, stamp: str, idle: float) -> None:
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
     children: set[int] = set()
+    code_dir = os.path.dirname(os.path.abspath(__file__))
     last = time.monotonic()
     try:
         while True:
@@ -111,6 +114,8 @@ def serve(path: str, stamp: str, idle: float) -> None:
                 break
             if _inode(path) != ino:
                 break  # our socket was removed or replaced (`tx hooks server stop`, a newer server)
+            if not os.path.isdir(code_dir):
+                break  # our code was uninstalled or its environment deleted (pre-commit try-repo, gc)
     finally:
         server.close()
         if _inode(path) == ino:
@@ -159,7 +164,8 @@ def _same_user(conn: object) -> bool:
     if not hasattr(socket, "SO_PEERCRED"):
         return True  # no peer credentials here: the private directory is the guard
     try:
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))  # type: ignore[attr-defined]
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,  # type: ignore[attr-defined]
+                                struct.calcsize("3i"))
     except OSError:
         return False
     return struct.unpack("3i", creds)[1] == os.getuid()
