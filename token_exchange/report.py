@@ -663,16 +663,9 @@ def md_code_safe(text: str) -> str:
 
 # --- text ------------------------------------------------------------------------------
 def _plain(text: str, limit: int) -> str:
-    text = _BAD.sub("\ufffd", clean_text(text, limit=100_000))
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-_BAD_BUT_NL = re.compile(_BAD.pattern.replace("\x00-\x1f", "\x00-\x09\x0b-\x1f"))
-
-
-def _cut(text: str, limit: int) -> str:
-    """``_plain`` without its character filter (the caller filters the whole output once)."""
-    text = clean_text(text, limit=100_000).replace("\n", "\ufffd")
+    text = clean_text(text, limit=100_000)
+    if not text.isprintable():  # every _BAD character is unprintable: printable text has none (fast path)
+        text = _BAD.sub("\ufffd", text)
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
@@ -688,17 +681,23 @@ def render_text(r: Report) -> str:
                    f"{fmt(c.paid_before)}, this PR {fmt(c.this_pr)}, left {fmt(c.left)}")
     out.append("")
     m = _Memo()
-    rows: list[str] = []
+    middles: dict[tuple[Units, str], str] = {}  # " amount who " columns, shared by many commits
+    seconds: dict[tuple[str, int], str] = {}  # the second line: email and reason
     for c in r.commits:
-        who = ",".join(c.agents) or "unmatched"
-        why = m.plain(m.reason(c.reward), 200) if c.reward else "author is not an agent"
-        st = f" [{c.status}]" if c.status else ""
-        rows.append(f"{c.sha[:10]} {m.fmt(c.amount):>10} {who:<12} {_cut(c.subject, 60)}{st}")
-        rows.append(f"{'':>11}{m.plain(c.email, 80)}: {why}")
-    # One pass of the control/bidi filter over every subject at once (a subject is one line, so the
-    # only newlines are ours); the same characters _plain replaces field by field.
-    if rows:
-        out.append(_BAD_BUT_NL.sub("\ufffd", "\n".join(rows)))
+        solo = (c.amount, c.agents[0] if c.agents else "")
+        mid = middles.get(solo) if len(c.agents) <= 1 else None
+        if mid is None:
+            who = ",".join(c.agents) or "unmatched"
+            mid = f" {m.fmt(c.amount):>10} {who:<12} "
+            if len(c.agents) <= 1:
+                middles[solo] = mid
+        key = (c.email, id(c.reward))  # rewards live as long as the report: ids stay unique
+        second = seconds.get(key)
+        if second is None:
+            why = m.plain(m.reason(c.reward), 200) if c.reward else "author is not an agent"
+            second = seconds[key] = f"{'':>11}{m.plain(c.email, 80)}: {why}"
+        out.append(f"{c.sha[:10]}{mid}{_plain(c.subject, 60)}{f' [{c.status}]' if c.status else ''}")
+        out.append(second)
     if r.unmatched:
         out.append("")
         out.append("unmatched authors (" + HINT + "):")
