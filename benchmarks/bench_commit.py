@@ -160,52 +160,37 @@ def main() -> None:
             record("gitlint", repo, "gitlint commit-msg hook (gitlint-core)")
 
         if not args.skip_pre_commit and shutil.which("pre-commit"):
-            repo = new_repo(base, "ours-pre-commit", env)
-            (repo / ".pre-commit-config.yaml").write_text(
-                f"repos:\n- repo: {hook_repo}\n  rev: {sha}\n  hooks:\n"
-                f"  - id: token-exchange-commit-msg\n  - id: token-exchange-post-commit\n")
-            sh(["git", "add", ".pre-commit-config.yaml"], repo, env)
-            sh(["git", "commit", "-q", "--no-verify", "-m", "config"], repo, env)
-            sh([sys.executable, "-m", "token_exchange", "init"], repo, env)
-            sh(["pre-commit", "install", "--hook-type", "commit-msg", "--hook-type", "post-commit"], repo, env)
-            sh(["pre-commit", "install-hooks"], repo, env)
-            record("ours-pre-commit", repo, "our two hooks via pre-commit")
+            def pre_commit_repo(name: str, config: str, what: str, init: bool = False) -> None:
+                repo = new_repo(base, name, env)
+                (repo / ".pre-commit-config.yaml").write_text(config)
+                sh(["git", "add", ".pre-commit-config.yaml"], repo, env)
+                sh(["git", "commit", "-q", "--no-verify", "-m", "config"], repo, env)
+                if init:
+                    sh([sys.executable, "-m", "token_exchange", "init"], repo, env)
+                sh(["pre-commit", "install", "--hook-type", "commit-msg", "--hook-type", "post-commit"], repo, env)
+                sh(["pre-commit", "install-hooks"], repo, env)
+                record(name, repo, what)
 
-            repo = new_repo(base, "noop-repo-pre-commit", env)
-            (repo / ".pre-commit-config.yaml").write_text(
-                f"repos:\n- repo: {hook_repo}\n  rev: {sha}\n  hooks:\n"
-                f"  - id: bench-noop-commit-msg\n  - id: bench-noop-post-commit\n")
-            sh(["git", "add", ".pre-commit-config.yaml"], repo, env)
-            sh(["git", "commit", "-q", "--no-verify", "-m", "config"], repo, env)
-            sh(["pre-commit", "install", "--hook-type", "commit-msg", "--hook-type", "post-commit"], repo, env)
-            sh(["pre-commit", "install-hooks"], repo, env)
-            record("noop-repo-pre-commit", repo, "two no-op (`true`) hooks from our own hook repository and "
-                   "environment via pre-commit")
+            def ids(*hook_ids: str) -> str:
+                return f"repos:\n- repo: {hook_repo}\n  rev: {sha}\n  hooks:\n" + "".join(
+                    f"  - id: {h}\n" for h in hook_ids)
 
-            repo = new_repo(base, "noop-pre-commit", env)
-            (repo / ".pre-commit-config.yaml").write_text(
-                "repos:\n- repo: local\n  hooks:\n"
-                "  - {id: noop-msg, name: noop-msg, entry: 'true', language: system, stages: [commit-msg]}\n"
-                "  - {id: noop-post, name: noop-post, entry: 'true', language: system, stages: [post-commit],"
-                " always_run: true, pass_filenames: false}\n")
-            sh(["git", "add", ".pre-commit-config.yaml"], repo, env)
-            sh(["git", "commit", "-q", "--no-verify", "-m", "config"], repo, env)
-            sh(["pre-commit", "install", "--hook-type", "commit-msg", "--hook-type", "post-commit"], repo, env)
-            record("noop-pre-commit", repo, "two no-op hooks via pre-commit")
+            def local_noops(language: str) -> str:
+                return ("repos:\n- repo: local\n  hooks:\n"
+                        f"  - {{id: noop-msg, name: noop-msg, entry: 'true', language: {language}, "
+                        "stages: [commit-msg]}\n"
+                        f"  - {{id: noop-post, name: noop-post, entry: 'true', language: {language}, "
+                        "stages: [post-commit], always_run: true, pass_filenames: false}\n")
 
+            pre_commit_repo("ours-pre-commit", ids("token-exchange-commit-msg", "token-exchange-post-commit"),
+                            "our two hooks via pre-commit", init=True)
+            pre_commit_repo("noop-repo-pre-commit", ids("bench-noop-commit-msg", "bench-noop-post-commit"),
+                            "two no-op (`true`) hooks from our own hook repository and environment via pre-commit")
+            pre_commit_repo("noop-pre-commit", local_noops("system"), "two no-op hooks via pre-commit")
             # The same no-op body (`true`) as a `language: python` hook: pre-commit then also pays its python
             # health check (two `python -S` processes per hook run), which any python hook pays.
-            repo = new_repo(base, "noop-py-pre-commit", env)
-            (repo / ".pre-commit-config.yaml").write_text(
-                "repos:\n- repo: local\n  hooks:\n"
-                "  - {id: noop-msg, name: noop-msg, entry: 'true', language: python, stages: [commit-msg]}\n"
-                "  - {id: noop-post, name: noop-post, entry: 'true', language: python, stages: [post-commit],"
-                " always_run: true, pass_filenames: false}\n")
-            sh(["git", "add", ".pre-commit-config.yaml"], repo, env)
-            sh(["git", "commit", "-q", "--no-verify", "-m", "config"], repo, env)
-            sh(["pre-commit", "install", "--hook-type", "commit-msg", "--hook-type", "post-commit"], repo, env)
-            sh(["pre-commit", "install-hooks"], repo, env)
-            record("noop-py-pre-commit", repo, "two no-op (`true`) hooks with language: python via pre-commit")
+            pre_commit_repo("noop-py-pre-commit", local_noops("python"),
+                            "two no-op (`true`) hooks with language: python via pre-commit")
         elif not args.skip_pre_commit:
             notes.append("pre-commit is not installed: pre-commit scenarios skipped")
         # round robin: one commit per scenario per round, so load changes hit every scenario alike
