@@ -17,7 +17,7 @@ from token_exchange import config as config_mod
 from token_exchange.amounts import Units, fmt, split
 from token_exchange.config import Config
 from token_exchange.errors import UserError, clean_text
-from token_exchange.gitutil import HOME_ENV, find_home  # noqa: F401 - re-exported
+from token_exchange.gitutil import find_home
 from token_exchange.identities import agent_for
 from token_exchange.ledger import GENESIS, REWARDS, Appended, Balance, Clock, Index, Ledger, Txn, make_txn, utcnow
 from token_exchange.rewards import CommitReward, commit_reward, match_contract

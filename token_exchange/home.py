@@ -7,7 +7,8 @@ from typing import Any
 
 from token_exchange.config import AGENT_NAME, default_text, edit_config, parse
 from token_exchange.errors import UserError
-from token_exchange.exchange import HOME_GITIGNORE, Exchange, find_home
+from token_exchange.exchange import HOME_GITIGNORE, Exchange
+from token_exchange.gitutil import find_home
 from token_exchange.storage import atomic_write
 
 

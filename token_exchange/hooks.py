@@ -112,7 +112,8 @@ def git_dir(top: Path) -> Path:
 
 def open_exchange(top: Path):  # type: ignore[no-untyped-def]
     """The exchange for this repo, or HookError (one line) when there is none or it is broken."""
-    from token_exchange.exchange import HOME_ENV, Exchange
+    from token_exchange.exchange import Exchange
+    from token_exchange.gitutil import HOME_ENV
 
     env = os.environ.get(HOME_ENV)
     home = Path(env).expanduser().absolute() if env else top / ".exchange"
