@@ -276,12 +276,8 @@ def test_three_clones_append_and_sync_concurrently(tmp_path: Path) -> None:
             with lock:
                 expected[tid] = ("zero", SCALE)
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in range(3)]
-    threads += [threading.Thread(target=cli_writer, args=(c,)) for c in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_all([threading.Thread(target=worker, args=(c,)) for c in range(3)]
+             + [threading.Thread(target=cli_writer, args=(c,)) for c in range(3)])
     assert not errors, errors
     # Racing syncs: every clone appends, then all push at the same moment (rejections are retried).
     for r in range(3):
@@ -301,11 +297,7 @@ def test_three_clones_append_and_sync_concurrently(tmp_path: Path) -> None:
             finally:
                 ex.close()
 
-        racers = [threading.Thread(target=racer, args=(c,)) for c in range(3)]
-        for t in racers:
-            t.start()
-        for t in racers:
-            t.join()
+        _run_all([threading.Thread(target=racer, args=(c,)) for c in range(3)])
     assert not errors, errors
     # Converge: two rounds of syncs in a seeded random order.
     for _ in range(2):
@@ -534,3 +526,11 @@ def test_foreign_write_inside_our_lock_is_not_skipped_by_the_index(repo: Path) -
     assert idx.account("lambda") == START + 4 * SCALE
     assert check(ex.ledger).ok
     ex.close()
+
+
+def _run_all(threads: list[threading.Thread]) -> None:
+    """Start every thread, then wait for all of them (so they really run at once)."""
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -55,7 +55,9 @@ def main(argv: Sequence[str], home: Path | None = None) -> int:
         args = parser().parse_args(list(argv))
     except BaseException:
         if early is not None:
-            early[1].log.kill()
+            from token_exchange import history
+
+            history.abandon(early[1])
         raise
     try:
         run(args, args.home or home, early)
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace, home: Path | None, early: tuple[tuple[str, str
         if early[0] == (args.base, args.head, str(args.repo) if args.repo else ""):
             started = early[1]
         else:
-            early[1].log.kill()
+            history.abandon(early[1])
     begun = history.begin(where, args.base, args.head, started)  # git walks the range while the rest imports
     try:
         from token_exchange import output as out

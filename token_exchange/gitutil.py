@@ -11,6 +11,11 @@ from token_exchange.errors import UserError
 
 def git(*args: str, cwd: Path | str | None = None, check: bool = True, input: bytes | None = None) -> str:
     """Run git and return stdout (surrogate-escaped, so non-UTF-8 never raises)."""
+    return git_bytes(*args, cwd=cwd, check=check, input=input).decode("utf-8", "surrogateescape")
+
+
+def git_bytes(*args: str, cwd: Path | str | None = None, check: bool = True, input: bytes | None = None) -> bytes:
+    """Run git and return stdout as bytes; a failure is one line (UserError)."""
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True)
     except FileNotFoundError:
@@ -18,7 +23,7 @@ def git(*args: str, cwd: Path | str | None = None, check: bool = True, input: by
     if check and proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise UserError(f"git {args[0]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
-    return proc.stdout.decode("utf-8", "surrogateescape")
+    return proc.stdout
 
 
 def toplevel(cwd: Path | str | None = None) -> Path | None:

@@ -27,19 +27,6 @@ class RawCommit(NamedTuple):
     message: str
 
 
-def run_git(repo: Path, *args: str, check: bool = True) -> bytes:
-    import subprocess
-
-    try:
-        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True)
-    except FileNotFoundError:
-        raise UserError("git is not installed") from None
-    if check and proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise UserError(f"git {args[0]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
-    return proc.stdout
-
-
 def merge_bases(base: str, head: str, proc: subprocess.CompletedProcess[bytes]) -> list[str]:
     bases = proc.stdout.decode().split() if proc.returncode == 0 else []
     if not bases:
@@ -206,13 +193,10 @@ def log_args(tok: str, rng: str, boundary: bool = False, topo: bool = True) -> l
 
 def read_commits(repo: Path, merge_base: str, head: str) -> list[RawCommit]:
     """Every commit in merge_base..head, oldest first, with one ``git log``."""
+    from token_exchange.gitutil import git_bytes
+
     tok = os.urandom(12).hex()
-    return parse_log(run_git(repo, *log_args(tok, f"{merge_base}..{head}")[1:]), tok)
-
-
-def parse_log(data: bytes, tok: str) -> list[RawCommit]:
-    """The commits of ``log_args`` output."""
-    return parse_log_boundary(data, tok)[0]
+    return parse_log_boundary(git_bytes(*log_args(tok, f"{merge_base}..{head}")[1:], cwd=repo), tok)[0]
 
 
 def parse_log_boundary(data: bytes, tok: str) -> tuple[list[RawCommit], list[str]]:
@@ -257,11 +241,6 @@ def parse_stream(chunks: Iterable[bytes], tok: str) -> Iterator[tuple[list[RawCo
 def _with_end(chunks: Iterable[bytes]) -> Iterator[bytes | None]:
     yield from chunks
     yield None
-
-
-def config_text_at(repo: Path, rev: str, path: str) -> str | None:
-    """The config file's text at a revision, or None when the file is not there."""
-    return config_texts_at(repo, [rev], path)[0]
 
 
 def config_texts_at(repo: Path, revs: Sequence[str], path: str) -> list[str | None]:
@@ -316,14 +295,8 @@ def begin(repo: Path, base: str, head: str, started: Started | None = None) -> B
     try:
         return Begun(rev(repo, base, "--base"), rev(repo, head, "--head"), started)
     except BaseException:
-        started.log.kill()
+        abandon(started)
         raise
-
-
-def range_commits(repo: Path, base: str, head: str) -> tuple[str, list[RawCommit]]:
-    """The merge base and the commits of merge-base(base, head)..head, oldest first."""
-    b = begin(repo, base, head)
-    return finish_range(repo, b.base_sha, b.head_sha, b.started)
 
 
 def abandon(started: Started) -> None:

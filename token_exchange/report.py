@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from token_exchange import config as config_mod
-from token_exchange.history import Begun, RawCommit, abandon, begin, config_text_at, config_texts_at, finish_range, rev
+from token_exchange.history import Begun, RawCommit, abandon, begin, config_texts_at, finish_range, rev
 from token_exchange.amounts import Units, fmt, split, to_decimal
 from token_exchange.config import BonusGroup, Config
 from token_exchange.errors import ConfigError, clean_text
@@ -50,11 +50,6 @@ HINT = "add it to [agents.NAME] emails in .exchange/config.toml"
 
 
 # --- collecting (history.py) -------------------------------------------------------
-def rules_at(repo: Path, rev: str, path: str) -> tuple[Config, str | None]:
-    """The reward rules at ``rev`` (built-in defaults when the file is absent there)."""
-    return rules_from(config_text_at(repo, rev, path), rev, path)
-
-
 def rules_from(text: str | None, rev: str, path: str) -> tuple[Config, str | None]:
     """The rules in the config ``text`` read at ``rev`` (None: the file is not there, the defaults apply)."""
     if text is None:
