@@ -4,7 +4,7 @@ Generates the export with fixtures/gen_beads_export.py (deterministic), puts it 
 repo as .beads/issues.jsonl with an initialised exchange, and times (median of --runs, wall and
 CPU of the child):
 
-* `python -c pass` and `python -c "import token_exchange.bd"`: the floor;
+* `python -c pass` and `python -c "import token_exchange.cli.bd"`: the floor;
 * `tx-bd preview-all --json` and the plain table, reading the JSONL export (no bd on PATH);
 * the in-process parts: reading + validating the export, rewards, JSON encoding;
 * `tx-bd sync --json` paying every closed issue once, then the no-op re-sync;
@@ -82,11 +82,11 @@ def main() -> None:
         cached = {**base_env, "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
         cached.pop("PYTHONDONTWRITEBYTECODE", None)
         no_pyc = {**base_env, "PYTHONDONTWRITEBYTECODE": "1"}
-        txbd = [py, "-m", "token_exchange.bd"]
+        txbd = [py, "-m", "token_exchange.cli.bd"]
         procs: dict[str, dict[str, dict[str, float]]] = {}
         cases = {
             "python -c pass": [py, "-c", "pass"],
-            "import token_exchange.bd": [py, "-c", "import token_exchange.bd"],
+            "import token_exchange.cli.bd": [py, "-c", "import token_exchange.cli.bd"],
             "tx-bd preview-all --json": [*txbd, "preview-all", "--json"],
             "tx-bd preview-all (table, piped)": [*txbd, "preview-all"],
         }
@@ -99,8 +99,9 @@ def main() -> None:
         listing = json.loads(out.stdout)
 
         # in-process parts
-        from token_exchange import beads, config
-        from token_exchange.output import dumps
+        from token_exchange import beads
+        from token_exchange.rules import config
+        from token_exchange.cli.output import dumps
 
         cfg = config.load(repo / ".exchange" / "config.toml")
         clock = time.process_time  # CPU: the machine may be shared and loaded

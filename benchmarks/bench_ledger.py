@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from token_exchange.exchange import Exchange
-from token_exchange.home import init_home
-from token_exchange.ledger import REWARDS, make_txn
+from token_exchange.services.exchange import Exchange
+from token_exchange.services.home import init_home
+from token_exchange.ledger.ledger import REWARDS, make_txn
 
 RESULTS = Path(__file__).parent / "results"
 AGENTS = ["claude", "builder", "lambda", "spark", "observer", "zero"]

@@ -96,9 +96,9 @@ def install_venv(base: Path) -> Path:
 
 
 def bench_repo(repo: Path, runs: int, tx_bin: Path) -> dict[str, float]:
-    from token_exchange import history
-    from token_exchange import report as rep
-    from token_exchange.output import dumps
+    from token_exchange.report import range as history
+    from token_exchange.report import build as rep
+    from token_exchange.cli.output import dumps
 
     mb = subprocess.run(["git", "merge-base", "main", "feature"], cwd=repo, capture_output=True, text=True,
                         check=True).stdout.strip()

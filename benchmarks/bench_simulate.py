@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "simulate.json"
 sys.path.insert(0, str(ROOT))
 
-from token_exchange.simulate import simulate  # noqa: E402
+from token_exchange.sim import simulate  # noqa: E402
 
 
 def cpu() -> float:

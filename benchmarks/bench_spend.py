@@ -23,10 +23,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from token_exchange import config as config_mod
-from token_exchange import limits, llm
-from token_exchange.exchange import Exchange
-from token_exchange.ledger import LLM, REWARDS, make_txn, ts_text
+from token_exchange.rules import config as config_mod
+from token_exchange.rules import limits
+from token_exchange.services import spending as llm
+from token_exchange.services.exchange import Exchange
+from token_exchange.ledger.ledger import LLM, REWARDS, make_txn, ts_text
 
 RESULTS = Path(__file__).parent / "results"
 AGENTS = ["claude", "builder", "lambda", "spark", "observer", "zero"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from token_exchange.exchange import Exchange
+    from token_exchange.services.exchange import Exchange
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -39,8 +39,8 @@ class Clock:
 
 def make_ex(path: Path, clock: Clock, extra: str = "") -> "Exchange":
     """An opened exchange at ``path`` with the seed config plus ``extra`` TOML, on ``clock``."""
-    from token_exchange import config as config_mod
-    from token_exchange.exchange import Exchange
+    from token_exchange.rules import config as config_mod
+    from token_exchange.services.exchange import Exchange
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.toml").write_text(config_mod.default_text() + "\n" + extra)
@@ -75,29 +75,14 @@ def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pre-commit-home")
 
 
-@pytest.fixture(scope="session")
-def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The session's hook-server sockets (hookd): never the user's; servers are stopped at the end."""
-    path = tmp_path_factory.mktemp("runtime")
-    path.chmod(0o700)
-    yield path
-    from token_exchange import hookd
-
-    os.environ["TOKEN_EXCHANGE_RUNTIME_DIR"] = str(path)
-    hookd.stop_all()
-
-
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pre_commit_home: Path,
-                 runtime_dir: Path) -> Iterator[None]:
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pre_commit_home: Path) -> Iterator[None]:
     """Never touch the developer's HOME, git config or exchange."""
     home = tmp_path / "userhome"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
     monkeypatch.setenv("PRE_COMMIT_HOME", str(pre_commit_home))
-    monkeypatch.setenv("TOKEN_EXCHANGE_RUNTIME_DIR", str(runtime_dir))
-    monkeypatch.delenv("TOKEN_EXCHANGE_HOOK_SERVER", raising=False)
     for k, v in GIT_ENV.items():
         monkeypatch.setenv(k, v)
     for k in ("TOKEN_EXCHANGE_HOME", "TOKEN_EXCHANGE_NOW", "GIT_DIR", "GIT_WORK_TREE", "BEADS_DIR", "BD_ACTOR",
@@ -154,12 +139,11 @@ def tx_inproc(*args: str) -> Result:
     import contextlib
     import io
 
-    from token_exchange.cli import app
-    from token_exchange.output import run_cli
+    from token_exchange.cli import run as run_tx
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = run_cli(app, "tx", list(args))
+        code = run_tx(list(args))
     return Result(code, out.getvalue(), err.getvalue())
 
 
@@ -175,12 +159,11 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     """Run `tx` in-process (fast) with our exit-code conventions; returns Result."""
-    from token_exchange.cli import app
-    from token_exchange.output import run_cli
+    from token_exchange.cli import run as run_tx
 
     def invoke(*args: str) -> Result:
         capsys.readouterr()
-        code = run_cli(app, "tx", list(args))
+        code = run_tx(list(args))
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -30,7 +30,7 @@ def beads_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The temp repo with small.jsonl as its beads store, an exchange, bd (the stand-in) on PATH."""
     (repo / ".beads").mkdir()
     shutil.copy(SMALL, repo / ".beads" / "issues.jsonl")
-    from token_exchange.home import init_home
+    from token_exchange.services.home import init_home
 
     init_home(repo / ".exchange", "toml")
     monkeypatch.setenv("PATH", f"{FIXTURES}{os.pathsep}{_path_without_bd()}")
@@ -51,7 +51,7 @@ def no_bd(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def txbd(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Run tx-bd in-process (fast) with the real CLI conventions."""
-    from token_exchange.bd import run
+    from token_exchange.cli.bd import run
 
     def invoke(*args: str, input: str | None = None) -> Result:
         capsys.readouterr()
@@ -69,7 +69,7 @@ def bd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPro
 
 
 def ledger_txns(repo: Path) -> list[dict]:
-    from token_exchange.exchange import Exchange
+    from token_exchange.services.exchange import Exchange
 
     ex = Exchange(repo / ".exchange")
     try:
@@ -80,7 +80,7 @@ def ledger_txns(repo: Path) -> list[dict]:
 
 def balance(repo: Path, agent: str) -> Decimal:
     from token_exchange.amounts import to_decimal
-    from token_exchange.exchange import Exchange
+    from token_exchange.services.exchange import Exchange
 
     ex = Exchange(repo / ".exchange")
     try:
@@ -501,7 +501,7 @@ def test_usage_errors_exit_2_and_json_errors(beads_repo, txbd):
 
 
 def test_console_script_and_light_import(beads_repo):
-    r = subprocess.run([sys.executable, "-c", "import sys, token_exchange.bd; print('rich' in sys.modules)"],
+    r = subprocess.run([sys.executable, "-c", "import sys, token_exchange.cli.bd; print('rich' in sys.modules)"],
                        capture_output=True, text=True)
     assert r.stdout.strip() == "False", r.stderr
     exe = shutil.which("tx-bd")

@@ -140,11 +140,8 @@ def test_doctor_and_export(home: Path) -> None:
     assert json.loads(since) == {"transactions": []}
 
 
-def test_every_command_accepts_json() -> None:
-    from token_exchange.cli import app
+def _commands(app):  # type: ignore[no-untyped-def]
     import typer.main
-
-    group = typer.main.get_command(app)
 
     def walk(cmd, path):  # type: ignore[no-untyped-def]
         subs = getattr(cmd, "commands", None)
@@ -154,15 +151,36 @@ def test_every_command_accepts_json() -> None:
         else:
             yield path, cmd
 
-    from token_exchange.cli_report import parser
+    return list(walk(typer.main.get_command(app), []))
 
-    def has_json(path: list[str], cmd) -> bool:  # type: ignore[no-untyped-def]
-        if path == ["report"]:  # a pass-through to its argparse front end (fast path for CI)
-            return "--json" in parser()._option_string_actions
-        return any("--json" in o.opts for o in cmd.params if hasattr(o, "opts"))
 
-    missing = [" ".join(p) for p, c in walk(group, []) if not has_json(p, c)]
-    assert missing == []
+def test_every_command_accepts_json_and_documents_every_parameter() -> None:
+    from token_exchange.cli import app
+    from token_exchange.cli.bd import app as bd_app
+
+    for application in (app, bd_app):
+        commands = _commands(application)
+        assert len(commands) >= 7
+        missing = [" ".join(p) for p, c in commands
+                   if not any("--json" in o.opts for o in c.params if hasattr(o, "opts"))]
+        assert missing == []
+        undocumented = [f"{' '.join(p)} {o.name}" for p, c in commands for o in c.params
+                        if not (getattr(o, "help", None) or "").strip()]
+        assert undocumented == []
+
+
+@pytest.mark.parametrize("args", [["-h"], ["report", "-h"], ["llm", "reserve", "-h"], ["pool", "show", "-h"],
+                                  ["hooks", "install", "--help"]])
+def test_short_help_everywhere(args: list[str]) -> None:
+    r = tx_inproc(*args)
+    assert r.code == 0 and "Usage:" in r.out and "--help" in r.out
+
+
+def test_version() -> None:
+    from token_exchange import __version__
+
+    r = tx_inproc("--version")
+    assert r.code == 0 and r.out.strip() == f"tx {__version__}"
 
 
 def test_doctor_exits_1_when_inconsistent(home: Path) -> None:

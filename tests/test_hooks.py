@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import git, tx
 from token_exchange.amounts import to_decimal
-from token_exchange.exchange import Exchange
+from token_exchange.services.exchange import Exchange
 
 TRAILER = re.compile(r"^Reward-Id: (R[0-9a-f]{40})$", re.M)
 

@@ -10,14 +10,15 @@ from pathlib import Path
 
 from tests.conftest import ROOT, git, tx
 from tests.test_hooks import change, commit, earned
-from token_exchange.cli_git import HOOK_TYPES, MARKER, render
+from token_exchange.hooks.install import HOOK_TYPES, MARKER, render
 
 
-def test_repo_hooks_dir_holds_the_rendered_scripts() -> None:
+def test_hook_scripts_are_rendered_from_the_template() -> None:
     for hook in HOOK_TYPES:
-        path = ROOT / "hooks" / hook
-        assert path.read_text() == render(hook), f"hooks/{hook} is stale: regenerate it from cli_git.render"
-        assert path.stat().st_mode & stat.S_IXUSR
+        text = render(hook, "/opt/venv/bin/tx-hook")
+        assert text.startswith("#!/bin/sh\n") and MARKER in text and "@" not in text.replace("$@", "")
+        assert 'TX_HOOK="${TOKEN_EXCHANGE_HOOK:-/opt/venv/bin/tx-hook}"' in text
+        assert f'"$TX_HOOK" {hook}' in text
 
 
 def test_install_commit_uninstall(repo: Path) -> None:
@@ -106,11 +107,12 @@ def test_install_outside_a_repository_is_one_line(tmp_path: Path) -> None:
     assert r.code == 1 and "not inside a git repository" in r.err and len(r.err.strip().splitlines()) == 1
 
 
-def test_missing_interpreter_skips_without_blocking(repo: Path) -> None:
+def test_missing_hook_program_skips_without_blocking(repo: Path) -> None:
     assert tx("init", cwd=repo).code == 0
-    assert tx("hooks", "install", "--python", "/nonexistent/python3", cwd=repo).code == 0
+    assert tx("hooks", "install", "--command", "/nonexistent/tx-hook", cwd=repo).code == 0
     change(repo)
     out = commit(repo, "-m", "fix: x")
     assert "not found; commit-msg hook skipped" in out and "not found; post-commit hook skipped" in out
-    out = commit(repo, "--amend", "--no-edit", env={"TOKEN_EXCHANGE_PYTHON": sys.executable})
+    tx_hook = str(Path(sys.executable).parent / "tx-hook")
+    out = commit(repo, "--amend", "--no-edit", env={"TOKEN_EXCHANGE_HOOK": tx_hook})
     assert earned(repo) == Decimal(450)  # HEAD got paid once the interpreter was found

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from token_exchange.hookclient import BOOTSTRAP
-
 from tests.conftest import ROOT, git, run, tx
 from tests.test_hooks import TRAILER, change, commit, earned, earns, message
 
@@ -30,11 +28,10 @@ def test_hook_manifest() -> None:
     msg, post = hooks["token-exchange-commit-msg"], hooks["token-exchange-post-commit"]
     for h in (msg, post):
         assert h["language"] == "python" and h["minimum_pre_commit_version"] == "3.2.0"
-        # the client module through its bootstrap (no console script, no site); -P: nothing from the repo
-        entry = shlex.split(h["entry"])
-        assert entry[:5] == ["python", "-S", "-P", "-c", BOOTSTRAP]
-    assert shlex.split(msg["entry"])[5:] == ["commit-msg"] and shlex.split(post["entry"])[5:] == ["post-commit"]
-    assert msg["stages"] == ["commit-msg"] and msg["args"][-1] == "--msg-file"
+    # plain console scripts (no bootstrap one-liner, no server)
+    assert shlex.split(msg["entry"]) == ["tx-hook", "commit-msg"]
+    assert shlex.split(post["entry"]) == ["tx-hook", "post-commit"]
+    assert msg["stages"] == ["commit-msg"] and "args" not in msg  # pre-commit passes the message file last
     assert post["stages"] == ["post-commit"] and post["always_run"] is True and post["pass_filenames"] is False
 
 

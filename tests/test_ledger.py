@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from token_exchange.amounts import SCALE
-from token_exchange.doctor import check
+from token_exchange.ledger.doctor import check
 from token_exchange.errors import IdConflict, UserError
-from token_exchange.exchange import Exchange
-from token_exchange.home import init_home
-from token_exchange.journal_toml import TomlJournal
-from token_exchange.ledger import REWARDS, make_txn
+from token_exchange.services.exchange import Exchange
+from token_exchange.services.home import init_home
+from token_exchange.ledger.backends.toml import TomlJournal
+from token_exchange.ledger.ledger import REWARDS, make_txn
 
 AGENTS = ["claude", "builder", "zero"]
 
@@ -205,8 +205,8 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from token_exchange.exchange import Exchange
-from token_exchange.ledger import REWARDS, make_txn
+from token_exchange.services.exchange import Exchange
+from token_exchange.ledger.ledger import REWARDS, make_txn
 ex = Exchange(Path(sys.argv[1]))
 n = int(sys.argv[2])
 for _ in range(150):  # bounded: on a fast disk an unbounded writer makes every later doctor run slow

@@ -10,13 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from token_exchange import limits, llm
+from token_exchange.rules import limits
+from token_exchange.services import spending as llm
 from token_exchange.amounts import SCALE
-from token_exchange.config import Limits
+from token_exchange.rules.config import Limits
 from token_exchange.errors import UserError
-from token_exchange.exchange import Exchange
-from token_exchange.ledger import ts_micros
-from token_exchange.limits import LimitRefused, Usage, check
+from token_exchange.services.exchange import Exchange
+from token_exchange.ledger.ledger import ts_micros
+from token_exchange.rules.limits import LimitRefused, Usage, check
 from tests.conftest import Clock, make_ex, tx
 
 SEED = Limits(hourly=1000 * SCALE, daily=10000 * SCALE, burst=500 * SCALE, reserve=500 * SCALE)

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from token_exchange.errors import IdConflict
-from token_exchange.ledger import LLM, REWARDS, Index, Txn, make_txn, ts_text
-from token_exchange.memindex import MemoryIndex
+from token_exchange.ledger.ledger import LLM, REWARDS, Index, Txn, make_txn, ts_text
+from token_exchange.ledger.memindex import MemoryIndex
 from datetime import UTC, datetime, timedelta
 
 AGENTS = ["claude", "zero", "spark"]

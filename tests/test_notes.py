@@ -16,12 +16,12 @@ import pytest
 
 from tests.conftest import git, tx
 from token_exchange.amounts import SCALE
-from token_exchange.doctor import check
+from token_exchange.ledger.doctor import check
 from token_exchange.errors import UserError
-from token_exchange.exchange import Exchange
-from token_exchange.home import init_home
-from token_exchange.journal_notes import ANCHOR_DIR, NotesJournal, anchor_text, object_id, sync
-from token_exchange.ledger import make_txn
+from token_exchange.services.exchange import Exchange
+from token_exchange.services.home import init_home
+from token_exchange.ledger.backends.notes import ANCHOR_DIR, NotesJournal, anchor_text, object_id, sync
+from token_exchange.ledger.ledger import make_txn
 
 REF = "refs/notes/token-exchange"
 START = 10_000 * SCALE  # the seed's starting balance
@@ -386,7 +386,7 @@ exit 0
 
 def test_rejected_push_is_fetched_merged_and_retried(tmp_path: Path) -> None:
 
-    from token_exchange.journal_notes import record_line
+    from token_exchange.ledger.backends.notes import record_line
 
     remote, (a,) = make_remote(tmp_path, 1)
     ex = ex_for(a)
@@ -434,7 +434,7 @@ def test_failed_ref_update_leaves_nothing_half_written(repo: Path) -> None:
 KILL_WRITER = r"""
 import sys
 from pathlib import Path
-from token_exchange.exchange import Exchange
+from token_exchange.services.exchange import Exchange
 ex = Exchange(Path(sys.argv[1]))
 for k in range(10_000):
     ex.award("claude", 10_000, "t", f"k{k}", id=f"award:kill-{k}")
@@ -508,7 +508,7 @@ def test_foreign_write_inside_our_lock_is_not_skipped_by_the_index(repo: Path) -
     """Another writer (plain `git notes`) moves the ref after our catch-up: the CAS notices, we build on
     its tip, and the index still reads the foreign record."""
 
-    from token_exchange.journal_notes import record_line
+    from token_exchange.ledger.backends.notes import record_line
 
     assert tx("init", "--backend", "notes", cwd=repo).code == 0
     ex = ex_for(repo)

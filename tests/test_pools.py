@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from token_exchange import pools
+from token_exchange.services import pools
 from token_exchange.amounts import SCALE
-from token_exchange.doctor import check
+from token_exchange.ledger.doctor import check
 from token_exchange.errors import IdConflict, Refused, UserError
-from token_exchange.exchange import Exchange
-from token_exchange.limits import LimitRefused
+from token_exchange.services.exchange import Exchange
+from token_exchange.rules.limits import LimitRefused
 from tests.conftest import Clock, make_ex, tx
 
 

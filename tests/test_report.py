@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, tx
-from token_exchange import history
-from token_exchange import report as rep
+from token_exchange.report import range as history
+from token_exchange.report import build as rep
 from token_exchange.errors import UserError
 
 CONFIG = """\
@@ -285,7 +285,7 @@ def test_reward_id_trailer_wins(tmp_path: Path) -> None:
 
 
 def test_ledger_reconciles_paid_and_unpaid(tmp_path: Path) -> None:
-    from token_exchange.exchange import Exchange
+    from token_exchange.services.exchange import Exchange
 
     repo = make_pr(tmp_path, budget=1000)
     first = commit(repo, "fix: paid already", CLAUDE, "p.py")
@@ -314,7 +314,7 @@ def test_ledger_reconciles_paid_and_unpaid(tmp_path: Path) -> None:
 
 
 def test_ledger_overpayment_is_flagged(tmp_path: Path) -> None:
-    from token_exchange.exchange import Exchange
+    from token_exchange.services.exchange import Exchange
 
     repo = make_pr(tmp_path)
     sha = commit(repo, "chore: plain", CLAUDE, "p.py")  # base rules: 300

@@ -15,7 +15,7 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.test_report import CLAUDE, HUMAN, commit, make_pr
-from token_exchange.report import MARKER
+from token_exchange.report.build import MARKER
 
 GH = ROOT / "integrations" / "github"
 REPORT_WF = GH / "token-exchange-report.yml"

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from token_exchange import config, rewards
-from token_exchange.config import BonusGroup
+from token_exchange.rules import config
+from token_exchange.rules import rewards
+from token_exchange.rules.config import BonusGroup
 from token_exchange.amounts import SCALE, fmt, round_cost, round_reward, split, to_decimal, to_units
 from token_exchange.errors import ConfigError, UserError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from token_exchange.simulate import LIMIT_KINDS, simulate
+from token_exchange.sim import LIMIT_KINDS, simulate
 
 SEEDS = range(20)
 LOG_RE = re.compile(r"^\[\d\d:\d\d:\d\d\] WARN: (Transaction exceeds burst limit \(\d+\.\d+ > \d+\)|"
@@ -152,7 +152,7 @@ def test_generated_agents(cli, tmp_path: Path) -> None:
 
 
 def test_custom_config_and_bad_input(cli, tmp_path: Path) -> None:
-    from token_exchange.config import default_text
+    from token_exchange.rules.config import default_text
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(default_text().replace("burst = 500", "burst = 2000"))

@@ -1,3 +1,5 @@
-from token_exchange.entry import tx
+"""`python -m token_exchange` is `tx`."""
 
-tx()
+from token_exchange.cli import main
+
+main()

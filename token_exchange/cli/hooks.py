@@ -1,0 +1,68 @@
+"""``tx hooks install|uninstall|status``: the plain git hooks (see ``token_exchange.hooks.install``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from token_exchange.cli import output as out
+from token_exchange.cli.common import Json
+from token_exchange.errors import UserError
+from token_exchange.hooks.install import HOOK_TYPES, install, status, uninstall
+
+hooks_app = typer.Typer(help="Install the plain git hooks (commit-msg, post-commit) without pre-commit.",
+                        no_args_is_help=True)
+Types = Annotated[Optional[list[str]], typer.Option("--hook-type", help=f"One of {', '.join(HOOK_TYPES)} "
+                                                    "(repeatable; default all).")]
+Command = Annotated[Optional[str], typer.Option("--command", help="The tx-hook program the hooks run "
+                                                "(default: the one installed with this tx).")]
+
+
+def _types(values: list[str] | None) -> tuple[str, ...]:
+    for v in values or ():
+        if v not in HOOK_TYPES:
+            raise UserError(f"--hook-type must be one of {', '.join(HOOK_TYPES)}, not {v[:30]!r}")
+    return tuple(dict.fromkeys(values)) if values else HOOK_TYPES
+
+
+@hooks_app.command("install")
+def install_cmd(hook_type: Types = None, command: Command = None, as_json: Json = False) -> None:
+    """Write the hooks into this repository's hooks directory (respects core.hooksPath)."""
+    results = install(command=command, hook_types=_types(hook_type))
+    if as_json:
+        out.emit_json(results)
+        return
+    for r in results:
+        out.message(f"{r['hook']}: {r['action']} at {r['path']}")
+
+
+@hooks_app.command("uninstall")
+def uninstall_cmd(hook_type: Types = None, as_json: Json = False) -> None:
+    """Remove our hooks and restore any hook they chained."""
+    results = uninstall(hook_types=_types(hook_type))
+    if as_json:
+        out.emit_json(results)
+        return
+    for r in results:
+        out.message(f"{r['hook']}: {r['action']}")
+
+
+@hooks_app.command("status")
+def status_cmd(as_json: Json = False) -> None:
+    """Which hooks are installed here (plain and via pre-commit)."""
+    data = status()
+    if as_json:
+        out.emit_json(data)
+        return
+    for h in data["hooks"]:
+        extra = f", chains {Path(h['chained']).name}" if h["chained"] else ""
+        sys.stdout.write(f"{h['hook']}: {h['state']}{extra} ({h['path']})\n")
+    if data["pre_commit_config"]:
+        sys.stdout.write(f"pre-commit config uses: {', '.join(data['pre_commit_config'])}\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(hooks_app, name="hooks")

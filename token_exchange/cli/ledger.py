@@ -1,0 +1,257 @@
+"""Commands on the ledger and the config: init, balance, history, agents, rewards, commit, award, export,
+import, doctor, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from token_exchange.amounts import fmt, to_units
+from token_exchange.cli import output as out
+from token_exchange.cli.common import Agent, Amount, Json, exchange, state
+from token_exchange.errors import UserError
+from token_exchange.services.exchange import describe_outcome
+
+commands = typer.Typer()
+agent_app = typer.Typer(help="Manage agents in config.toml.", no_args_is_help=True)
+
+
+@commands.command()
+def init(backend: Annotated[str, typer.Option(help="Ledger backend: toml or notes.")] = "toml",
+         as_json: Json = False) -> None:
+    """Create the exchange home with a commented config.toml holding the seed defaults."""
+    from token_exchange.services.home import init_home
+
+    result = init_home(state.home, backend)
+    if as_json:
+        out.emit_json(result)
+    else:
+        out.message(result["message"])
+
+
+@commands.command()
+def balance(agent: Annotated[Optional[str], typer.Argument(help="Agent name; all agents when omitted.")] = None,
+            as_json: Json = False) -> None:
+    """Show wallet balances derived from the ledger."""
+    ex = exchange()
+    bals = [ex.balance(agent)] if agent else ex.balances()
+    if as_json:
+        out.emit_json(bals[0].to_json() if agent else [b.to_json() for b in bals])
+        return
+    rows = [(b.agent, fmt(b.balance), fmt(b.earned), fmt(b.spent),
+             fmt(b.by_kind.get("contribute", 0)), fmt(b.by_kind.get("credit", 0))) for b in bals]
+    out.table("Balances", ["Agent", "Balance", "Earned", "Spent", "Pooled", "Pool credit"], rows,
+              right=["Balance", "Earned", "Spent", "Pooled", "Pool credit"])
+
+
+@commands.command()
+def history(agent: Agent, limit: Annotated[int, typer.Option(min=1, max=100000, help="How many transactions.")] = 20, as_json: Json = False) -> None:
+    """An agent's most recent transactions, newest first."""
+    ex = exchange()
+    ex.cfg.agent(agent)
+    txns = ex.ledger.fresh().history(agent, limit)
+    if as_json:
+        out.emit_json([_txn_json(t) for t in txns])
+        return
+    sign = lambda t: fmt(t.amount) if t.payee == agent else f"-{fmt(t.amount)}"  # noqa: E731
+    out.table(f"History of {agent}", ["Time (UTC)", "Kind", "Amount", "Project", "Description", "Id"],
+              [(t.ts[:19].replace("T", " "), t.kind, sign(t), t.project, t.description[:60], t.id[:40])
+               for t in txns], right=["Amount"])
+
+
+def _txn_json(t: Any) -> dict[str, Any]:
+    d = t.to_json()
+    d["amount"] = out.amount(t.amount)
+    return d
+
+
+@commands.command()
+def agents(as_json: Json = False) -> None:
+    """The configured agents (level, base rate, models, identities)."""
+    cfg = exchange().cfg
+    data = [{"agent": a.name, "level": a.level, "base_rate": a.base_rate, "primary_llm": a.primary_llm,
+             "preferred_llm": a.preferred_llm, "emails": list(a.emails)} for a in cfg.agents.values()]
+    if as_json:
+        out.emit_json(data)
+        return
+    out.table("Agents", ["Agent", "Level", "Base rate", "Primary LLM", "Preferred", "Emails"],
+              [(d["agent"], f"L{d['level']}", d["base_rate"], d["primary_llm"],
+                ", ".join(f"{k}: {v}" for k, v in d["preferred_llm"].items()), ", ".join(d["emails"]))
+               for d in data], right=["Base rate"])
+
+
+@agent_app.command("add")
+def agent_add(name: Annotated[str, typer.Argument(help="New agent name (a-z 0-9 _ . -).")],
+              base_rate: Annotated[str, typer.Option(help="Tokens per commit before multipliers.")],
+              primary_llm: Annotated[str, typer.Option(help="Model used when no task preference applies.")],
+              level: Annotated[int, typer.Option(min=0, max=100, help="Agent level (informational).")] = 5,
+              email: Annotated[Optional[list[str]], typer.Option(help="Author email (repeatable).")] = None,
+              as_json: Json = False) -> None:
+    """Add an agent to config.toml (comments and layout are kept) and open its wallet."""
+    from token_exchange.services.home import add_agent
+
+    ex = exchange()
+    add_agent(ex, name, base_rate, primary_llm, level, email or [])
+    ex = exchange()
+    ex.open_all()
+    if as_json:
+        out.emit_json(ex.balance(name).to_json())
+    else:
+        out.message(f"added agent {name} (base rate {base_rate}, {primary_llm})")
+
+
+@commands.command()
+def rewards(as_json: Json = False) -> None:
+    """The reward rule tables: contracts, keyword bonuses, issue priorities and types, models, limits."""
+    cfg = exchange().cfg
+    data = {
+        "contracts": [{"name": c.name, "pattern": c.pattern, "multiplier": c.multiplier,
+                       "budget": out.amount(c.budget)} for c in cfg.contracts],
+        "bonuses": [{"name": b.name, "keywords": list(b.keywords), "multiplier": b.multiplier} for b in cfg.bonuses],
+        "issue_priority": cfg.issue_priority, "issue_types": cfg.issue_types,
+        "default_type_multiplier": cfg.default_type_multiplier,
+        "models": {m.name: {"cost_per_1k": m.cost_per_1k, "input_per_1k": m.input_per_1k,
+                            "output_per_1k": m.output_per_1k} for m in cfg.models.values()},
+        "limits": {k: out.amount(getattr(cfg.limits, k)) for k in ("hourly", "daily", "burst", "reserve")},
+    }
+    if as_json:
+        out.emit_json(data)
+        return
+    out.table("Contracts (first full match wins)", ["Contract", "Pattern", "Multiplier", "Budget"],
+              [(c["name"], c["pattern"] or "(everything)", f"{c['multiplier']}x", c["budget"])
+               for c in data["contracts"]], right=["Multiplier", "Budget"])
+    out.table("Commit keyword bonuses (highest match wins)", ["Keywords", "Multiplier"],
+              [(", ".join(b["keywords"]), f"{b['multiplier']}x") for b in data["bonuses"]], right=["Multiplier"])
+    out.table("Issue rewards", ["Priority", "Tokens"], list(cfg.issue_priority.items()), right=["Tokens"])
+    out.table("Issue type multipliers", ["Type", "Multiplier"],
+              [(k, f"{v}x") for k, v in cfg.issue_types.items()] + [("(other)", f"{cfg.default_type_multiplier}x")],
+              right=["Multiplier"])
+    out.table("Models (tokens per 1K)", ["Model", "Cost/1K"],
+              [(m.name, m.cost_per_1k) for m in cfg.models.values()], right=["Cost/1K"])
+
+
+@commands.command()
+def commit(author_email: Annotated[str, typer.Argument(help="Author email (maps to an agent).")],
+           project: Annotated[str, typer.Argument(help="Project name (picks the contract).")],
+           message: Annotated[str, typer.Argument(help="Commit message (keywords give bonuses).")],
+           sha: Annotated[Optional[str], typer.Option(help="Commit SHA (the idempotency key).")] = None,
+           id: Annotated[Optional[str], typer.Option("--id", help="Reward id (overrides --sha).")] = None,
+           parents: Annotated[int, typer.Option(min=0, max=1000, help="Parent count (merges earn nothing).")] = 1,
+           as_json: Json = False) -> None:
+    """Pay a commit: base rate x contract multiplier x keyword bonus (the seed's command)."""
+    ex = exchange()
+    result = ex.commit(author_email, project, message, reward_id=id, sha=sha or "", parents=parents)
+    if as_json:
+        out.emit_json(commit_json(result))
+    else:
+        out.message(describe_outcome(result))
+    if result.unmatched and ex.cfg.unknown_author == "error":  # pragma: no cover - raised earlier
+        raise typer.Exit(1)
+
+
+def commit_json(result: Any) -> dict[str, Any]:
+    r = result.reward
+    data: dict[str, Any] = {"reward_id": result.reward_id, "amount": out.amount(result.amount),
+                            "paid": bool(result.shares and any(a.created for a in result.shares)),
+                            "already_paid": bool(result.already_paid), "unmatched": result.unmatched or None}
+    txns = [a.txn for a in result.shares] or result.already_paid
+    data["agent"] = txns[0].agent if txns else None
+    data["shares"] = [{"agent": t.agent, "amount": out.amount(t.amount), "id": t.id} for t in txns]
+    if r is not None:
+        data.update(project=r.project, contract=r.contract, multiplier=r.multiplier, base_rate=r.base_rate,
+                    keyword=r.keyword or None, bonus=r.bonus, gross=out.amount(r.gross), capped=r.capped,
+                    budget_left=out.amount(r.budget_left), excluded=r.excluded, reason=r.reason)
+    return data
+
+
+@commands.command()
+def award(agent: Agent, amount: Amount,
+          source: Annotated[str, typer.Argument(help="Where the award comes from (e.g. beads-integration).")],
+          description: Annotated[str, typer.Argument(help="What it is for.")],
+          id: Annotated[Optional[str], typer.Option("--id", help="Idempotency id.")] = None,
+          project: Annotated[str, typer.Option(help="Project the award is for.")] = "",
+          as_json: Json = False) -> None:
+    """Award tokens directly (for integrations).  Same --id twice pays once."""
+    ex = exchange()
+    units = to_units(amount, what="amount")
+    result = ex.award(agent, units, source, description, id=id, project=project)
+    if as_json:
+        out.emit_json({"agent": agent, "amount": out.amount(result.txn.amount), "id": result.txn.id,
+                       "created": result.created})
+    elif result.created:
+        out.message(f"awarded {fmt(units)} tokens to {agent} ({source}: {description[:80]})")
+    else:
+        out.message(f"already awarded ({result.txn.id}); nothing new")
+
+
+@commands.command()
+def export(format: Annotated[str, typer.Option("--format", help="csv or json.")] = "json",
+           since: Annotated[Optional[str], typer.Option(help="Only transactions at or after this ISO time.")] = None,
+           as_json: Json = False) -> None:
+    """Export every transaction (CSV or JSON) to stdout."""
+    from token_exchange.ledger.transfer import export_ledger
+
+    if format not in ("csv", "json"):
+        raise UserError(f"--format must be csv or json, not {format[:20]!r}")
+    if as_json:
+        format = "json"
+    export_ledger(exchange(), format, since)
+
+
+@commands.command("import")
+def import_(file: Annotated[Path, typer.Argument(help="A JSON or CSV export of `tx export`.")], as_json: Json = False) -> None:
+    """Import transactions from a JSON or CSV export; idempotent by id."""
+    from token_exchange.ledger.transfer import import_ledger
+
+    created, existing = import_ledger(exchange(), file)
+    if as_json:
+        out.emit_json({"imported": created, "already_present": existing})
+    else:
+        out.message(f"imported {created} transactions ({existing} already present)")
+
+
+@commands.command()
+def doctor(repair: Annotated[bool, typer.Option(help="Rebuild derived state; never deletes a transaction.")] = False,
+           as_json: Json = False) -> None:
+    """Replay the ledger and check every invariant."""
+    from token_exchange.ledger.doctor import check
+
+    ex = exchange()
+    report = check(ex.ledger, repair=repair)
+    if as_json:
+        out.emit_json(report.to_json())
+    else:
+        for line in report.repaired:
+            out.message(f"repaired: {line}")
+        for line in report.notes:
+            out.message(f"note: {line}")
+        for line in report.problems:
+            out.message(f"problem: {line}")
+        verdict = "consistent" if report.ok else "NOT consistent"
+        print(f"ledger {verdict}: {report.transactions} transactions, {report.agents} agents")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@commands.command()
+def status(as_json: Json = False) -> None:
+    """Where the exchange lives, its backend and size, and every balance."""
+    ex = exchange()
+    idx = ex.ledger.fresh()
+    bals = ex.balances()
+    data = {"home": str(ex.home), "backend": ex.cfg.backend, "transactions": idx.count(),
+            "balances": [b.to_json() for b in bals]}
+    if as_json:
+        out.emit_json(data)
+        return
+    out.message(f"exchange at {ex.home} ({ex.cfg.backend} backend), {data['transactions']} transactions")
+    balance(None, False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to `tx`."""
+    for cmd in commands.registered_commands:
+        app.registered_commands.append(cmd)
+    app.add_typer(agent_app, name="agent")

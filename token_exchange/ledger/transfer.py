@@ -1,0 +1,117 @@
+"""Export the ledger (CSV/JSON) and import an export back, idempotently by id."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from token_exchange.amounts import fmt, to_decimal
+from token_exchange.errors import UserError
+from token_exchange.services.exchange import Exchange
+from token_exchange.ledger.ledger import Txn, make_txn, ts_micros
+
+CSV_FIELDS = ["id", "ts", "kind", "agent", "payer", "payee", "amount", "project", "description", "ref",
+              "source", "breakdown", "hash"]
+MAX_IMPORT_BYTES = 2 * 1024**3
+
+
+def export_ledger(ex: Exchange, format: str, since: str | None) -> None:
+    from token_exchange.cli.output import dumps
+
+    floor = None
+    if since:
+        try:
+            floor = ts_micros(since if ("+" in since or since.endswith("Z")) else since + "+00:00")
+        except ValueError:
+            raise UserError(f"--since {since[:40]!r} is not an ISO 8601 time") from None
+    txns = [t for t in ex.ledger.fresh().iter_txns() if floor is None or ts_micros(t.ts) >= floor]
+    if format == "json":
+        rows = []
+        for t in txns:
+            d = t.to_json()
+            d["amount"] = to_decimal(t.amount)
+            rows.append(d)
+        sys.stdout.write(dumps({"transactions": rows}) + "\n")
+        return
+    w = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for t in txns:
+        w.writerow({"id": t.id, "ts": t.ts, "kind": t.kind, "agent": t.agent, "payer": t.payer, "payee": t.payee,
+                    "amount": fmt(t.amount), "project": t.project, "description": t.description, "ref": t.ref,
+                    "source": json.dumps(t.source, sort_keys=True), "breakdown": json.dumps(t.breakdown, sort_keys=True),
+                    "hash": t.hash})
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    try:
+        if path.stat().st_size > MAX_IMPORT_BYTES:
+            raise UserError(f"{path} is larger than 2 GiB")
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            data = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        rows = data.get("transactions") if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise UserError(f"{path}: expected a list of transactions")
+        return rows
+    rows = []
+    for n, row in enumerate(csv.DictReader(text.splitlines()), 2):
+        try:
+            row["source"] = json.loads(row.get("source") or "{}")
+            row["breakdown"] = json.loads(row.get("breakdown") or "{}")
+        except json.JSONDecodeError:
+            raise UserError(f"{path}:{n}: source/breakdown is not JSON") from None
+        rows.append(row)
+    return rows
+
+
+def _no_constant(name: str) -> Any:
+    raise UserError(f"{name} is not a valid amount")
+
+
+def _txn(row: Any, n: int) -> Txn:
+    if not isinstance(row, dict):
+        raise UserError(f"transaction {n}: expected an object")
+    try:
+        from token_exchange.amounts import to_units
+
+        amount = to_units(str(row["amount"]), what=f"transaction {n}: amount", allow_zero=True)
+        t = make_txn(str(row["id"]), str(row["kind"]), str(row["payer"]), str(row["payee"]), amount,
+                     agent=str(row.get("agent", "")), project=str(row.get("project", "")),
+                     description=str(row.get("description", "")), source=dict(row.get("source") or {}),
+                     breakdown=dict(row.get("breakdown") or {}), ref=str(row.get("ref", "")),
+                     ts=str(row.get("ts", "")))
+        if t.ts:
+            ts_micros(t.ts)
+    except KeyError as e:
+        raise UserError(f"transaction {n}: missing field {e}") from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"transaction {n}: {e}") from None
+    except UserError as e:
+        raise UserError(f"transaction {n}: {e}") from None
+    return t
+
+
+def import_ledger(ex: Exchange, path: Path) -> tuple[int, int]:
+    """Validate everything first, then append all new transactions in one atomic write."""
+    txns = [_txn(row, n) for n, row in enumerate(_records(path), 1)]
+    with ex.ledger.locked() as idx:
+        running: dict[str, int] = {}
+        for t in txns:
+            if idx.get(t.id) is not None:
+                continue
+            for acct, delta in ((t.payer, -t.amount), (t.payee, t.amount)):
+                running[acct] = running.get(acct, idx.account(acct)) + delta
+                if not acct.startswith("world:") and running[acct] < 0:
+                    raise UserError(f"importing {t.id} would make {acct} negative; nothing imported")
+        results = ex.ledger.append_many(txns)
+    created = sum(r.created for r in results)
+    return created, len(results) - created

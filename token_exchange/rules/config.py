@@ -1,0 +1,404 @@
+"""Exchange configuration: the seed's tables as typed, validated, exact values.
+
+Read with ``tomllib`` (fast, stdlib) using ``parse_float=Decimal`` so no amount is
+ever a binary float.  ``tomlkit`` is only imported by the code that *edits* the
+file (``edit_config``), to keep the user's comments and layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from token_exchange.amounts import Units, to_decimal, to_units
+from token_exchange.errors import ConfigError, UserError
+
+AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+MAX_PATTERN = 300
+BACKENDS = ("toml", "notes")
+UNKNOWN_AUTHOR = ("ignore", "error")
+
+
+class Limits(NamedTuple):
+    """Spending limits in units (burst: per spend; reserve: floor; windows: rolling)."""
+
+    hourly: Units
+    daily: Units
+    burst: Units
+    reserve: Units
+
+
+class Agent(NamedTuple):
+    name: str
+    level: int
+    base_rate: Decimal
+    primary_llm: str
+    preferred_llm: dict[str, str]
+    emails: tuple[str, ...]
+    limits: Limits
+
+    def model_for(self, task_type: str) -> str:
+        """The agent's model for a task type, falling back to its primary LLM."""
+        return self.preferred_llm.get(task_type, self.primary_llm)
+
+
+class Model(NamedTuple):
+    name: str
+    cost_per_1k: Decimal
+    input_per_1k: Decimal
+    output_per_1k: Decimal
+
+
+class Contract(NamedTuple):
+    name: str
+    pattern: str | None  # None: the catch-all "default"
+    multiplier: Decimal
+    budget: Units
+
+
+class BonusGroup(NamedTuple):
+    name: str
+    keywords: tuple[str, ...]
+    multiplier: Decimal
+
+
+class CommitRules(NamedTuple):
+    pay_merges: bool = False
+    pay_fixups: bool = False
+    pay_reverts: bool = False
+
+
+class Config(NamedTuple):
+    backend: str
+    starting_balance: Units
+    unknown_author: str
+    project: str
+    notes_ref: str
+    agents: dict[str, Agent]
+    models: dict[str, Model]
+    contracts: tuple[Contract, ...]
+    bonuses: tuple[BonusGroup, ...]
+    commit_rules: CommitRules
+    issue_priority: dict[str, Decimal]
+    issue_types: dict[str, Decimal]
+    default_type_multiplier: Decimal
+    limits: Limits
+    reservation_ttl: int
+    path: Path | None = None
+    raw: dict[str, Any] = {}  # the parsed TOML, for tools that need keys we do not model
+
+    def agent(self, name: str) -> Agent:
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise UserError(f"unknown agent {name!r} (known: {', '.join(sorted(self.agents))})") from None
+
+    def model(self, name: str) -> Model:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UserError(f"unknown model {name!r} (known: {', '.join(sorted(self.models))})") from None
+
+
+def default_text() -> str:
+    """The commented default config (the seed's tables)."""
+    return (Path(__file__).parent / "defaults.toml").read_text("utf-8")  # no importlib.resources: hooks pay ~20 ms
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads(default_text(), parse_float=Decimal)
+
+
+def load(path: Path | None) -> Config:
+    """Load and validate a config file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return parse(default_text(), None)
+    try:
+        st = os.stat(path)
+        stamp = f"{CACHE_VERSION}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        cached = _read_cache(path, stamp)
+        if cached is not None:  # parsed before and unchanged: skip tomllib (~12 ms on every hook)
+            return _Validator(cached, "", str(path)).config(path)
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no config at {path} (run `tx init`)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    cfg = parse(text, path)
+    _write_cache(path, stamp, cfg.raw)
+    return cfg
+
+
+def parse(text: str, path: Path | None) -> Config:
+    import tomllib
+
+    where = str(path) if path else "<defaults>"
+    try:
+        raw = tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: invalid TOML: {e}") from None
+    return _Validator(raw, text, where).config(path)
+
+
+# A derived, disposable cache of the *validated* raw config next to it (ignored by the home's .gitignore),
+# keyed by inode, size and mtime; Decimals are kept exact as {"$decimal": "1.5"}.
+CACHE_VERSION = "1"
+
+
+def _cache_path(path: Path) -> Path:
+    return path.with_name(".config-cache.json")
+
+
+def _read_cache(path: Path, stamp: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_cache_path(path).read_text("utf-8"),
+                          object_hook=lambda d: Decimal(d["$decimal"]) if d.keys() == {"$decimal"} else d)
+    except (OSError, ValueError):
+        return None
+    return data.get("raw") if isinstance(data, dict) and data.get("stamp") == stamp else None
+
+
+def _write_cache(path: Path, stamp: str, raw: dict[str, Any]) -> None:
+    def enc(obj: Any) -> Any:
+        if isinstance(obj, Decimal):
+            return {"$decimal": str(obj)}
+        raise TypeError(type(obj).__name__)
+
+    try:
+        from token_exchange.storage import atomic_write
+
+        atomic_write(_cache_path(path), json.dumps({"stamp": stamp, "raw": raw}, default=enc).encode("utf-8"))
+    except (OSError, TypeError, ValueError):
+        pass  # a cache is an optimisation only (e.g. a read-only home)
+
+
+class _Validator:
+    """Turns the raw TOML dict into a Config, naming key and line on every error."""
+
+    def __init__(self, raw: dict[str, Any], text: str, where: str) -> None:
+        self.raw = raw
+        self.lines = text.splitlines()
+        self.where = where
+
+    def fail(self, key: str, msg: str) -> ConfigError:
+        leaf = key.rsplit(".", 1)[-1].split("[")[0]
+        line = ""
+        pat = re.compile(rf"^\s*(\[\[?\s*)?\"?{re.escape(leaf)}\"?\s*(=|\]|\.)")
+        for i, text in enumerate(self.lines, 1):
+            if pat.search(text):
+                line = f":{i}"
+                break
+        return ConfigError(f"{self.where}{line}: {key}: {msg}")
+
+    def table(self, obj: Any, key: str, allowed: set[str] | None) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            raise self.fail(key, "expected a table")
+        if allowed is not None:
+            for k in obj:
+                if k not in allowed:
+                    raise self.fail(f"{key}.{k}" if key else k, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        return obj
+
+    def multiplier(self, value: Any, key: str) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+            raise self.fail(key, f"expected a number, got {value!r}")
+        d = Decimal(value)
+        if not d.is_finite() or d <= 0:
+            raise self.fail(key, f"must be a positive number, got {value}")
+        if d > 1000:
+            raise self.fail(key, f"{value} is implausibly large (max 1000)")
+        return d
+
+    def amount(self, value: Any, key: str, *, allow_zero: bool = True) -> Units:
+        if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+            raise self.fail(key, f"expected a number, got {value!r}")
+        try:
+            return to_units(value, what=key, allow_zero=allow_zero)
+        except UserError as e:
+            raise self.fail(key, str(e).split(": ", 1)[-1]) from None
+
+    def string(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {value!r}")
+        if choices and value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def limits(self, obj: Any, key: str, base: Limits | None) -> Limits:
+        t = self.table(obj, key, {"hourly", "daily", "burst", "reserve", "reservation_ttl"})
+        vals = {}
+        for name in ("hourly", "daily", "burst", "reserve"):
+            if name in t:
+                vals[name] = self.amount(t[name], f"{key}.{name}")
+            elif base is not None:
+                vals[name] = getattr(base, name)
+            else:
+                raise self.fail(f"{key}.{name}", "missing")
+        return Limits(**vals)
+
+    def config(self, path: Path | None) -> Config:
+        raw = self.table(self.raw, "", {"exchange", "agents", "models", "contracts", "bonuses",
+                                        "commit_rules", "issues", "limits", "hooks"})
+        get = lambda k: raw[k] if k in raw else _defaults()[k]  # noqa: E731  (defaults parsed only if needed)
+
+        ex = self.table(get("exchange"), "exchange",
+                        {"backend", "starting_balance", "unknown_author", "project", "notes_ref"})
+        backend = self.string(ex.get("backend", "toml"), "exchange.backend", BACKENDS)
+        start = self.amount(ex.get("starting_balance", 10000), "exchange.starting_balance")
+        unknown = self.string(ex.get("unknown_author", "ignore"), "exchange.unknown_author", UNKNOWN_AUTHOR)
+        project = self.string(ex.get("project", ""), "exchange.project")
+        notes_ref = self.string(ex.get("notes_ref", "refs/notes/token-exchange"), "exchange.notes_ref")
+        if not re.fullmatch(r"refs/notes/[A-Za-z0-9._/-]{1,100}", notes_ref) or ".." in notes_ref:
+            raise self.fail("exchange.notes_ref", f"must look like refs/notes/NAME, got {notes_ref!r}")
+
+        lim = self.table(get("limits"), "limits", {"hourly", "daily", "burst", "reserve", "reservation_ttl"})
+        limits = self.limits(lim, "limits", None)
+        ttl = lim.get("reservation_ttl", 900)
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 7 * 86400:
+            raise self.fail("limits.reservation_ttl", f"must be whole seconds between 1 and 604800, got {ttl!r}")
+
+        models: dict[str, Model] = {}
+        for name, spec in self.table(get("models"), "models", None).items():
+            key = f"models.{name}"
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}", name):
+                raise self.fail(key, "invalid model name")
+            s = self.table(spec, key, {"cost_per_1k", "input_per_1k", "output_per_1k"})
+            if "cost_per_1k" not in s:
+                raise self.fail(f"{key}.cost_per_1k", "missing")
+            cost = self._price(s["cost_per_1k"], f"{key}.cost_per_1k")
+            models[name] = Model(name, cost, self._price(s.get("input_per_1k", cost), f"{key}.input_per_1k"),
+                                 self._price(s.get("output_per_1k", cost), f"{key}.output_per_1k"))
+
+        agents: dict[str, Agent] = {}
+        seen_emails: dict[str, str] = {}
+        for name, spec in self.table(get("agents"), "agents", None).items():
+            key = f"agents.{name}"
+            if not AGENT_NAME.fullmatch(name):
+                raise self.fail(key, "agent names are 1-64 of a-z 0-9 _ . - starting with a letter or digit")
+            if name in agents:  # pragma: no cover - TOML itself rejects duplicate tables
+                raise self.fail(key, "duplicate agent")
+            s = self.table(spec, key, {"level", "base_rate", "primary_llm", "preferred_llm", "emails", "limits"})
+            level = s.get("level", 1)
+            if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
+                raise self.fail(f"{key}.level", f"expected a whole number 0-100, got {level!r}")
+            if "base_rate" not in s:
+                raise self.fail(f"{key}.base_rate", "missing")
+            rate = to_decimal(self.amount(s["base_rate"], f"{key}.base_rate", allow_zero=False))
+            primary = self.string(s.get("primary_llm", ""), f"{key}.primary_llm")
+            if primary not in models:
+                raise self.fail(f"{key}.primary_llm", f"unknown model {primary!r}")
+            pref = self.table(s.get("preferred_llm", {}), f"{key}.preferred_llm", None)
+            for task, model in pref.items():
+                if self.string(model, f"{key}.preferred_llm.{task}") not in models:
+                    raise self.fail(f"{key}.preferred_llm.{task}", f"unknown model {model!r}")
+            emails = s.get("emails", [])
+            if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+                raise self.fail(f"{key}.emails", "expected a list of strings")
+            for e in emails:
+                low = e.strip().lower()
+                if low in seen_emails and seen_emails[low] != name:
+                    raise self.fail(f"{key}.emails", f"{e} already belongs to agent {seen_emails[low]}")
+                seen_emails[low] = name
+            agent_limits = self.limits(s["limits"], f"{key}.limits", limits) if "limits" in s else limits
+            agents[name] = Agent(name, level, rate, primary, dict(pref), tuple(e.strip().lower() for e in emails),
+                                 agent_limits)
+
+        contracts = self._contracts(get("contracts"))
+        bonuses = self._bonuses(get("bonuses"))
+
+        cr = self.table(get("commit_rules"), "commit_rules", {"pay_merges", "pay_fixups", "pay_reverts"})
+        for k, v in cr.items():
+            if not isinstance(v, bool):
+                raise self.fail(f"commit_rules.{k}", f"expected true or false, got {v!r}")
+        rules = CommitRules(**cr)
+
+        iss = self.table(get("issues"), "issues", {"default_type_multiplier", "priority", "types"})
+        dtm = self.multiplier(iss.get("default_type_multiplier", Decimal(1)), "issues.default_type_multiplier")
+        prio: dict[str, Decimal] = {}
+        for k, v in self.table(iss["priority"] if "priority" in iss else _defaults()["issues"]["priority"], "issues.priority", None).items():
+            if not re.fullmatch(r"P[0-9]", k):
+                raise self.fail(f"issues.priority.{k}", "priority keys are P0-P9")
+            prio[k] = to_decimal(self.amount(v, f"issues.priority.{k}"))
+        types = {k.lower(): self.multiplier(v, f"issues.types.{k}")
+                 for k, v in self.table(iss["types"] if "types" in iss else _defaults()["issues"]["types"], "issues.types", None).items()}
+
+        self.table(raw.get("hooks", {}), "hooks", {"server"})  # [hooks] server: the old hook server, ignored
+
+        return Config(backend, start, unknown, project, notes_ref, agents, models, contracts, bonuses, rules,
+                      prio, types, dtm, limits, ttl, path, self.raw)
+
+    def _price(self, value: Any, key: str) -> Decimal:
+        return to_decimal(self.amount(value, key, allow_zero=True))
+
+    def _contracts(self, obj: Any) -> tuple[Contract, ...]:
+        if not isinstance(obj, list) or not obj:
+            raise self.fail("contracts", "expected a non-empty array of tables ([[contracts]])")
+        out: list[Contract] = []
+        names: set[str] = set()
+        for i, spec in enumerate(obj):
+            key = f"contracts[{i}]"
+            s = self.table(spec, key, {"name", "pattern", "multiplier", "budget"})
+            name = self.string(s.get("name", s.get("pattern", "")), f"{key}.name")
+            if not name or len(name) > 100:
+                raise self.fail(f"{key}.name", "must be 1-100 characters")
+            if name in names:
+                raise self.fail(f"{key}.name", f"duplicate contract {name!r}")
+            names.add(name)
+            pattern = s.get("pattern")
+            if name == "default" and pattern is None:
+                pat = None
+            else:
+                pat = self.string(pattern if pattern is not None else name, f"{key}.pattern")
+                if len(pat) > MAX_PATTERN:
+                    raise self.fail(f"{key}.pattern", f"longer than {MAX_PATTERN} characters")
+                try:  # Python `re` syntax; matching (rewards) uses `regex` for its timeout
+                    re.compile(pat)
+                except re.error as e:
+                    raise self.fail(f"{key}.pattern", f"invalid regex {pat!r}: {e}") from None
+            mult = self.multiplier(s.get("multiplier", Decimal(1)), f"{key}.multiplier")
+            if "budget" not in s:
+                raise self.fail(f"{key}.budget", "missing")
+            budget = self.amount(s["budget"], f"{key}.budget")
+            out.append(Contract(name, pat, mult, budget))
+        if out[-1].name != "default":
+            raise self.fail("contracts", 'the last contract must be "default" (the catch-all)')
+        if any(c.name == "default" for c in out[:-1]):
+            raise self.fail("contracts", '"default" must be the last contract')
+        return tuple(out)
+
+    def _bonuses(self, obj: Any) -> tuple[BonusGroup, ...]:
+        if not isinstance(obj, list):
+            raise self.fail("bonuses", "expected an array of tables ([[bonuses]])")
+        out = []
+        for i, spec in enumerate(obj):
+            key = f"bonuses[{i}]"
+            s = self.table(spec, key, {"name", "keywords", "multiplier"})
+            kws = s.get("keywords")
+            if not isinstance(kws, list) or not kws or not all(isinstance(k, str) and k.strip() for k in kws):
+                raise self.fail(f"{key}.keywords", "expected a non-empty list of words")
+            if any(len(k) > 50 for k in kws):
+                raise self.fail(f"{key}.keywords", "keywords are at most 50 characters")
+            mult = self.multiplier(s.get("multiplier"), f"{key}.multiplier")
+            out.append(BonusGroup(str(s.get("name", kws[0])), tuple(k.strip().lower() for k in kws), mult))
+        return tuple(out)
+
+
+def edit_config(path: Path, edit: Any) -> None:
+    """Apply ``edit(doc)`` to the config with tomlkit (comments kept), validate, write atomically."""
+    import tomlkit
+
+    from token_exchange.storage import atomic_write
+
+    doc = tomlkit.parse(path.read_text("utf-8"))
+    edit(doc)
+    text = tomlkit.dumps(doc)
+    parse(text, path)  # refuse to write an invalid config
+    atomic_write(path, text.encode("utf-8"))
