@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from token_exchange.services.exchange import Exchange
-from token_exchange.services.home import init_home
+from token_exchange.services.setup import init_home
 from token_exchange.ledger.ledger import REWARDS, make_txn
 
 RESULTS = Path(__file__).parent / "results"

@@ -30,7 +30,7 @@ def beads_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The temp repo with small.jsonl as its beads store, an exchange, bd (the stand-in) on PATH."""
     (repo / ".beads").mkdir()
     shutil.copy(SMALL, repo / ".beads" / "issues.jsonl")
-    from token_exchange.services.home import init_home
+    from token_exchange.services.setup import init_home
 
     init_home(repo / ".exchange", "toml")
     monkeypatch.setenv("PATH", f"{FIXTURES}{os.pathsep}{_path_without_bd()}")

@@ -21,7 +21,7 @@ from token_exchange.amounts import SCALE
 from token_exchange.ledger.doctor import check
 from token_exchange.errors import IdConflict, UserError
 from token_exchange.services.exchange import Exchange
-from token_exchange.services.home import init_home
+from token_exchange.services.setup import init_home
 from token_exchange.ledger.backends.toml import TomlJournal
 from token_exchange.ledger.ledger import REWARDS, make_txn
 

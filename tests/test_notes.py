@@ -19,7 +19,7 @@ from token_exchange.amounts import SCALE
 from token_exchange.ledger.doctor import check
 from token_exchange.errors import UserError
 from token_exchange.services.exchange import Exchange
-from token_exchange.services.home import init_home
+from token_exchange.services.setup import init_home
 from token_exchange.ledger.backends.notes import ANCHOR_DIR, NotesJournal, anchor_text, object_id, sync
 from token_exchange.ledger.ledger import make_txn
 

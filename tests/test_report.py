@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, tx
-from token_exchange.report import range as history
 from token_exchange.report import build as rep
+from token_exchange.report import range as history
+from token_exchange.report import render
 from token_exchange.errors import UserError
 
 CONFIG = """\
@@ -303,7 +304,8 @@ def test_ledger_reconciles_paid_and_unpaid(tmp_path: Path) -> None:
     st = [(c["status"], c["amount"], c["paid"]) for c in d["commits"]]
     # budget 1000: 450 already paid under the contract, so the next gets 450 and the last the 100 left
     assert st == [("paid", 450, 450), ("unpaid", 450, 0), ("unpaid", 100, 0)]
-    assert d["contracts"][0]["paid_before"] == 450 and d["contracts"][0]["this_pr"] == 550
+    # "paid before" leaves out the range's own payment (it is shown as paid beside the rules' figure)
+    assert d["contracts"][0]["paid_before"] == 0 and d["contracts"][0]["this_pr"] == 1000
     assert d["contracts"][0]["left"] == 0
     assert d["agents"]["claude"] == {"commits": 3, "amount": 1000, "paid": 450, "due": 550}
     md = tx("report", "--base", "main", "--head", "feature", "--format", "markdown", cwd=repo).out
@@ -410,13 +412,13 @@ def test_long_ranges_collapse_and_truncate_under_the_limit(tmp_path: Path) -> No
     r = tx("report", "--base", "main", "--head", "feature", "--format", "markdown", cwd=repo)
     assert r.code == 0, r.err
     size = len(r.out.encode())
-    assert size < rep.MAX_MARKDOWN
+    assert size < render.MAX_MARKDOWN
     assert "<details><summary>400 commits</summary>" in r.out
     assert re.search(r"Showing \d+ of 400 commits", r.out)
     _assert_inert(r.out)
     # a tight limit still keeps the header and the totals
-    res = rep.build(repo, "main", "feature", use_ledger=False, want_ids=False)
-    small = rep.render_markdown(res, limit=6000)
+    res = rep.build(repo, "main", "feature", use_ledger=False)
+    small = render.render_markdown(res, limit=6000)
     assert len(small.encode()) < 6000 and "**Total:" in small and "### Contract budget" in small
 
 
@@ -469,11 +471,11 @@ def test_output_file(tmp_path: Path) -> None:
     ("a\nb\rc\x00", "a\ufffdb\ufffdc\ufffd"),
 ])
 def test_md_escape(text: str, expect: str) -> None:
-    assert expect in rep.md_escape(text)
+    assert expect in render.md_escape(text)
 
 
 def test_fence_cannot_be_closed_by_content() -> None:
-    fenced = rep._fence("+x = 1\n+```\n+````` evil\n")
+    fenced = render._fence("+x = 1\n+```\n+````` evil\n")
     first = fenced.splitlines()[0]
     assert first.startswith("``````") and fenced.rstrip().endswith("``````")
 
@@ -489,22 +491,14 @@ def test_one_git_log_and_batched_patch_ids(tmp_path: Path, monkeypatch: pytest.M
             calls.append(list(cmd))
             super().__init__(cmd, *a, **k)
 
-    real_spawn = os.posix_spawnp  # the range's git log starts with posix_spawnp (history.GitOutput)
-
-    def counting_spawn(path, argv, *a, **k):  # type: ignore[no-untyped-def]
-        calls.append(list(argv))
-        return real_spawn(path, argv, *a, **k)
-
     counts = []
     for n in (2, 12):
         for i in range(n):
             commit(repo, f"fix: change {n}-{i}", CLAUDE, f"c{n}-{i}.py")
         calls.clear()
         monkeypatch.setattr(subprocess, "Popen", CountingPopen)
-        monkeypatch.setattr(os, "posix_spawnp", counting_spawn)
-        r = rep.build(repo, "main", "feature", use_ledger=False, want_ids=True)
+        r = rep.build(repo, "main", "feature", use_ledger=False)
         monkeypatch.setattr(subprocess, "Popen", real_popen)
-        monkeypatch.setattr(os, "posix_spawnp", real_spawn)
         assert all(c.reward_id and c.reward_id.startswith("patch-") for c in r.commits)
         counts.append(len(calls))
         assert sum(1 for c in calls if "log" in c) == 1
@@ -609,30 +603,19 @@ def test_repo_and_revision_spellings_give_the_same_report(tmp_path: Path, spelli
     assert json.loads(inside.out) == json.loads(outside.out)
 
 
-def test_log_parsed_in_chunks_equals_parsed_whole(tmp_path: Path) -> None:
-    """The report parses git log as it arrives: any chunking (through a separator, through a multi-byte
-    or an invalid UTF-8 sequence) gives the commits and boundary of the whole output."""
-    import random
-
+def test_log_records_cannot_be_forged_and_invalid_utf8_is_replaced(tmp_path: Path) -> None:
+    """Messages holding NULs' neighbours, our record separator's first byte and invalid UTF-8 still give
+    exactly one commit each, with the message intact (or replacement characters)."""
     repo = make_pr(tmp_path)
-    for i, msg in enumerate(["fix: é ünïcode ✓", "feat: two\n\nbody", "docs: x"]):
+    for i, msg in enumerate(["fix: é ünïcode ✓", "feat: two\n\nbody \x01tx fake record", "docs: x \x01"]):
         commit(repo, msg, CLAUDE, f"u{i}.txt")
-    tok = "0123abcd"
-    data = subprocess.run(history.log_args(tok, "main..feature", boundary=True), cwd=repo, capture_output=True,
-                          check=True).stdout
-    data = data.replace("é".encode(), b"\xff\xfe")  # invalid UTF-8 too
-    whole = history.parse_log_boundary(data, tok)
-    assert len(whole[0]) == 3 and len(whole[1]) == 1 and "\ufffd" in whole[0][0].message
-    rnd = random.Random(7)
-    for _ in range(50):
-        cuts = sorted(rnd.sample(range(1, len(data)), rnd.randint(1, 12)))
-        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
-        commits: list = []
-        edges: list = []
-        for batch, batch_edges in history.parse_stream(chunks, tok):
-            commits += batch
-            edges += batch_edges
-        assert (commits, edges) == whole
+    raw = subprocess.run(["git", "commit-tree", "HEAD^{tree}", "-p", "HEAD"], cwd=repo, capture_output=True,
+                         check=True, input=b"fix: bad \xff\xfe bytes\n").stdout.decode().strip()
+    git(repo, "update-ref", "refs/heads/feature", raw)
+    commits = history.read_range(repo, "main", "feature").commits
+    assert [c.message.split("\n")[0] for c in commits][:3] == ["fix: é ünïcode ✓", "feat: two", "docs: x \x01"]
+    assert len(commits) == 4 and commits[3].message.startswith("fix: bad ")  # git re-encodes it, never a crash
+    assert "fake record" in commits[1].message
 
 
 def test_merges_inside_the_pr_are_listed_in_git_topo_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from token_exchange.amounts import fmt, to_units
 from token_exchange.cli import output as out
 from token_exchange.cli.common import Agent, Amount, Json, exchange, state
 from token_exchange.errors import UserError
-from token_exchange.services.exchange import describe_outcome
+from token_exchange.services.exchange import CommitResult
 
 commands = typer.Typer()
 agent_app = typer.Typer(help="Manage agents in config.toml.", no_args_is_help=True)
@@ -22,7 +22,7 @@ agent_app = typer.Typer(help="Manage agents in config.toml.", no_args_is_help=Tr
 def init(backend: Annotated[str, typer.Option(help="Ledger backend: toml or notes.")] = "toml",
          as_json: Json = False) -> None:
     """Create the exchange home with a commented config.toml holding the seed defaults."""
-    from token_exchange.services.home import init_home
+    from token_exchange.services.setup import init_home
 
     result = init_home(state.home, backend)
     if as_json:
@@ -90,7 +90,7 @@ def agent_add(name: Annotated[str, typer.Argument(help="New agent name (a-z 0-9 
               email: Annotated[Optional[list[str]], typer.Option(help="Author email (repeatable).")] = None,
               as_json: Json = False) -> None:
     """Add an agent to config.toml (comments and layout are kept) and open its wallet."""
-    from token_exchange.services.home import add_agent
+    from token_exchange.services.setup import add_agent
 
     ex = exchange()
     add_agent(ex, name, base_rate, primary_llm, level, email or [])
@@ -146,19 +146,19 @@ def commit(author_email: Annotated[str, typer.Argument(help="Author email (maps 
     if as_json:
         out.emit_json(commit_json(result))
     else:
-        out.message(describe_outcome(result))
-    if result.unmatched and ex.cfg.unknown_author == "error":  # pragma: no cover - raised earlier
-        raise typer.Exit(1)
+        out.message(result.describe())
 
 
-def commit_json(result: Any) -> dict[str, Any]:
-    r = result.reward
+def commit_json(result: CommitResult) -> dict[str, Any]:
+    plan = result.plan
+    r = plan.reward
     data: dict[str, Any] = {"reward_id": result.reward_id, "amount": out.amount(result.amount),
-                            "paid": bool(result.shares and any(a.created for a in result.shares)),
-                            "already_paid": bool(result.already_paid), "unmatched": result.unmatched or None}
-    txns = [a.txn for a in result.shares] or result.already_paid
-    data["agent"] = txns[0].agent if txns else None
-    data["shares"] = [{"agent": t.agent, "amount": out.amount(t.amount), "id": t.id} for t in txns]
+                            "paid": any(a.created for a in result.shares), "already_paid": bool(plan.already),
+                            "unmatched": plan.facts.author if plan.status == "unmatched" else None}
+    shares = [(a.txn.agent, a.txn.amount, a.txn.id) for a in result.shares] or \
+        [(p.agent, p.amount, f"{p.ref}:{p.agent}") for p in plan.already]
+    data["agent"] = shares[0][0] if shares else None
+    data["shares"] = [{"agent": a, "amount": out.amount(v), "id": i} for a, v, i in shares]
     if r is not None:
         data.update(project=r.project, contract=r.contract, multiplier=r.multiplier, base_rate=r.base_rate,
                     keyword=r.keyword or None, bonus=r.bonus, gross=out.amount(r.gross), capped=r.capped,

@@ -8,7 +8,7 @@ Exit codes: 0 done, 1 refused or user error, 2 usage error.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 

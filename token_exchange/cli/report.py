@@ -36,24 +36,21 @@ def report(base: Annotated[str, typer.Option("--base", help="Base revision (the 
                                                         "directory).")] = None,
            ledger: Annotated[bool, typer.Option("--ledger/--no-ledger", help="Show what the ledger paid beside "
                                                 "what the rules pay, when a ledger exists.")] = True,
-           reward_ids: Annotated[Optional[bool], typer.Option("--reward-ids/--no-reward-ids", help="Compute reward "
-                                                              "ids (default: for json, or with a ledger).")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None,
            as_json: Json = False) -> None:
     """Earnings of the commits in merge-base(BASE, HEAD)..HEAD, under the BASE revision's rules."""
-    from token_exchange.report import build as rep
+    from token_exchange.report import build, render
 
     where = (repo or Path.cwd()).absolute()
     fmt_ = "json" if as_json else format.value
-    r = rep.build(where, base, head, config_path=config_path, config_rev=config_rev, project=project,
-                  home=_home(where, state.home) if ledger else None, use_ledger=ledger,
-                  want_ids=(fmt_ == "json") if reward_ids is None else reward_ids)
+    r = build.build(where, base, head, config_path=config_path, config_rev=config_rev, project=project,
+                    home=_home(where, state.home) if ledger else None, use_ledger=ledger)
     if fmt_ == "json":
-        text = out.dumps(rep.to_json(r)) + "\n"
+        text = out.dumps(render.to_json(r)) + "\n"
     elif fmt_ == "markdown":
-        text = rep.render_markdown(r)
+        text = render.render_markdown(r)
     else:
-        text = rep.render_text(r)
+        text = render.render_text(r)
     if output is not None:
         try:
             output.write_text(text, "utf-8")
@@ -67,7 +64,7 @@ def report(base: Annotated[str, typer.Option("--base", help="Base revision (the 
 def _home(repo: Path, home: Path | None) -> Path | None:
     """The exchange home (--home, $TOKEN_EXCHANGE_HOME, else REPO/.exchange); None when there is none."""
     from token_exchange.errors import UserError
-    from token_exchange.git import find_home
+    from token_exchange.services.home import find_home
 
     try:
         return find_home(home, cwd=repo)

@@ -32,9 +32,10 @@ Clock = Callable[[], datetime]
 
 # open: starting balance; earn: commit; award: direct/issue; spend: LLM charge; hold/settle/release:
 # two-phase reservations; contribute/pool_spend/refund/credit: pools; transfer; reversal: corrections;
-# pool: a zero-amount pool metadata record (create/join/leave/dissolve, see pools.py).
+# pool: a zero-amount pool metadata record (create/join/leave/dissolve, see pools.py); link: a zero-amount record
+# of further ids (a rewritten commit's) under which an existing payment is known (see services/exchange.py).
 KINDS = ("open", "earn", "award", "spend", "hold", "settle", "release", "transfer", "contribute", "pool_spend",
-         "refund", "credit", "reversal", "pool")
+         "refund", "credit", "reversal", "pool", "link")
 EARN_KINDS = ("earn", "award")
 SPEND_KINDS = ("spend", "settle")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}")
@@ -424,6 +425,7 @@ class Ledger:
         self.index_path = index_path
         self._index: Index | None = None
         self._locked = False
+        self.lock_timeout = 30.0  # seconds to wait for another writer (hooks wait less)
 
     @property
     def index(self) -> Index:
@@ -473,7 +475,7 @@ class Ledger:
         if self._locked:
             yield self.index
             return
-        with file_lock(self.journal.lock_path()):
+        with file_lock(self.journal.lock_path(), timeout=self.lock_timeout):
             self._locked = True
             try:
                 self._catch_up(writer=True)

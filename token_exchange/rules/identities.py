@@ -9,11 +9,10 @@
 
 from __future__ import annotations
 
-import re
 
 from token_exchange.rules.config import Config
 
-CO_AUTHOR = re.compile(r"^Co-authored-by:\s*(.*?)\s*<([^<>\s]+)>\s*$", re.IGNORECASE | re.MULTILINE)
+CO_AUTHOR_KEY = "co-authored-by:"
 
 
 def agent_for(cfg: Config, email: str) -> str | None:
@@ -30,9 +29,21 @@ def agent_for(cfg: Config, email: str) -> str | None:
 
 
 def co_author_emails(message: str) -> list[str]:
-    """Emails named in ``Co-authored-by:`` trailers, in order, without duplicates."""
+    """Emails named in ``Co-authored-by: Name <email>`` lines, in order, without duplicates.
+
+    Parsed line by line with string operations (no regex): linear in the message, whatever it holds.
+    """
+    if "-b" not in message and "-B" not in message:  # no "Co-authored-by" at all (the usual message)
+        return []
     seen: list[str] = []
-    for _name, email in CO_AUTHOR.findall(message):
-        if email.lower() not in seen:
-            seen.append(email.lower())
+    for line in message.splitlines():
+        text = line.strip()
+        if not text[:len(CO_AUTHOR_KEY)].lower() == CO_AUTHOR_KEY or not text.endswith(">"):
+            continue
+        start = text.rfind("<")
+        email = text[start + 1:-1].lower()
+        if start < 0 or not email or any(c.isspace() or c in "<>" for c in email):
+            continue
+        if email not in seen:
+            seen.append(email)
     return seen

@@ -1,27 +1,25 @@
-"""Stable reward ids for commits: what makes amend, rebase and cherry-pick pay once.
+"""Which change a commit is: the ids that make amend, rebase and cherry-pick pay once.
 
-Precedence: the ``Reward-Id:`` trailer the commit-msg hook adds (kept by amend,
-rebase and cherry-pick, like Gerrit's Change-Id); else the commit's stable
-patch-id (same change, same id, on any branch); else the commit SHA (merges,
-empty commits).  A message may carry several trailers (a squash of paid
-commits): all of them identify the commit.
+A change is known by its ``Reward-Id:`` trailer (added by the commit-msg hook and kept by amend,
+rebase and cherry-pick, like Gerrit's Change-Id), else by its stable patch-id (same diff, same id on
+any branch), else by its SHA (merges, empty commits).  A trailer that the commit only *copied* from a
+commit still in its own history (``git commit -C HEAD`` on new work) is not its identity: the caller,
+which can ask git and the ledger, names such trailers in ``copied``.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Collection
 
 TRAILER_KEY = "Reward-Id"
 TRAILER_RE = re.compile(r"^Reward-Id:[ \t]*(R[0-9a-f]{16,64})[ \t]*$", re.MULTILINE | re.IGNORECASE)
 
 
 def trailer_ids(message: str) -> list[str]:
-    """Reward-Id trailer values in order, without duplicates."""
+    """Reward-Id trailer values in order, without duplicates (lower-cased hex)."""
     if "d:" not in message and "D:" not in message:
-        return []  # no "Reward-Id:" in any case: skip the regex (a report reads thousands of messages)
+        return []  # no "Reward-Id:" in any case (a report reads thousands of messages)
     out: list[str] = []
     for value in TRAILER_RE.findall(message):
         value = "R" + value[1:].lower()
@@ -31,44 +29,33 @@ def trailer_ids(message: str) -> list[str]:
 
 
 def new_reward_id() -> str:
-    import secrets  # only the commit-msg hook needs it (4 ms of imports)
+    import os
 
-    return "R" + secrets.token_hex(20)
-
-
-def reward_id(message: str, sha: str, patch_id: str | None) -> str:
-    """The one id a commit is paid under (see module docstring)."""
-    return reward_id_of(trailer_ids(message), sha, patch_id)
+    return "R" + os.urandom(20).hex()
 
 
-def reward_id_of(trailers: list[str], sha: str, patch_id: str | None) -> str:
-    """``reward_id`` given the message's trailer ids."""
-    if trailers:
-        return trailers[0]
-    if patch_id:
-        return f"patch-{patch_id}"
-    return f"sha-{sha}"
+def patch_ref(patch_id: str | None) -> str:
+    return f"patch-{patch_id}" if patch_id else ""
 
 
-def patch_ids(repo: Path | str, shas: Iterable[str]) -> dict[str, str]:
-    """Stable patch-ids of many commits with two processes, however many commits (merges get none)."""
-    shas = list(shas)
-    if not shas:
-        return {}
-    show = subprocess.Popen(["git", "-c", "core.quotePath=false", "show", "--no-color", "--no-ext-diff",
-                             "--format=commit %H", "--patch", "--no-renames", "--stdin"],
-                            cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    pid = subprocess.Popen(["git", "patch-id", "--stable"], cwd=repo, stdin=show.stdout,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert show.stdin is not None and show.stdout is not None
-    show.stdout.close()
-    show.stdin.write(("\n".join(shas) + "\n").encode())
-    show.stdin.close()
-    data, _ = pid.communicate()
-    show.wait()
-    out: dict[str, str] = {}
-    for line in data.decode().splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            out[parts[1]] = parts[0]
-    return out
+def sha_ref(sha: str) -> str:
+    return f"sha-{sha}" if sha else ""
+
+
+def identity(trailers: list[str], sha: str, patch_id: str | None,
+             copied: Collection[str] = ()) -> tuple[str, tuple[str, ...]]:
+    """(the change's id, its other ids): its own first trailer, else its patch id, else its sha.
+
+    The other ids are its further own trailers and its sha.  The patch id is only computed (by the
+    caller) and used for a commit without an own trailer, so every payer and the report derive the
+    same ids from the same commit.
+    """
+    own = [t for t in trailers if t not in copied]
+    primary = own[0] if own else (patch_ref(patch_id) or sha_ref(sha))
+    others = [*own[1:], sha_ref(sha)]
+    return primary, tuple(i for i in dict.fromkeys(others) if i and i != primary)
+
+
+def needs_patch_id(trailers: list[str], parents: int, copied: Collection[str] = ()) -> bool:
+    """Whether ``identity`` will want the commit's patch id (no own trailer; merges have none)."""
+    return parents <= 1 and not [t for t in trailers if t not in copied]

@@ -1,6 +1,6 @@
 """The exchange: a home (config + ledger) and the operations that pay agents.
 
-This is the one place that joins pure rules (``rewards``) to storage
+This is the one place that joins the pure engine (``rules.engine``) to storage
 (``ledger``).  Check-then-write always happens inside ``ledger.locked()`` so
 budgets, balances and ids are decided against the state the write lands on.
 """
@@ -14,13 +14,14 @@ from datetime import datetime
 from pathlib import Path
 
 from token_exchange.rules import config as config_mod
-from token_exchange.amounts import Units, fmt, split
+from token_exchange.amounts import Units
 from token_exchange.rules.config import Config
 from token_exchange.errors import UserError, clean_text
-from token_exchange.git import find_home
-from token_exchange.rules.identities import agent_for
+from token_exchange.services.home import find_home
 from token_exchange.ledger.ledger import GENESIS, REWARDS, Appended, Balance, Clock, Index, Ledger, Txn, make_txn, utcnow
-from token_exchange.rules.rewards import CommitReward, commit_reward, match_contract
+from token_exchange.rules.engine import COMMIT_REF, CommitFacts, CommitPlan, Payment, plan_commit
+
+LINKS = "world:links"
 
 NOW_ENV = "TOKEN_EXCHANGE_NOW"
 HOME_GITIGNORE = """# token-exchange: only config.toml is tracked; the ledger is local state.
@@ -54,20 +55,82 @@ def open_journal(home: Path, cfg: Config):  # type: ignore[no-untyped-def]
     return TomlJournal(home)
 
 
-class CommitOutcome:
-    """What a commit paid (or why not): one share per agent."""
+class IndexView:
+    """The engine's read-only view of a ledger index."""
 
-    def __init__(self, reward_id: str, reward: CommitReward | None, shares: list[Appended] | None = None,
-                 already_paid: list[Txn] | None = None, unmatched: str = "") -> None:
-        self.reward_id = reward_id
-        self.reward = reward
-        self.shares: list[Appended] = shares or []
-        self.already_paid: list[Txn] = already_paid or []
-        self.unmatched = unmatched
+    def __init__(self, idx: Index) -> None:
+        self.idx = idx
+
+    def payments(self, ids: Sequence[str]) -> list[Payment]:
+        for i in ids:
+            found = self._paid(COMMIT_REF + i, follow=True)
+            if found:
+                return found
+        return []
+
+    def _paid(self, ref: str, follow: bool) -> list[Payment]:
+        txns = self.idx.by_ref(ref)
+        found = [Payment(t.ref, t.agent, t.amount, str(t.source.get("sha", ""))) for t in txns if t.kind == "earn"]
+        if not found and follow:
+            for t in txns:
+                target = t.source.get("of") if t.kind == "link" else None
+                if isinstance(target, str) and target.startswith(COMMIT_REF):
+                    return self._paid(target, follow=False)
+        return found
+
+    def contract_paid(self, contract: str) -> Units:
+        return self.idx.contract_paid(contract)
+
+
+class CommitResult:
+    """A plan and what writing it appended (one share per agent; nothing when already paid)."""
+
+    def __init__(self, plan: CommitPlan, shares: list[Appended]) -> None:
+        self.plan = plan
+        self.shares = shares
 
     @property
     def amount(self) -> Units:
-        return sum(a.txn.amount for a in self.shares) if self.shares else sum(t.amount for t in self.already_paid)
+        return sum(a.txn.amount for a in self.shares) if self.shares else self.plan.amount
+
+    @property
+    def reward_id(self) -> str:
+        return self.plan.facts.reward_id
+
+    def describe(self) -> str:
+        return self.plan.describe()
+
+
+def commit_txns(plan: CommitPlan, idx: Index) -> list[Txn]:
+    """The transactions that write a plan: one ``earn`` per agent, or ``link`` records of the ids the
+    ledger does not know yet to the existing payment of the same change."""
+    facts = plan.facts
+    if plan.already:
+        # One zero-amount record per new id (``ref`` = that id), pointing at the payment: a later rewrite
+        # that only carries this commit's ids still finds it.
+        return [make_txn(f"link:{alias[:190]}", "link", REWARDS, LINKS, 0, ref=COMMIT_REF + alias,
+                         description="an id of a rewritten commit", project=facts.project,
+                         source={"type": "link", "of": plan.already[0].ref[:200], "sha": facts.sha[:64]})
+                for alias in plan.links if not idx.by_ref(COMMIT_REF + alias)]
+    if plan.reward is None:
+        return []
+    source: dict[str, str | int] = {"type": "commit", "reward_id": facts.reward_id[:120]}
+    if facts.sha:
+        source["sha"] = facts.sha[:64]
+    if facts.aliases:
+        source["aliases"] = ",".join(facts.aliases)[:500]
+    if len(plan.agents) > 1:
+        source["coauthors"] = ",".join(plan.agents)
+    subject = facts.message.splitlines()[0] if facts.message else ""
+    out = []
+    for share in plan.shares:
+        bd = plan.reward.breakdown()
+        if len(plan.agents) > 1:
+            bd["share"] = f"1/{len(plan.agents)}"
+        out.append(make_txn(f"{plan.ref}:{share.agent}", "earn", REWARDS, share.agent, share.amount,
+                            agent=share.agent, project=facts.project, description=subject, source=dict(source),
+                            breakdown=bd, ref=plan.ref))
+    return out
 
 
 class Exchange:
@@ -136,81 +199,30 @@ class Exchange:
             self.ensure_open(idx, agent)
             return self.ledger.append(txn)
 
-    def commit(self, email: str, project: str, message: str, *, reward_id: str | None = None,
-               sha: str = "", parents: int = 1, co_authors: Sequence[str] = (),
-               also_paid: Sequence[str] = ()) -> CommitOutcome:
-        """Pay a commit once per reward id.  Co-authoring agents share it equally (largest remainder).
+    def pay_commit(self, facts: CommitFacts) -> CommitResult:
+        """Plan and pay one commit under the lock: once per change (see ``rules.engine``)."""
+        facts = facts._replace(message=clean_text(facts.message, limit=65536),
+                               project=clean_text(facts.project, limit=200))
+        with self.ledger.locked() as idx:
+            plan = plan_commit(self.cfg, facts, IndexView(idx))
+            if plan.status == "unmatched" and self.cfg.unknown_author == "error":
+                raise UserError(f"author {facts.author[:80]} maps to no agent (add it to an agent's emails)")
+            txns = commit_txns(plan, idx)
+            if plan.reward is not None:
+                for name in plan.agents:
+                    self.ensure_open(idx, name)
+            written = self.ledger.append_many(txns) if txns else []
+        return CommitResult(plan, [a for a in written if a.txn.kind == "earn"])
 
-        ``also_paid``: other ids of the same change (extra trailers of a squash, the commit an amend or
-        rebase rewrote): if any of them was paid, this commit pays nothing new.
-        """
+    def preview_commit(self, facts: CommitFacts) -> CommitPlan:
+        """What a commit would earn now (no write, no lock)."""
+        return plan_commit(self.cfg, facts, IndexView(self.ledger.fresh()))
+
+    def commit(self, email: str, project: str, message: str, *, reward_id: str | None = None,
+               sha: str = "", parents: int = 1) -> CommitResult:
+        """``tx commit``: pay a commit given by hand, once per reward id (default: the SHA, else a digest)."""
         message = clean_text(message, limit=65536)
         project = clean_text(project, limit=200)
-        if reward_id is None:
+        if not reward_id:
             reward_id = sha or hashlib.sha256(f"{email}\0{project}\0{message}".encode("utf-8", "replace")).hexdigest()
-        ref = f"commit:{reward_id}"
-        agents: list[str] = []
-        for addr in (email, *co_authors):
-            name = agent_for(self.cfg, addr)
-            if name and name not in agents:
-                agents.append(name)
-        if not agents:
-            if self.cfg.unknown_author == "error":
-                raise UserError(f"author {email[:80]} maps to no agent (add it to an agent's emails)")
-            return CommitOutcome(reward_id, None, unmatched=email)
-        with self.ledger.locked() as idx:
-            paid = idx.by_ref(ref)
-            for other in also_paid:
-                if paid:
-                    break
-                if other and other != reward_id:
-                    paid = idx.by_ref(f"commit:{other}")
-            if paid:
-                return CommitOutcome(reward_id, None, already_paid=paid)
-            lead = agents[0]
-            contract = match_contract(self.cfg.contracts, project).name
-            reward = commit_reward(self.cfg, lead, project, message, parents, idx.contract_paid(contract))
-            shares = split(reward.amount, {a: 1 for a in agents})
-            source: dict[str, str | int] = {"type": "commit", "reward_id": reward_id[:120]}
-            if sha:
-                source["sha"] = sha[:64]
-            if len(agents) > 1:
-                source["coauthors"] = ",".join(agents)
-            subject = message.splitlines()[0] if message else ""
-            txns = []
-            for name in agents:
-                self.ensure_open(idx, name)
-                bd = reward.breakdown()
-                if len(agents) > 1:
-                    bd["share"] = f"1/{len(agents)}"
-                txns.append(make_txn(f"{ref}:{name}", "earn", REWARDS, name, shares[name], agent=name,
-                                     project=project, description=subject, source=dict(source), breakdown=bd,
-                                     ref=ref))
-            appended = self.ledger.append_many(txns)
-        return CommitOutcome(reward_id, reward, shares=appended)
-
-    def preview_commit(self, email: str, project: str, message: str, parents: int = 1) -> CommitReward | None:
-        """What a commit would earn now (no write, no lock)."""
-        name = agent_for(self.cfg, email)
-        if name is None:
-            return None
-        contract = match_contract(self.cfg.contracts, project).name
-        paid = self.ledger.fresh().contract_paid(contract)
-        return commit_reward(self.cfg, name, project, message, parents, paid)
-
-
-def describe_outcome(out: CommitOutcome) -> str:
-    """One line: who earned what and why."""
-    if out.unmatched:
-        return f"token-exchange: {out.unmatched} is not an agent; nothing paid"
-    if out.already_paid:
-        who = ", ".join(f"{t.agent} {fmt(t.amount)}" for t in out.already_paid)
-        return f"token-exchange: already paid for this change ({who}); nothing new"
-    assert out.reward is not None
-    r = out.reward
-    if r.excluded:
-        return f"token-exchange: {r.excluded} earns nothing"
-    who = " + ".join(f"{a.txn.agent} {fmt(a.txn.amount)}" for a in out.shares)
-    return f"token-exchange: {who} tokens on {r.project}: {r.reason}"
-
-
+        return self.pay_commit(CommitFacts(email, message, project, parents, reward_id, sha=sha))

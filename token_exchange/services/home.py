@@ -1,72 +1,30 @@
-"""Creating a home and editing its config (tomlkit: the user's comments and layout survive)."""
+"""Where an exchange lives: ``--home``, else ``$TOKEN_EXCHANGE_HOME``, else ``.exchange/`` of the repository.
+
+A repository has one ledger, shared by all its worktrees: the default home is in the MAIN work tree,
+so a commit made in a linked worktree and cherry-picked in the main checkout is paid once.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
 
-from token_exchange.rules.config import AGENT_NAME, default_text, edit_config, parse
+from token_exchange import git
 from token_exchange.errors import UserError
-from token_exchange.services.exchange import HOME_GITIGNORE, Exchange
-from token_exchange.git import find_home
-from token_exchange.storage import atomic_write
+
+HOME_ENV = "TOKEN_EXCHANGE_HOME"
+HOME_DIR = ".exchange"
 
 
-def init_home(option: str | Path | None, backend: str) -> dict[str, Any]:
-    """Create HOME/config.toml (seed defaults, commented) and HOME/.gitignore; open every wallet."""
-    import tomlkit
-
-    if backend not in ("toml", "notes"):
-        raise UserError(f"--backend must be toml or notes, not {backend[:20]!r}")
-    home = find_home(option)
-    if backend == "notes":
-        from token_exchange.ledger.backends.notes import resolve_repo
-
-        resolve_repo(home)  # refuse outside a git repository before writing anything
-    home.mkdir(parents=True, exist_ok=True)
-    cfg_path = home / "config.toml"
-    created = not cfg_path.exists()
-    if created:
-        doc = tomlkit.parse(default_text())
-        doc["exchange"]["backend"] = backend  # type: ignore[index]
-        text = tomlkit.dumps(doc)
-        parse(text, cfg_path)
-        atomic_write(cfg_path, text.encode("utf-8"))
-    ignore = home / ".gitignore"
-    if not ignore.exists():
-        atomic_write(ignore, HOME_GITIGNORE.encode())
-    ex = Exchange(home)
-    if ex.cfg.backend == "notes":
-        from token_exchange.ledger.backends.notes import configure_repo
-
-        configure_repo(home, ex.cfg)
-    ex.open_all()
-    verb = "created" if created else "already set up; config kept"
-    return {"home": str(home), "created": created, "backend": ex.cfg.backend,
-            "agents": sorted(ex.cfg.agents), "message": f"exchange {verb} at {home} ({ex.cfg.backend} backend)"}
-
-
-def add_agent(ex: Exchange, name: str, base_rate: str, primary_llm: str, level: int, emails: list[str]) -> None:
-    import tomlkit
-
-    from token_exchange.amounts import to_decimal, to_units
-
-    if not AGENT_NAME.fullmatch(name):
-        raise UserError(f"invalid agent name {name[:40]!r}: 1-64 of a-z 0-9 _ . - starting with a letter or digit")
-    if name in ex.cfg.agents:
-        raise UserError(f"agent {name} already exists")
-    rate = to_decimal(to_units(base_rate, what="--base-rate"))
-    ex.cfg.model(primary_llm)
-
-    def edit(doc: Any) -> None:
-        table = tomlkit.table()
-        table["level"] = level
-        # The decimal text goes straight into the TOML (no Python float on the way); read back as Decimal.
-        table["base_rate"] = tomlkit.parse(f"v = {format(rate, 'f')}")["v"]
-        table["primary_llm"] = primary_llm
-        table["emails"] = [e.strip() for e in emails]
-        if "agents" not in doc:
-            doc["agents"] = tomlkit.table(is_super_table=True)
-        doc["agents"][name] = table
-
-    edit_config(ex.home / "config.toml", edit)
+def find_home(option: str | Path | None = None, cwd: Path | None = None, *, inherit: bool = False) -> Path:
+    """The home to use (see the module docstring); ``inherit``: resolve the repository as git's hooks do."""
+    if option:
+        return Path(option).expanduser().absolute()
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser().absolute()
+    w = git.where(cwd, inherit=inherit)
+    top = git.main_worktree(w) if w else None
+    if top is None:
+        raise UserError("no exchange home: pass --home, set TOKEN_EXCHANGE_HOME, or run inside a git repository")
+    return top / HOME_DIR

@@ -1,0 +1,49 @@
+"""``tx catch-up``: pay commits whose hooks did not pay them (skipped, ``--no-verify`` without a
+post-commit, the ledger busy), once each, through the same engine and the same ids as the hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from token_exchange import git
+from token_exchange.services.changes import copied_from_history, facts_for
+from token_exchange.services.exchange import CommitResult, Exchange, IndexView
+
+DEFAULT_MAX = 500
+
+
+def pay_commits(ex: Exchange, commits: Sequence[git.Commit], project: str,
+                repo: Path | str | None) -> list[CommitResult]:
+    """Pay ``commits`` oldest first, each once per change (already paid ones pay nothing new)."""
+    if not commits:
+        return []
+    view = IndexView(ex.ledger.fresh())
+    facts = facts_for(commits, project, repo, copied=copied_from_history(view, repo))
+    return [ex.pay_commit(f) for f in facts]
+
+
+def catch_up(ex: Exchange, repo: Path, rev: str = "HEAD", *, since: str | None = None,
+             max_commits: int = DEFAULT_MAX) -> list[CommitResult]:
+    """Walk ``rev``'s history (newest ``max_commits``, committed since ``since``, default: since the
+    ledger's first transaction) and pay every commit not paid yet, oldest first.  Also drains the
+    hooks' queue of commits the ledger was too busy to pay."""
+    from token_exchange.hooks.context import clear_unpaid, unpaid
+
+    tip = git.resolve(rev, repo, "revision")
+    if since is None:
+        first = next(iter(ex.ledger.fresh().iter_txns()), None)
+        since = first.ts if first is not None else None
+    args = [f"--since={since}"] if since else []
+    found = git.commits(tip, *args, repo=repo, max_count=max_commits, reverse=False)
+    found.reverse()
+    where = git.where(repo)
+    queued: list[str] = unpaid(where.common_dir / "token-exchange") if where else []
+    if queued:
+        live = git.reachable(queued, tip, repo)
+        have = {c.sha for c in found}
+        found = git.commits(*[s for s in queued if s in live and s not in have], repo=repo, no_walk=True) + found
+    results = pay_commits(ex, found, git.project_name(repo, ex.cfg.project), repo)
+    if queued and where:
+        clear_unpaid(where.common_dir / "token-exchange", set(queued))
+    return results
