@@ -64,5 +64,33 @@ def status_cmd(as_json: Json = False) -> None:
         sys.stdout.write(f"pre-commit config uses: {', '.join(data['pre_commit_config'])}\n")
 
 
+def catch_up(rev: Annotated[str, typer.Argument(help="Walk the history of this revision.")] = "HEAD",
+             since: Annotated[Optional[str], typer.Option(help="Only commits committed since this date (default: "
+                                                          "since the ledger's first transaction).")] = None,
+             max_commits: Annotated[int, typer.Option("--max-commits", min=1, max=100_000,
+                                                      help="Look at most at this many recent commits.")] = 500,
+             as_json: Json = False) -> None:
+    """Pay the commits the hooks did not pay (skipped, ledger busy), once each, as the hooks would."""
+    from token_exchange.cli.common import exchange
+    from token_exchange.services.catchup import catch_up as run
+
+    ex = exchange()
+    repo = Path.cwd()
+    try:
+        results = run(ex, repo, rev, since=since, max_commits=max_commits)
+    finally:
+        ex.close()
+    paid = [r for r in results if r.plan.status == "pay"]
+    if as_json:
+        out.emit_json({"looked_at": len(results), "paid": [
+            {"sha": r.plan.facts.sha, "reward_id": r.reward_id, "amount": out.amount(r.amount),
+             "agents": list(r.plan.agents)} for r in paid]})
+        return
+    for r in paid:
+        out.message(f"{r.plan.facts.sha[:12]}: {r.describe()}")
+    out.message(f"looked at {len(results)} commits; paid {len(paid)}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(hooks_app, name="hooks")
+    app.command("catch-up")(catch_up)

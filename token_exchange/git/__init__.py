@@ -115,11 +115,16 @@ def main_worktree(w: Where) -> Path | None:
 
 
 def project_name(repo: Path, configured: str = "") -> str:
-    """Project for contracts: config, else the origin remote's repository name, else the directory."""
+    """Project for contracts: config, else the origin remote's repository name, else the directory of the
+    main work tree (every worktree of a repository is one project)."""
     if configured:
         return configured
-    return project_from_url(out("config", "--get", "remote.origin.url", repo=repo, check=False)) or \
-        repo.resolve().name
+    found = project_from_url(out("config", "--get", "remote.origin.url", repo=repo, check=False))
+    if found:
+        return found
+    w = where(repo)
+    main = main_worktree(w) if w else None
+    return (main or repo.resolve()).name
 
 
 def project_from_url(url: str) -> str:
@@ -162,7 +167,8 @@ LOG_FORMAT = "%H%x00%P%x00%aE%x00%aN%x00%B"
 
 
 def commits(*revs: str, repo: Path | str | None = None, no_walk: bool = False, topo: bool = False,
-            reverse: bool = False, first_parent: bool = False, max_count: int | None = None) -> list[Commit]:
+            reverse: bool = False, first_parent: bool = False, max_count: int | None = None,
+            since: str | None = None) -> list[Commit]:
     """Commits of ``git log REVS`` (with ``no_walk``: exactly the named commits, in the given order)."""
     token = os.urandom(8).hex()  # a record separator a message cannot forge
     args = ["-c", "log.showSignature=false", "log", "--no-color", f"--format=%x01{token}{LOG_FORMAT}"]
@@ -176,6 +182,8 @@ def commits(*revs: str, repo: Path | str | None = None, no_walk: bool = False, t
         args.append("--first-parent")
     if max_count is not None:
         args.append(f"-n{max_count}")
+    if since:
+        args.append(f"--since={since}")
     proc = run(*args, "--end-of-options", *revs, "--", repo=repo, check=False)
     if proc.returncode != 0:
         raise GitError(f"git log failed: {last_line(proc.stderr)}")

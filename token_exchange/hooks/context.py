@@ -88,7 +88,8 @@ def project(repo: Repo, cfg: Config, config: GitConfig) -> str:
     """Config, else the origin remote's repository name, else the directory (as ``git.project_name``)."""
     if cfg.project:
         return cfg.project
-    return git.project_from_url(config.get("remote.origin.url")) or repo.top.name
+    main = git.main_worktree(git.Where(repo.top, repo.git_dir, repo.common_dir))
+    return git.project_from_url(config.get("remote.origin.url")) or (main or repo.top).name
 
 
 # --- the hooks' own state -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 from token_exchange.errors import UserError
 
 MARKER = "# token-exchange-hook v"
-HOOK_TYPES = ("commit-msg", "post-commit")
+HOOK_TYPES = ("commit-msg", "post-commit", "post-rewrite")
 HOOKS: dict[str, dict[str, str]] = {
     "commit-msg": {"purpose": "adds a Reward-Id trailer and previews what the commit earns.",
                    "chain": '"$0.local" "$@" || exit $?',  # a chained commit-msg hook may still refuse
@@ -92,7 +92,23 @@ def install(cwd: Path | None = None, command: str | None = None,
         _write(path, render(hook, command))
         results.append({"hook": hook, "path": str(path), "action": action,
                         "chained": str(local) if local.exists() else None})
+    _record_start(cwd)
     return results
+
+
+def _record_start(cwd: Path | None) -> None:
+    """Remember HEAD when the hooks were first installed: ``tx catch-up`` pays only what came after."""
+    from token_exchange import git
+
+    w = git.where(cwd)
+    head = git.out("rev-parse", "-q", "--verify", "HEAD", repo=cwd or Path.cwd(), check=False)
+    if w is None or not head:
+        return
+    path = w.common_dir / "token-exchange" / "start"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        _write(path, head + "\n")
+        path.chmod(0o644)
 
 
 def uninstall(cwd: Path | None = None, hook_types: tuple[str, ...] = HOOK_TYPES) -> list[dict[str, Any]]:

@@ -25,19 +25,20 @@ def pay_commits(ex: Exchange, commits: Sequence[git.Commit], project: str,
 
 def catch_up(ex: Exchange, repo: Path, rev: str = "HEAD", *, since: str | None = None,
              max_commits: int = DEFAULT_MAX) -> list[CommitResult]:
-    """Walk ``rev``'s history (newest ``max_commits``, committed since ``since``, default: since the
-    ledger's first transaction) and pay every commit not paid yet, oldest first.  Also drains the
-    hooks' queue of commits the ledger was too busy to pay."""
+    """Walk ``rev``'s history (newest ``max_commits``; by default only what came after HEAD at
+    ``tx hooks install``, else what was committed since the ledger's first transaction, or since
+    ``since``) and pay every commit not paid yet, oldest first.  Also drains the hooks' queue of
+    commits the ledger was too busy to pay."""
     from token_exchange.hooks.context import clear_unpaid, unpaid
 
     tip = git.resolve(rev, repo, "revision")
-    if since is None:
+    where = git.where(repo)
+    start = _start(where, tip, repo) if since is None else ""
+    if since is None and not start:
         first = next(iter(ex.ledger.fresh().iter_txns()), None)
         since = first.ts if first is not None else None
-    args = [f"--since={since}"] if since else []
-    found = git.commits(tip, *args, repo=repo, max_count=max_commits, reverse=False)
+    found = git.commits(f"{start}..{tip}" if start else tip, repo=repo, max_count=max_commits, since=since)
     found.reverse()
-    where = git.where(repo)
     queued: list[str] = unpaid(where.common_dir / "token-exchange") if where else []
     if queued:
         live = git.reachable(queued, tip, repo)
@@ -47,3 +48,14 @@ def catch_up(ex: Exchange, repo: Path, rev: str = "HEAD", *, since: str | None =
     if queued and where:
         clear_unpaid(where.common_dir / "token-exchange", set(queued))
     return results
+
+
+def _start(where: git.Where | None, tip: str, repo: Path) -> str:
+    """HEAD when the hooks were installed (see ``hooks.install``), if it is in ``tip``'s history."""
+    if where is None:
+        return ""
+    try:
+        start = (where.common_dir / "token-exchange" / "start").read_text("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return start if len(start) in (40, 64) and git.is_ancestor(start, tip, repo) else ""
