@@ -109,6 +109,7 @@ def fired(out):
 # ----------------------------------------------------------------- show
 
 def test_show_is_a_list_of_details(beads):
+    """cmd/bd/show.go: a LIST of types.IssueDetails (types.go), even for one id."""
     out = js(beads, "show", "tx-a3f8.1", "--json")
     assert isinstance(out, list) and len(out) == 1
     d = out[0]
@@ -124,6 +125,7 @@ def test_show_is_a_list_of_details(beads):
 
 
 def test_show_multiple_and_html_escaping(beads):
+    """cmd/bd/output.go outputJSON: MarshalIndent (2 spaces), Go escapes < > & in strings."""
     p = run(beads, "show", "tx-b71c", "tx-c02d", "--json")
     assert p.returncode == 0
     out = json.loads(p.stdout)
@@ -137,6 +139,7 @@ def test_show_multiple_and_html_escaping(beads):
 
 
 def test_show_unknown_id(beads):
+    """show.go l.124 per-id "Error fetching" on stderr; l.419 FatalErrorRespectJSON -> stdout JSON."""
     p = run(beads, "show", "tx-nope", "--json")
     assert p.returncode == 1
     assert json.loads(p.stdout) == {"error": "no issues found matching the provided IDs", "schema_version": 1}
@@ -144,6 +147,7 @@ def test_show_unknown_id(beads):
 
 
 def test_show_partial_miss_still_succeeds(beads):
+    """show.go: misses are reported per id; exit 1 only when nothing was found."""
     p = run(beads, "show", "tx-nope", "tx-b71c", "--json")
     assert p.returncode == 0
     assert [d["id"] for d in json.loads(p.stdout)] == ["tx-b71c"]
@@ -157,6 +161,7 @@ def test_show_tombstone_is_invisible_and_partial_id(beads):
 
 
 def test_show_envelope(beads):
+    """cmd/bd/output.go wrapWithSchemaVersion: BD_JSON_ENVELOPE=1 -> {"schema_version", "data"}."""
     out = js(beads, "show", "tx-b71c", "--json", env={"BD_JSON_ENVELOPE": "1"})
     assert set(out) == {"schema_version", "data"} and out["schema_version"] == 1
     assert isinstance(out["data"], list) and out["data"][0]["id"] == "tx-b71c"
@@ -173,6 +178,7 @@ def test_show_legacy_object(beads):
 # ----------------------------------------------------------------- list / ready
 
 def test_list_default_excludes_closed_pinned_tombstone(beads):
+    """list.go + issueops/search_counts.go: ORDER BY priority, created_at DESC, id; counts of blocks edges."""
     out = js(beads, "list", "--json")
     ids = [i["id"] for i in out]
     assert ids == ["tx-c02d", "tx-e9f0", "tx-a3f8", "tx-b71c", "tx-a3f8.1"]  # priority asc, created desc
@@ -188,6 +194,7 @@ def test_list_default_excludes_closed_pinned_tombstone(beads):
 
 
 def test_list_status_and_all(beads):
+    """list.go l.885-900: pinned rows dropped unless --status is exactly pinned/hooked or --all."""
     assert {i["id"] for i in js(beads, "list", "--status", "closed", "--json")} == {"tx-a3f8.1.2", "tx-d4e5"}
     both = js(beads, "list", "--status", "closed,pinned", "--json")
     # list.go compares the whole --status string with "pinned"/"hooked" before it drops
@@ -199,6 +206,7 @@ def test_list_status_and_all(beads):
 
 
 def test_list_invalid_status_goes_to_stderr(beads):
+    """list.go: FatalError (not ...RespectJSON): the JSON error goes to stderr."""
     p = run(beads, "list", "--status", "tombstone", "--json")
     assert p.returncode == 1 and p.stdout == ""
     err = json.loads(p.stderr)
@@ -206,6 +214,8 @@ def test_list_invalid_status_goes_to_stderr(beads):
 
 
 def test_list_limits(tmp_path):
+    """list.go l.1236 default --limit 50 (20 in agent mode, ui.IsAgentMode), list_output.go hint;
+    ready.go default limit 100."""
     d = tmp_path / ".beads"
     export = tmp_path / "generated.jsonl"
     subprocess.run([sys.executable, str(GEN), "--seed", "3", "--count", "200", "--out", str(export)], check=True)
@@ -224,6 +234,7 @@ def test_list_limits(tmp_path):
 
 
 def test_ready_excludes_blocked(beads):
+    """ready.go Status "open"; issueops/ready_work.go is_blocked = 0 (blocked_state.go)."""
     ids = [i["id"] for i in js(beads, "ready", "--json")]
     assert ids == ["tx-c02d", "tx-a3f8", "tx-b71c", "tx-a3f8.1"]
     assert "tx-e9f0" not in ids
@@ -251,6 +262,7 @@ def test_wisps_are_in_list_closed_ones_too_and_in_ready(beads):
 # ----------------------------------------------------------------- close / reopen / update
 
 def test_close_returns_list_and_persists(beads):
+    """close.go: list of re-fetched issues; the write goes to the database (Dolt), not issues.jsonl."""
     seed_file = (beads / "issues.jsonl").read_bytes()
     p = run(beads, "close", "tx-b71c", "--reason", "Fixed", "--json", "--actor", "builder")
     assert p.returncode == 0, p.stderr
@@ -278,11 +290,13 @@ def test_close_returns_list_and_persists(beads):
 
 @pytest.mark.parametrize("flag", ["--reason", "-r", "--resolution", "-m", "--message"])
 def test_close_reason_aliases(beads, flag):
+    """close.go resolveCloseReasons: --reason/-r, --resolution, -m/--message."""
     out = js(beads, "close", "tx-c02d", flag, "Patched", "--json")
     assert out[0]["close_reason"] == "Patched"
 
 
 def test_close_default_reason_and_reclose_overwrites(beads):
+    """close.go l.363 default "Closed"; issueops/close.go re-sets closed_at/close_reason when re-closing."""
     first = js(beads, "close", "tx-c02d", "--json", env={"BD_STANDIN_NOW": "2026-02-01T10:00:00Z"})
     assert first[0]["close_reason"] == "Closed"
     second = js(beads, "close", "tx-c02d", "-r", "again", "--json",
@@ -293,6 +307,7 @@ def test_close_default_reason_and_reclose_overwrites(beads):
 
 
 def test_close_refusals_are_plain_stderr(beads):
+    """close.go l.105-140: template/pinned/epic/blocked refusals printed to stderr; exit 1 only if none closed."""
     p = run(beads, "close", "tx-e9f0", "tx-a3f8", "tx_ops-7k2", "tx-c02d", "--json")
     assert p.returncode == 0
     assert [i["id"] for i in json.loads(p.stdout)] == ["tx-c02d"]
@@ -305,6 +320,7 @@ def test_close_refusals_are_plain_stderr(beads):
 
 
 def test_close_unknown_id_closes_nothing(beads):
+    """close.go resolveCloseTargets resolves every id first: one unknown id -> fatal, nothing closed."""
     p = run(beads, "close", "tx-c02d", "tx-nope", "--json")
     assert p.returncode == 1
     assert json.loads(p.stdout) == {"error": 'resolving ID tx-nope: no issue found matching "tx-nope"',
@@ -313,6 +329,7 @@ def test_close_unknown_id_closes_nothing(beads):
 
 
 def test_reopen_and_update(beads):
+    """reopen.go ("already open" is not an error); update.go + issueops/update.go ManageStartedAt."""
     out = js(beads, "reopen", "tx-d4e5", "--json")
     assert out[0]["status"] == "open" and "closed_at" not in out[0] and "close_reason" not in out[0]
     p = run(beads, "reopen", "tx-d4e5", "--json")
@@ -338,6 +355,7 @@ def test_update_status_closed_closes_without_reason_or_checks(beads):
 
 
 def test_create_is_an_object_with_sorted_keys(beads):
+    """create.go outputJSON(issue): an object, re-marshalled through a map (sorted keys + schema_version)."""
     out = js(beads, "create", "--title", "New thing", "-p", "1", "-t", "bug", "--assignee", "a@b.c",
              "--json", "--actor", "tester")
     assert isinstance(out, dict) and out["schema_version"] == 1
@@ -529,6 +547,7 @@ def test_auto_import_into_an_empty_database_once(tmp_path):
 # ----------------------------------------------------------------- discovery
 
 def test_discovery_by_walking_up_and_on_path(beads, tmp_path):
+    """beads.go findDatabaseInTree: .beads with a database in the cwd or an ancestor."""
     sub = tmp_path / "a" / "b"
     sub.mkdir(parents=True)
     env = _env(beads)
@@ -828,6 +847,7 @@ def test_new_timestamps_are_utc(beads):
 # ----------------------------------------------------------------- misc / env controls
 
 def test_version_and_global_flags_anywhere(beads):
+    """cmd/bd/version.go "bd version X (Build)"; cobra persistent flags are accepted anywhere."""
     p = run(beads, "--version")
     assert p.returncode == 0 and re.match(r"bd version \d+\.\d+\.\d+ \(dev\)", p.stdout)
     assert "0.9.2" in run(beads, "version", env={"BD_STANDIN_VERSION": "0.9.2"}).stdout
