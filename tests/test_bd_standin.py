@@ -243,13 +243,14 @@ def test_ready_excludes_blocked(beads):
 
 
 def test_wisps_are_in_list_closed_ones_too_and_in_ready(beads):
-    """internal/storage/issueops/search_counts.go SearchIssuesWithCountsInTx (l.12-76): the wisps
-    table is searched with the same filter and merged (`out = append(out, w)`); ready_work.go
+    """cmd/bd/list.go l.1060 (--json) -> issueops/search_counts.go SearchIssuesWithCountsInTx (l.12-76):
+    the wisps table is searched with the same filter and merged (`out = append(out, w)`); ready_work.go
     getReadyWispsInTx merges open wisps too.  create.go: a wisp's id is <prefix>-wisp-<hash>."""
     w = js(beads, "create", "Patrol the queue", "-p", "1", "--ephemeral", "--assignee", "builder@example.com",
            "--json")
     assert w["ephemeral"] is True and w["id"].startswith("tx-wisp-")
     assert w["id"] in [i["id"] for i in js(beads, "list", "--json")]
+    assert w["id"] not in run(beads, "list").stdout  # list.go l.1098: text output sets SkipWisps
     assert w["id"] in [i["id"] for i in js(beads, "ready", "--json")]
     closed = js(beads, "close", w["id"], "--json")[0]
     assert closed["ephemeral"] is True and closed["status"] == "closed"
