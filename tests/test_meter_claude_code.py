@@ -216,7 +216,8 @@ def test_a_message_without_stop_reason_waits_for_the_next_request(tmp_path: Path
     t = write(tmp_path / "t.jsonl", assistant("msg_1", out=2), assistant("msg_1", out=140))
     first = cc.read_transcript(t)
     assert first.records == () and first.offset == t.stat().st_size
-    assert [p["usage"]["out"] for p in first.carry["pending"]] == [140]  # type: ignore[index]
+    pending = first.carry["pending"]
+    assert isinstance(pending, list) and [p["usage"]["out"] for p in pending] == [140]
     append(t, user("next"), assistant("msg_2", out=5))
     second = cc.read_transcript(t, first.offset, first.line, first.carry)
     assert [(u.record_id, u.output_tokens, u.where) for u in second.records] == [("cc:msg_1", 140, f"{t}:2")]
@@ -403,6 +404,7 @@ def test_session_end_charges_what_is_still_pending(tmp_path: Path) -> None:
     base = {"session_id": SID, "transcript_path": str(main), "cwd": "/w"}
     stop = cc.parse_hook_input(json.dumps({**base, "hook_event_name": "Stop"}))
     files = cc.files_for_hook(stop)
+    assert files == [main, agent]
     r = cc.read_session(files, offsets.OffsetState(), session_id=SID, final_files=cc.final_files_for(stop, files))
     assert r.records == ()
     end = cc.parse_hook_input(json.dumps({**base, "hook_event_name": "SessionEnd", "reason": "other"}))
