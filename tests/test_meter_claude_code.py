@@ -406,7 +406,7 @@ def test_session_end_charges_what_is_still_pending(tmp_path: Path) -> None:
     files = cc.files_for_hook(stop)
     assert files == [main, agent]
     r = cc.read_session(files, offsets.OffsetState(), session_id=SID, final_files=cc.final_files_for(stop, files))
-    assert r.records == ()
+    assert r.records == () and r.pending == 2
     end = cc.parse_hook_input(json.dumps({**base, "hook_event_name": "SessionEnd", "reason": "other"}))
     r2 = cc.read_session(files, r.state, session_id=SID, final_files=cc.final_files_for(end, files))
     assert [(u.record_id, u.output_tokens) for u in r2.records] == [("cc:msg_1", 30), ("cc:msg_z", 12)]

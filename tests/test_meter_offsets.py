@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from token_exchange.meter import offsets
 from token_exchange.meter._jsonl import read_lines
@@ -127,7 +129,7 @@ def test_symlinked_state_files_are_refused_and_their_target_untouched(tmp_path: 
     (b'{"version": 1, "files": {"/a.jsonl": {"offset": -1}}}', "offset is not a valid number"),
     (json.dumps({"version": 1, "files": {"/a.jsonl": {"offset": 1, "line": 1, "dev": 1, "ino": 1, "size": 1,
                                                        "mtime_ns": 1, "head_len": 1, "head": "zz"}}}).encode(),
-     "head is not a SHA-256"),
+     "head is not a CRC-32"),
 ])
 def test_damaged_state_files_are_one_line_errors(tmp_path: Path, content: bytes, fragment: str) -> None:
     path = tmp_path / "s.json"
@@ -137,3 +139,24 @@ def test_damaged_state_files_are_one_line_errors(tmp_path: Path, content: bytes,
     text = one_line(e.value)
     assert fragment in text and "remove it" in text
     assert path.read_bytes() == content
+
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=12))
+json_values = st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                           max_leaves=10)
+mark_like = st.dictionaries(st.sampled_from(["offset", "line", "dev", "ino", "size", "mtime_ns", "head_len", "head",
+                                             "carry"]), json_values)
+state_like = st.fixed_dictionaries({"version": st.sampled_from([1, 1, 2, "1"]),
+                                    "files": st.one_of(json_values, st.dictionaries(st.sampled_from(["/a.jsonl", "b"]),
+                                                                                    st.one_of(mark_like, json_values)))})
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=200), state_like.map(lambda o: json.dumps(o).encode())))
+def test_hostile_state_bytes_raise_only_the_one_line_error(data: bytes) -> None:
+    try:
+        state = offsets.loads(data)
+    except MeterError as e:
+        one_line(e)
+        return
+    assert offsets.loads(offsets.dumps(state)) == state

@@ -105,3 +105,25 @@ def test_ties_go_to_fewer_wildcards_then_the_first_pattern() -> None:
     assert match_model({"a*b*": "two wildcards", "ab*": "one wildcard"}, "abc") == "one wildcard"
     assert match_model({"a?c": "second", "a*c": "first"}, "abc") == "first"  # same rank: "a*c" < "a?c"
     assert match_model({"ab*": "x", "a*b": "y"}, "ab") == match_model({"a*b": "y", "ab*": "x"}, "ab") == "y"
+
+
+price_values = st.one_of(st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(),
+                         st.text(max_size=45), st.decimals(), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.dictionaries(st.sampled_from(["input", "output", "cache_write", "cache_read", "other"]), price_values))
+def test_hostile_price_tables_raise_only_config_error(data: dict[str, object]) -> None:
+    try:
+        p = UsagePrices.from_mapping(data)
+    except ConfigError as e:
+        assert "\n" not in str(e)
+        return
+    assert cost(p, u(1, 2, 3, 4)) >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(patterns=st.dictionaries(st.text(max_size=12), st.text(max_size=5), max_size=6), model=st.text(max_size=30))
+def test_match_model_never_raises(patterns: dict[str, str], model: str) -> None:
+    name = match_model(patterns, model)
+    assert name is None or name in patterns.values()

@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import orjson
+
 from token_exchange.meter._jsonl import MAX_READ_BYTES, open_regular, parse, read_lines
 from token_exchange.meter.offsets import OffsetState, advance, key
 from token_exchange.meter.records import (
@@ -123,8 +125,6 @@ def _path(doc: Mapping[str, object], name: str) -> Path | None:
 
 def parse_hook_input(data: bytes | str, *, max_bytes: int = MAX_HOOK_INPUT) -> HookInput:
     """Parse a hook's stdin JSON: tolerant of unknown fields, one-line MeterError on anything odd."""
-    import orjson
-
     if len(data) > max_bytes:
         raise MeterError(f"hook input is larger than {max_bytes} bytes")
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
@@ -368,6 +368,7 @@ class SessionRead:
     skipped: int
     reasons: tuple[str, ...]
     files: tuple[str, ...]
+    pending: int = 0  # messages seen but not settled yet (charged by a later read)
 
 
 def _seen_of(carry: Mapping[str, object]) -> list[str]:
@@ -389,7 +390,7 @@ def read_session(files: Sequence[Path | str], state: OffsetState, *, session_id:
             exclude.update(_seen_of(mark.carry))
     finals = {key(p) for p in final_files}
     out: list[Usage] = []
-    skipped = 0
+    skipped = pending = 0
     reasons: list[str] = []
     for p in files:
         name = str(p)
@@ -409,8 +410,10 @@ def read_session(files: Sequence[Path | str], state: OffsetState, *, session_id:
                 exclude.add(u.record_id)
                 out.append(u)
         exclude.update(_seen_of(adv.result.carry))
+        waiting = adv.result.carry.get("pending")
+        pending += len(waiting) if isinstance(waiting, list) else 0
         skipped += adv.result.skipped
         reasons.extend(f"{short(name, 120)}: {r}" if r.startswith("line ") else r
                        for r in adv.result.reasons)
         state = state.with_mark(p, adv.mark)
-    return SessionRead(tuple(out), state, skipped, tuple(reasons[:20]), tuple(str(p) for p in files))
+    return SessionRead(tuple(out), state, skipped, tuple(reasons[:20]), tuple(str(p) for p in files), pending)

@@ -80,13 +80,12 @@ def _usage(value: object, what: str, limit: int) -> tuple[tuple[int, int, int, i
 def scan_rollout(f: BinaryIO, offset: int, line: int, carry: Mapping[str, object], *, name: str,
                  session_id: str = "", max_bytes: int = MAX_READ_BYTES) -> ReadResult:
     """Read the complete lines after ``offset`` of an open rollout file (see the module docstring)."""
-    sid = carry.get("sid") if isinstance(carry.get("sid"), str) and carry.get("sid") else session_id
-    model = carry.get("model") if isinstance(carry.get("model"), str) else ""
-    prev_raw = carry.get("prev")
+    carried_sid, prev_raw = carry.get("sid"), carry.get("prev")
+    sid = carried_sid if isinstance(carried_sid, str) and _SID_RE.fullmatch(carried_sid) else session_id
+    model = plain_text(carry.get("model"))
     prev: tuple[int, ...] | None = None
     if isinstance(prev_raw, list) and len(prev_raw) == 5 and all(type(x) is int for x in prev_raw):
         prev = tuple(prev_raw)
-    sid, model = cast(str, sid), cast(str, model)
     skips = Skips()
     out: list[Usage] = []
     chunk = read_lines(f, offset, line, max_bytes)

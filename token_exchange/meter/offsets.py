@@ -2,8 +2,9 @@
 
 The state is one small JSON file whose path the caller chooses (one per session keeps it small:
 every hook run loads and rewrites the whole file).  For each file read it records the byte offset
-and line number reached, the file's identity (device, inode), the size and mtime seen, a SHA-256
-of its first bytes, and the parser's ``carry``.  A file that was replaced (other inode), truncated
+and line number reached, the file's identity (device, inode), the size and mtime seen, a CRC-32
+of its first 512 bytes (enough to notice a rewrite; not a security check), and the parser's
+``carry``.  A file that was replaced (other inode), truncated
 (smaller than the offset) or rewritten (its first bytes changed) is read again from 0: the record
 ids are idempotent, so re-reading charges nothing twice.
 
@@ -16,11 +17,10 @@ directory) and, like ``load``, refuses a state path that is a symlink.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
-import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +34,7 @@ from token_exchange.meter.records import MeterError, ReadResult, short
 VERSION = 1
 HEAD_BYTES = 512
 MAX_STATE_BYTES = 64 * 1024 * 1024
-_HEX_RE = re.compile(r"[0-9a-f]{64}")
+_HEX_RE = re.compile(r"[0-9a-f]{8}")
 
 Carry = Mapping[str, object]
 Reader = Callable[[BinaryIO, int, int, Carry], ReadResult]
@@ -60,7 +60,7 @@ class FileMark:
     size: int  # size seen by the last read, -1 if unknown
     mtime_ns: int
     head_len: int
-    head: str  # SHA-256 hex of the first head_len bytes
+    head: str  # CRC-32 (8 hex digits) of the first head_len bytes
     carry: Carry = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
@@ -80,7 +80,7 @@ class FileMark:
             ints[name] = v
         head, carry = data.get("head"), data.get("carry", {})
         if not isinstance(head, str) or not _HEX_RE.fullmatch(head):
-            raise BadMark("head is not a SHA-256")
+            raise BadMark("head is not a CRC-32")
         if not isinstance(carry, dict):
             raise BadMark("carry is not an object")
         if ints["head_len"] > HEAD_BYTES:
@@ -169,9 +169,11 @@ def save(path: Path | str, state: OffsetState) -> None:
     p = Path(path)
     _refuse_symlink(p)
     directory = p.parent
+    tmp = directory / f".{p.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{p.name}.", suffix=".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as e:
         raise MeterError(f"state file {short(str(p), 120)}: cannot write ({e.strerror})") from None
     try:
@@ -210,6 +212,10 @@ class Advance:
     unchanged: bool = False
 
 
+def _crc(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}"
+
+
 def _unchanged(mark: FileMark, st: os.stat_result) -> bool:
     return (mark.size >= 0 and st.st_size == mark.size and st.st_mtime_ns == mark.mtime_ns
             and st.st_ino == mark.inode and st.st_dev == mark.device)
@@ -220,7 +226,7 @@ def _restart_reason(mark: FileMark, st: os.stat_result, head: bytes) -> str | No
         return "replaced"
     if st.st_size < mark.offset or len(head) < mark.head_len:
         return "truncated"
-    if hashlib.sha256(head[: mark.head_len]).hexdigest() != mark.head:
+    if _crc(head[: mark.head_len]) != mark.head:
         return "rewritten"
     return None
 
@@ -251,5 +257,5 @@ def advance(path: Path | str, mark: FileMark | None, reader: Reader, *, force: b
         result = replace(result, reasons=(f"{short(str(path), 120)}: {restarted}, read again from the start",
                                           *result.reasons))
     new = FileMark(result.offset, result.line, st.st_dev, st.st_ino, result.seen, st.st_mtime_ns,
-                   len(head), hashlib.sha256(head).hexdigest(), result.carry)
+                   len(head), _crc(head), result.carry)
     return Advance(result, new, restarted)

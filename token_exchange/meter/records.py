@@ -15,7 +15,6 @@ Token fields follow one convention whatever the source:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +47,8 @@ def short(value: object, limit: int = 40) -> str:
 
 def digest(text: str, length: int = 32) -> str:
     """Hex SHA-256 prefix: a stable, charset-safe stand-in for odd or long identifiers."""
+    import hashlib  # here, not at the top: it costs a Claude Code hook ~2 ms of start-up for nothing
+
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
 
 
