@@ -146,18 +146,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         transcript, writer = build(d, args.lines)
+        size_mb = round(transcript.stat().st_size / 1e6, 1)
         state_path = d / "state" / f"{SID}.json"
         hook = {"session_id": SID, "transcript_path": str(transcript), "cwd": "/work/repo",
                 "permission_mode": "default", "hook_event_name": "Stop", "stop_hook_active": False,
                 "last_assistant_message": "Done."}
         stdin = json.dumps(hook).encode()
 
+        split: list[tuple[float, float]] = []
+
         def hook_run() -> int:
+            t0 = time.perf_counter()
             h = cc.parse_hook_input(stdin)
             files = cc.files_for_hook(h)
             r = cc.read_session(files, offsets.load(state_path), session_id=h.session_id,
                                 final_files=cc.final_files_for(h, files))
+            t1 = time.perf_counter()
             offsets.save(state_path, r.state)
+            split.append(((t1 - t0) * 1000, (time.perf_counter() - t1) * 1000))
             return len(r.records)
 
         t0 = time.perf_counter()
@@ -166,6 +172,7 @@ def main() -> int:
         turns = max(1, args.new // 10)
 
         inproc: list[float] = []
+        split.clear()
         for run in range(args.runs):
             with transcript.open("a") as f:
                 for k in range(turns):
@@ -179,10 +186,12 @@ def main() -> int:
             "benchmark": "Claude Code Stop hook: incremental transcript read",
             "machine": f"{platform.machine()} {platform.python_version()}", "cpus": os.cpu_count(),
             "load_average_before": load_before,
-            "transcript_lines": args.lines, "transcript_mb": round(transcript.stat().st_size / 1e6, 1),
+            "transcript_lines": args.lines, "transcript_mb": size_mb,
             "subagent_files": 2, "new_lines_per_run": 10 * turns, "runs": args.runs,
             "first_full_read": {"records": first_records, "ms": round(first_ms, 1)},
             "in_process": stats(inproc),
+            "in_process_read_only": stats([a for a, _ in split]),
+            "in_process_save_with_fsync": stats([b for _, b in split]),
             "budget_p95_ms": 50,
         }
         if not args.no_subprocess:
