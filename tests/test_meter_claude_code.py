@@ -369,6 +369,18 @@ def test_an_id_charged_from_main_in_one_run_is_not_charged_from_a_subagent_later
     assert [u.record_id for u in second.records] == ["cc:msg_Q"]
 
 
+def test_a_vanished_subagent_file_does_not_stop_the_session_but_a_missing_main_does(tmp_path: Path) -> None:
+    main = write(tmp_path / f"{SID}.jsonl", assistant("msg_1", out=3, stop="end_turn"))
+    gone = tmp_path / SID / "subagents" / "agent-gone.jsonl"
+    r = cc.read_session([main, gone], offsets.OffsetState(), session_id=SID)
+    assert [u.record_id for u in r.records] == ["cc:msg_1"]
+    assert any("agent-gone.jsonl: no such file" in x for x in r.reasons)
+    assert r.state.get(gone) is None
+    with pytest.raises(MeterError) as e:
+        cc.read_session([tmp_path / "missing.jsonl", main], offsets.OffsetState())
+    assert "no such file" in one_line(e.value)
+
+
 def test_interleaved_sidechains_in_the_main_file_do_not_settle_each_other(tmp_path: Path) -> None:
     t = write(tmp_path / "t.jsonl",
               assistant("msg_A", out=2, side=True, agent="aaa"),

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import orjson
 
-from token_exchange.meter.records import MeterError, short
+from token_exchange.meter.records import MeterError, short_path
 
 MAX_READ_BYTES = 64 * 1024 * 1024
 _SCAN = 1024 * 1024
@@ -25,7 +25,7 @@ _SCAN = 1024 * 1024
 
 def open_regular(path: Path | str) -> tuple[BinaryIO, os.stat_result]:
     """Open a regular file for reading (no blocking on FIFOs); one-line MeterError otherwise."""
-    name = short(str(path), 120)
+    name = short_path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:

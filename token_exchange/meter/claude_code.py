@@ -62,6 +62,7 @@ from token_exchange.meter.records import (
     make_record_id,
     plain_text,
     short,
+    short_path,
     token_count,
 )
 
@@ -380,7 +381,8 @@ def read_session(files: Sequence[Path | str], state: OffsetState, *, session_id:
                  final_files: Collection[str] = (), max_bytes: int = MAX_READ_BYTES) -> SessionRead:
     """Read what is new in every file of a session (main first), once per message id overall.
 
-    ``final_files`` (keys as ``offsets.key`` makes them, see ``final_files_for``) have their
+    An unreadable main transcript (the first file) is a MeterError; an unreadable subagent file
+    is only a reason, and its mark is left as it was.  ``final_files`` (keys as ``offsets.key`` makes them, see ``final_files_for``) have their
     pending messages charged now.  The caller charges ``records`` and then saves ``state``.
     """
     exclude: set[str] = set()
@@ -404,7 +406,13 @@ def read_session(files: Sequence[Path | str], state: OffsetState, *, session_id:
                                    exclude=exclude, max_bytes=max_bytes)
 
         has_pending = mark is not None and bool(mark.carry.get("pending"))
-        adv = advance(p, mark, reader, force=is_final and has_pending)
+        try:
+            adv = advance(p, mark, reader, force=is_final and has_pending)
+        except MeterError as e:
+            if p is files[0]:
+                raise  # the main transcript must be readable
+            reasons.append(str(e))  # a subagent file that vanished or cannot be read: the rest still counts
+            continue
         for u in adv.result.records:
             if u.record_id not in exclude:
                 exclude.add(u.record_id)
@@ -413,7 +421,7 @@ def read_session(files: Sequence[Path | str], state: OffsetState, *, session_id:
         waiting = adv.result.carry.get("pending")
         pending += len(waiting) if isinstance(waiting, list) else 0
         skipped += adv.result.skipped
-        reasons.extend(f"{short(name, 120)}: {r}" if r.startswith("line ") else r
+        reasons.extend(f"{short_path(name)}: {r}" if r.startswith("line ") else r
                        for r in adv.result.reasons)
         state = state.with_mark(p, adv.mark)
     return SessionRead(tuple(out), state, skipped, tuple(reasons[:20]), tuple(str(p) for p in files), pending)

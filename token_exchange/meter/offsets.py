@@ -29,7 +29,7 @@ from typing import BinaryIO
 import orjson
 
 from token_exchange.meter._jsonl import open_regular
-from token_exchange.meter.records import MeterError, ReadResult, short
+from token_exchange.meter.records import MeterError, ReadResult, short, short_path
 
 VERSION = 1
 HEAD_BYTES = 512
@@ -142,9 +142,9 @@ def _refuse_symlink(path: Path) -> bool:
     except FileNotFoundError:
         return False
     if stat.S_ISLNK(st.st_mode):
-        raise MeterError(f"state file {short(str(path), 120)} is a symlink; refusing to follow it")
+        raise MeterError(f"state file {short_path(path)} is a symlink; refusing to follow it")
     if not stat.S_ISREG(st.st_mode):
-        raise MeterError(f"state file {short(str(path), 120)} is not a regular file")
+        raise MeterError(f"state file {short_path(path)} is not a regular file")
     return True
 
 
@@ -156,12 +156,12 @@ def load(path: Path | str) -> OffsetState:
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise MeterError(f"state file {short(str(p), 120)}: cannot open ({e.strerror})") from None
+        raise MeterError(f"state file {short_path(p)}: cannot open ({e.strerror})") from None
     with os.fdopen(fd, "rb") as f:
         data = f.read(MAX_STATE_BYTES + 1)
     if len(data) > MAX_STATE_BYTES:
-        raise MeterError(f"state file {short(str(p), 120)} is larger than {MAX_STATE_BYTES} bytes")
-    return loads(data, name=f"state file {short(str(p), 120)}")
+        raise MeterError(f"state file {short_path(p)} is larger than {MAX_STATE_BYTES} bytes")
+    return loads(data, name=f"state file {short_path(p)}")
 
 
 def save(path: Path | str, state: OffsetState) -> None:
@@ -175,7 +175,7 @@ def save(path: Path | str, state: OffsetState) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                      | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as e:
-        raise MeterError(f"state file {short(str(p), 120)}: cannot write ({e.strerror})") from None
+        raise MeterError(f"state file {short_path(p)}: cannot write ({e.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(dumps(state))
@@ -188,7 +188,7 @@ def save(path: Path | str, state: OffsetState) -> None:
         except OSError:
             pass
         if isinstance(e, OSError):
-            raise MeterError(f"state file {short(str(p), 120)}: cannot write ({e.strerror})") from None
+            raise MeterError(f"state file {short_path(p)}: cannot write ({e.strerror})") from None
         raise
     try:
         dfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -254,7 +254,7 @@ def advance(path: Path | str, mark: FileMark | None, reader: Reader, *, force: b
             offset, line, carry = mark.offset, mark.line, mark.carry
         result = reader(f, offset, line, carry)
     if restarted:
-        result = replace(result, reasons=(f"{short(str(path), 120)}: {restarted}, read again from the start",
+        result = replace(result, reasons=(f"{short_path(path)}: {restarted}, read again from the start",
                                           *result.reasons))
     new = FileMark(result.offset, result.line, st.st_dev, st.st_ino, result.seen, st.st_mtime_ns,
                    len(head), _crc(head), result.carry)

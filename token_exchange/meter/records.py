@@ -45,6 +45,12 @@ def short(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def short_path(path: object, limit: int = 120) -> str:
+    """A bounded rendering of a path for one-line messages: its end is what tells files apart."""
+    text = short(str(path), 10_000)
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
 def digest(text: str, length: int = 32) -> str:
     """Hex SHA-256 prefix: a stable, charset-safe stand-in for odd or long identifiers."""
     import hashlib  # here, not at the top: it costs a Claude Code hook ~2 ms of start-up for nothing
