@@ -1,7 +1,7 @@
 """Claude Code metering: hook input, the session's files, transcripts in the real line format.
 
 Fixture lines follow what Claude Code writes (code.claude.com/docs/en/hooks for the hook input;
-anthropics/claude-code issues #84223 / #93620 / #27361 and ryoppippi/ccusage src/data-loader.ts
+anthropics/claude-code #84223 / #93620 / #27361 on GitHub and ryoppippi/ccusage src/data-loader.ts
 for transcript lines): one ``assistant`` line per content block sharing ``message.id``, early
 lines with a snapshot ``output_tokens`` and ``stop_reason: null``, the final one with the real
 count; subagent files under ``<session>/subagents/``; ``<synthetic>`` lines for local messages.

@@ -12,7 +12,7 @@ Sources checked (late 2026):
 - Layout: ``~/.claude/projects/<project>/<session_id>.jsonl``, subagents in
   ``<session_id>/subagents/agent-<id>.jsonl`` and, for Workflow agents, one level deeper in
   ``<session_id>/subagents/workflows/<run>/agent-<id>.jsonl`` (the SubagentStop example in the
-  docs; anthropics/claude-code issues #93620 and #84223).  ``agent-*.meta.json`` and
+  docs; anthropics/claude-code #93620 and #84223 on GitHub).  ``agent-*.meta.json`` and
   ``journal.jsonl`` files next to them carry no usage and are not read.
 - Assistant lines: ``{"type": "assistant", "sessionId", "timestamp", "isSidechain", "agentId",
   "requestId", "message": {"id", "model", "stop_reason", "usage": {"input_tokens",

@@ -51,7 +51,7 @@ _SID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 def session_from_name(path: Path | str) -> str:
     """The UUID at the end of ``rollout-<timestamp>-<uuid>.jsonl``, or ''."""
-    m = _UUID_RE.search(Path(path).name)
+    m = _UUID_RE.match(Path(path).name[-42:])
     return m.group(1).lower() if m else ""
 
 
