@@ -45,6 +45,10 @@ def _root(home: Annotated[Optional[Path], typer.Option(
 for _module in (ledger, spend, hooks, sync, report, sim):
     _module.register(app)
 
+from token_exchange.cli import meter as _meter  # noqa: E402  (tx meter, tx guard: issue 18)
+
+_meter.register(app)
+
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run ``tx`` with our exit codes and one-line errors; returns the exit status."""

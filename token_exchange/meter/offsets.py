@@ -164,8 +164,13 @@ def load(path: Path | str) -> OffsetState:
     return loads(data, name=f"state file {short_path(p)}")
 
 
-def save(path: Path | str, state: OffsetState) -> None:
-    """Write ``state`` atomically (temp + fsync + rename + directory fsync); refuses symlinks."""
+def save(path: Path | str, state: OffsetState, *, sync: bool = True) -> None:
+    """Write ``state`` atomically (temp + fsync + rename + directory fsync); refuses symlinks.
+
+    ``sync=False`` skips both fsyncs (still temp + rename): for a caller whose charges are idempotent
+    and that reads a lost or damaged state as "start again from 0", a state file lost in a crash costs
+    one re-read, while two fsyncs cost a hook several milliseconds on every run.
+    """
     p = Path(path)
     _refuse_symlink(p)
     directory = p.parent
@@ -179,8 +184,9 @@ def save(path: Path | str, state: OffsetState) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(dumps(state))
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException as e:
         try:
@@ -190,6 +196,8 @@ def save(path: Path | str, state: OffsetState) -> None:
         if isinstance(e, OSError):
             raise MeterError(f"state file {short_path(p)}: cannot write ({e.strerror})") from None
         raise
+    if not sync:
+        return
     try:
         dfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:

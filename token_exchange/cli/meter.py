@@ -1,0 +1,175 @@
+"""``tx meter claude-code | codex | aider | install | uninstall`` and ``tx guard claude-code``.
+
+The hooks Claude Code runs are the lean ``tx-meter`` / ``tx-guard`` programs (``hooks.meter``); these
+commands do the same through ``tx`` (for a hand run, a backfill, scripts) and install the hooks.
+Everything is in ``services.metering``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn, Optional
+
+import typer
+
+from token_exchange.cli import output as out
+from token_exchange.cli.common import Json, state
+from token_exchange.errors import UserError
+
+meter_app = typer.Typer(no_args_is_help=True, help=(
+    "Charge the LLM usage agents' own files report: Claude Code transcripts (as a hook), Codex rollouts, "
+    "aider analytics logs. Idempotent and incremental."))
+guard_app = typer.Typer(no_args_is_help=True, help="Refuse work before it starts (Claude Code UserPromptSubmit hook).")
+
+AgentOpt = Annotated[Optional[str], typer.Option("--agent", help="The agent to charge (default: $TOKEN_EXCHANGE_AGENT, "
+                                                 "then [[meter.sessions]] rules, then meter.default_agent).")]
+Target = Annotated[str, typer.Argument(help="What to install the hooks into: claude-code.")]
+
+
+def _target(value: str) -> None:
+    if value != "claude-code":
+        raise UserError(f"unknown hook target {value[:40]!r} (known: claude-code)")
+
+
+def _hook_reply(code: int, stdout: str, stderr: str) -> NoReturn:
+    if stdout:
+        sys.stdout.write(stdout)
+    if stderr:
+        sys.stderr.write(stderr)
+    raise typer.Exit(code)
+
+
+@meter_app.command("claude-code")
+def claude_code(transcripts: Annotated[Optional[list[Path]], typer.Argument(
+                    help="Transcripts to charge by hand (each as if its session ended); none: read a hook's "
+                         "JSON on stdin.")] = None,
+                agent: AgentOpt = None, as_json: Json = False) -> None:
+    """The Claude Code Stop / SubagentStop / SessionEnd hook (JSON on stdin), or charge TRANSCRIPTS."""
+    from token_exchange.services import metering
+
+    if not transcripts:
+        from token_exchange.meter.claude_code import MAX_HOOK_INPUT
+
+        run = metering.claude_code_hook(sys.stdin.buffer.read(MAX_HOOK_INPUT + 1), home=state.home, agent=agent)
+        if as_json:
+            out.emit_json({"exit_code": run.reply.exit_code, "agent": run.agent,
+                           "charge": run.charged.to_json() if run.charged else None,
+                           "skipped": run.read.skipped if run.read else 0})
+            sys.stderr.write(run.reply.stderr)
+            raise typer.Exit(run.reply.exit_code)
+        _hook_reply(run.reply.exit_code, run.reply.stdout, run.reply.stderr)
+    results = []
+    code = 0
+    for path in transcripts:
+        run = metering.claude_code_hook(metering.transcript_hook_input(path), home=state.home, agent=agent)
+        code = max(code, run.reply.exit_code if run.agent is not None else 1)
+        results.append({"transcript": str(path), "agent": run.agent,
+                        "charge": run.charged.to_json() if run.charged else None,
+                        "skipped": run.read.skipped if run.read else 0, "message": run.reply.stderr.strip()})
+        if not as_json:
+            sys.stderr.write(run.reply.stderr or f"token-exchange: {path}: nothing new\n")
+    if as_json:
+        out.emit_json(results)
+    raise typer.Exit(code)
+
+
+def _files(source: Literal["codex", "aider"], paths: list[Path], agent: str | None, as_json: bool) -> None:
+    from token_exchange.services import metering
+
+    m = metering.Meter(metering.find_home(state.home, None, os.environ))
+    try:
+        runs = [metering.meter_file(m, source, p, agent=agent) for p in metering.expand(source, paths)]
+    finally:
+        m.close()
+    if as_json:
+        out.emit_json([r.to_json() for r in runs])
+    else:
+        for r in runs:
+            out.message(r.line())
+        if not runs:
+            out.message(f"no {source} files found")
+    raise typer.Exit(1 if any(r.agent is None for r in runs) else 0)
+
+
+Paths = Annotated[list[Path], typer.Argument(help="Files, or directories searched recursively.")]
+
+
+@meter_app.command("codex")
+def codex_cmd(paths: Paths, agent: AgentOpt = None, as_json: Json = False) -> None:
+    """Charge Codex CLI rollouts (~/.codex/sessions/...): token_count events, cached input and reasoning
+    accounted as Codex does."""
+    _files("codex", paths, agent, as_json)
+
+
+@meter_app.command("aider")
+def aider_cmd(paths: Paths, agent: AgentOpt = None, as_json: Json = False) -> None:
+    """Charge an aider analytics log (aider --analytics-log FILE): its message_send events."""
+    _files("aider", paths, agent, as_json)
+
+
+Scope = Annotated[str, typer.Option("--scope", help=(
+    "project (.claude/settings.json of this repository, shared), local (.claude/settings.local.json, "
+    "yours only) or user (~/.claude/settings.json)."))]
+Settings = Annotated[Optional[Path], typer.Option("--settings", help="A settings file to use instead of --scope's.")]
+
+
+def _installed(result: object, as_json: bool, verb: str) -> None:
+    from token_exchange.services.metering import Installed
+
+    assert isinstance(result, Installed)
+    if as_json:
+        out.emit_json(result.to_json())
+        return
+    for w in result.warnings:
+        out.message(f"warning: {w}")
+    if result.changed:
+        out.message(f"{verb} token-exchange hooks in {result.path}: {', '.join(result.events)}")
+    else:
+        out.message(f"{result.path}: nothing to change")
+
+
+@meter_app.command("install")
+def install_cmd(target: Target, scope: Scope = "project", settings: Settings = None,
+                guard: Annotated[bool, typer.Option(help="Also install the UserPromptSubmit guard.")] = True,
+                agent: Annotated[Optional[str], typer.Option("--agent", help="Charge every session of these "
+                                                              "settings to this agent.")] = None,
+                as_json: Json = False) -> None:
+    """Merge the meter (Stop, SubagentStop, SessionEnd) and guard (UserPromptSubmit) hooks into Claude
+    Code's settings; what is there is kept."""
+    from token_exchange.services import metering
+
+    _target(target)
+    if agent is not None:
+        from token_exchange.cli.common import exchange
+
+        exchange().cfg.agent(agent)  # a typo here would leave every session uncharged
+    path = metering.settings_file(scope, settings)
+    meter_cmd, guard_cmd = metering.hook_commands(home=state.home, agent=agent)
+    _installed(metering.install_claude_code(path, meter_cmd, guard_cmd if guard else None), as_json, "installed")
+
+
+@meter_app.command("uninstall")
+def uninstall_cmd(target: Target, scope: Scope = "project", settings: Settings = None, as_json: Json = False) -> None:
+    """Remove our hooks from Claude Code's settings (only ours)."""
+    from token_exchange.services import metering
+
+    _target(target)
+    _installed(metering.uninstall_claude_code(metering.settings_file(scope, settings)), as_json, "removed")
+
+
+@guard_app.command("claude-code")
+def guard_claude_code(agent: AgentOpt = None) -> None:
+    """The Claude Code UserPromptSubmit hook: blocks the prompt (exit 2, reason on stderr) when the agent is
+    out of funds, at its reserve or over its hourly/daily limit."""
+    from token_exchange.meter.claude_code import MAX_HOOK_INPUT
+    from token_exchange.services import metering
+
+    run = metering.claude_code_guard(sys.stdin.buffer.read(MAX_HOOK_INPUT + 1), home=state.home, agent=agent)
+    _hook_reply(run.reply.exit_code, run.reply.stdout, run.reply.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(meter_app, name="meter")
+    app.add_typer(guard_app, name="guard")
