@@ -310,7 +310,8 @@ class Meter:
         for given, what in ((option, "--agent"), (self.env.get(AGENT_ENV), AGENT_ENV)):
             if given:
                 if given not in self.cfg.agents:
-                    raise UnknownAgent(f"{what} {short(given)} is not an agent of this exchange "
+                    raise UnknownAgent(f"{what}{'=' if what == AGENT_ENV else ' '}{short(given)} is not an agent of "
+                                       "this exchange "
                                        f"(known: {', '.join(sorted(self.cfg.agents))}); nothing charged")
                 return given
         found = self.settings.agent_for(source, cwd=cwd, path=path, session=session)
