@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Clock, Result, run
+from tests.conftest import Clock, Result
 from tests.test_meter_claude_code import agent_result, append, assistant, user, write
 from token_exchange.amounts import to_decimal
 from token_exchange.ledger.doctor import check as doctor
@@ -335,9 +335,12 @@ def test_home_is_found_from_the_sessions_cwd_like_git_does(tmp_path: Path, repo:
     assert metering.find_home(None, str(wt), {}).resolve() == repo.resolve() / ".exchange"
     assert metering.find_home(None, str(wt), {"TOKEN_EXCHANGE_HOME": "/x/h"}) == Path("/x/h")
     assert metering.repo_main_worktree(Path("/")) is None
+    from token_exchange.rules import limits
     from token_exchange.services import home
 
     assert (metering.HOME_ENV, metering.HOME_DIR) == (home.HOME_ENV, home.HOME_DIR)
+    for moment in (clock_t0 := Clock().now, clock_t0.replace(microsecond=123456)):
+        assert metering.micros(moment) == limits.micros(moment)
 
 
 def test_opening_a_wallet_is_the_same_transaction_as_the_exchanges(tmp_path: Path, clock: Clock) -> None:

@@ -17,17 +17,16 @@ directory) and, like ``load``, refuses a state path that is a symlink.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
-import orjson
-
+from token_exchange.meter._jsonl import loads as json_loads
 from token_exchange.meter._jsonl import open_regular
 from token_exchange.meter.records import MeterError, ReadResult, short, short_path
 
@@ -49,8 +48,7 @@ class BadMark(ValueError):
     """A state file entry that is not what ``FileMark.to_json`` writes."""
 
 
-@dataclass(frozen=True, slots=True)
-class FileMark:
+class FileMark(NamedTuple):
     """How far one file has been read, and how to recognise that it is still the same file."""
 
     offset: int
@@ -61,7 +59,7 @@ class FileMark:
     mtime_ns: int
     head_len: int
     head: str  # CRC-32 (8 hex digits) of the first head_len bytes
-    carry: Carry = field(default_factory=dict)
+    carry: Carry = {}  # never mutated: readers build a new carry
 
     def to_json(self) -> dict[str, object]:
         return {"offset": self.offset, "line": self.line, "dev": self.device, "ino": self.inode,
@@ -89,11 +87,10 @@ class FileMark:
                    ints["mtime_ns"], ints["head_len"], head, carry)
 
 
-@dataclass(frozen=True, slots=True)
-class OffsetState:
+class OffsetState(NamedTuple):
     """All file marks of one state file (immutable; ``with_mark`` returns a new state)."""
 
-    marks: Mapping[str, FileMark] = field(default_factory=dict)
+    marks: Mapping[str, FileMark] = {}  # never mutated: with_mark and without build new ones
 
     def get(self, path: Path | str) -> FileMark | None:
         return self.marks.get(key(path))
@@ -112,15 +109,15 @@ class OffsetState:
 
 def dumps(state: OffsetState) -> bytes:
     files = {k: m.to_json() for k, m in sorted(state.marks.items())}
-    return orjson.dumps({"version": VERSION, "files": files})
+    return json.dumps({"version": VERSION, "files": files}, separators=(",", ":")).encode("ascii")
 
 
 def loads(data: bytes, *, name: str = "state file") -> OffsetState:
     """Parse a state file's bytes; a damaged one is a one-line MeterError (nothing is guessed)."""
     hint = f"{name} is damaged ({{}}); remove it to read the files again from the start"
     try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        doc = json_loads(data)
+    except (ValueError, RecursionError):
         raise MeterError(hint.format("invalid JSON")) from None
     if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("files"), dict):
         raise MeterError(hint.format(f"not a version {VERSION} offsets file"))
@@ -210,8 +207,7 @@ def save(path: Path | str, state: OffsetState, *, sync: bool = True) -> None:
         os.close(dfd)
 
 
-@dataclass(frozen=True, slots=True)
-class Advance:
+class Advance(NamedTuple):
     """One incremental read of one file: the parser's result, the new mark, and why it restarted."""
 
     result: ReadResult
@@ -262,7 +258,7 @@ def advance(path: Path | str, mark: FileMark | None, reader: Reader, *, force: b
             offset, line, carry = mark.offset, mark.line, mark.carry
         result = reader(f, offset, line, carry)
     if restarted:
-        result = replace(result, reasons=(f"{short_path(path)}: {restarted}, read again from the start",
+        result = result._replace(reasons=(f"{short_path(path)}: {restarted}, read again from the start",
                                           *result.reasons))
     new = FileMark(result.offset, result.line, st.st_dev, st.st_ino, result.seen, st.st_mtime_ns,
                    len(head), _crc(head), result.carry)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
+from typing import NamedTuple
 
 from token_exchange.amounts import MAX_TOKENS, Units, round_cost
 from token_exchange.errors import ConfigError
@@ -41,20 +41,24 @@ def _price(value: object, what: str) -> Decimal:
     return d
 
 
-@dataclass(frozen=True, slots=True)
-class UsagePrices:
-    """Exchange tokens per 1,000 inference tokens of each kind."""
-
+class _PriceFields(NamedTuple):
     input: Decimal
     output: Decimal
     cache_write: Decimal = Decimal(0)
     cache_read: Decimal = Decimal(0)
 
-    def __post_init__(self) -> None:
-        for kind in KINDS:
-            value = getattr(self, kind)
+
+class UsagePrices(_PriceFields):
+    """Exchange tokens per 1,000 inference tokens of each kind (validated when constructed)."""
+
+    __slots__ = ()
+
+    def __new__(cls, input: Decimal, output: Decimal, cache_write: Decimal = Decimal(0),
+                cache_read: Decimal = Decimal(0)) -> UsagePrices:
+        for kind, value in zip(KINDS, (input, output, cache_write, cache_read), strict=True):
             if not isinstance(value, Decimal) or not value.is_finite() or value < 0 or value > MAX_TOKENS:
                 raise ValueError(f"{kind} price must be a finite Decimal in 0..{MAX_TOKENS}")
+        return super().__new__(cls, input, output, cache_write, cache_read)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], *, what: str = "prices") -> UsagePrices:

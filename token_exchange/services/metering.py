@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -198,6 +199,11 @@ def load_state(path: Path) -> tuple[OffsetState, str | None]:
 
 
 # --- the exchange, opened for metering -----------------------------------------------------------
+def micros(moment: datetime) -> int:
+    """``rules.limits.micros`` (a test checks it), without that module's imports on the meter's path."""
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
 class Priced(NamedTuple):
     """The price table a model id is charged at, and whether no pattern matched it."""
 
@@ -257,7 +263,7 @@ class Meter:
     """An exchange home opened for metering: config, ledger (opened when first used) and clock."""
 
     def __init__(self, home: Path, *, cfg: Config | None = None, ledger: Ledger | None = None,
-                 clock: object = None, env: Mapping[str, str] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, env: Mapping[str, str] | None = None) -> None:
         from token_exchange.rules import config as config_mod
 
         self.home = home
@@ -277,7 +283,7 @@ class Meter:
         """The meter of an opened exchange (same config, ledger and clock)."""
         return cls(ex.home, cfg=ex.cfg, ledger=ex.ledger, clock=ex.clock, env=env)
 
-    def clock(self):  # type: ignore[no-untyped-def]
+    def clock(self) -> datetime:
         if self._clock is None:
             if self.env.get(NOW_ENV):
                 from token_exchange.services.exchange import env_clock  # only for fixed-time runs
@@ -287,7 +293,7 @@ class Meter:
                 from token_exchange.ledger.ledger import utcnow
 
                 self._clock = utcnow
-        return self._clock()  # type: ignore[operator]
+        return self._clock()
 
     @property
     def ledger(self) -> Ledger:
@@ -363,7 +369,6 @@ class Meter:
         """Charge every record not in the ledger yet, in one locked write (see the module docstring)."""
         from token_exchange.ledger.ledger import ts_text
         from token_exchange.meter.pricing import cost as cost_of
-        from token_exchange.rules.limits import micros
 
         self.cfg.agent(agent)
         with self.ledger.locked() as idx:
@@ -431,7 +436,7 @@ class Meter:
         or None.  Funds, emergency reserve, hourly and daily limits must all leave room for
         ``meter.guard_headroom``; the burst limit is per request and does not apply to a prompt."""
         from token_exchange.amounts import MAX_UNITS
-        from token_exchange.rules.limits import LimitRefused, enforce, micros
+        from token_exchange.rules.limits import LimitRefused, enforce
 
         a = self.cfg.agent(agent)
         now_us = micros(self.clock())
