@@ -17,6 +17,8 @@ to it.  A first full read creates the offsets state; then each run appends one t
   the same interpreter and site setup; ``hook_minus_startup`` is the per-round difference.  The
   interpreter is a scratch venv whose ``.pth`` puts this checkout and the dependencies on the
   path, as a regular install does (an editable install's import hook would add its own cost).
+- ``cpu_*``: user + system CPU time of the same processes (a loaded machine inflates wall time
+  far more than CPU time).
 - ``hook_imports``: ``python -X importtime`` of one hook run, the slowest top-level imports.
 """
 
@@ -27,6 +29,7 @@ import json
 import os
 import platform
 import random
+import resource
 import subprocess
 import tempfile
 import time
@@ -172,20 +175,27 @@ def hook_process(d: Path, writer: Writer, transcript: Path, stdin: bytes, runs: 
     subprocess.run(anchor_cmd, capture_output=True, check=True, env=env)
     hook_ms: list[float] = []
     anchor_ms: list[float] = []
+    hook_cpu: list[float] = []
+    anchor_cpu: list[float] = []
     for run in range(runs):
         with transcript.open("a") as f:
             for k in range(turns):
                 f.write("\n".join(writer.turn(f"hook{run}_{k}")) + "\n")
         order = (hook_cmd, anchor_cmd) if run % 2 == 0 else (anchor_cmd, hook_cmd)  # no order bias
         for cmd in order:
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             done = subprocess.run(cmd, input=hook_in if cmd is hook_cmd else b"", capture_output=True, env=env)
             ms = (time.perf_counter() - t0) * 1000
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) * 1000
             if cmd is hook_cmd:
                 assert done.returncode == 0 and b"charged %d responses" % (2 * turns) in done.stderr, done.stderr
                 hook_ms.append(ms)
+                hook_cpu.append(cpu)
             else:
                 anchor_ms.append(ms)
+                anchor_cpu.append(cpu)
     with transcript.open("a") as f:
         f.write("\n".join(writer.turn("importtime")) + "\n")
     prof = subprocess.run([py, "-X", "importtime", "-c", HOOK_ENTRY, "claude-code"], input=hook_in.decode(),
@@ -208,6 +218,8 @@ def hook_process(d: Path, writer: Writer, transcript: Path, stdin: bytes, runs: 
         "python_startup": stats(anchor_ms),
         "hook_process": stats(hook_ms),
         "hook_minus_startup": stats([h - a for h, a in zip(hook_ms, anchor_ms, strict=True)]),
+        "cpu_python_startup": stats(anchor_cpu),  # user + system time: what load on the machine inflates least
+        "cpu_hook_process": stats(hook_cpu),
         "hook_imports": {"total_top_level_ms": round(sum(c for _, c in tops) / 1000, 2),
                          "slowest": {n: round(c / 1000, 2) for n, c in sorted(tops, key=lambda t: -t[1])[:12]}},
     }

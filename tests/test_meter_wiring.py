@@ -511,7 +511,8 @@ def test_tx_meter_codex_charges_new_token_counts_once(tmp_path: Path, clock: Clo
         f.write(json.dumps(count(usage(42000, 37000, 2400, 1600), t2)) + "\n" + json.dumps(rate_only()) + "\n")
     r = cli("--home", home, "meter", "codex", str(p), "--agent", "builder", "--json")
     doc = r.json()
-    assert isinstance(doc, list) and doc[0]["charge"]["charged"] == Decimal("0.72")  # (3000 x 0.1 + 27000 x 0.01 + 1500 x 0.1) / 1000
+    # (3000 x 0.1 + 27000 x 0.01 + 1500 x 0.1) / 1000 = 0.72
+    assert isinstance(doc, list) and doc[0]["charge"]["charged"] == Decimal("0.72")
     ex = Exchange(tmp_path / "ex", clock=clock)
     ids = [t for t in spent(ex, "builder")]
     assert len(ids) == 2 and all(i.startswith("meter:cx:019a2b3c-") for i in ids)
@@ -609,3 +610,19 @@ def test_tx_meter_claude_code_with_transcripts_backfills(tmp_path: Path, clock: 
     assert isinstance(doc, list) and doc[0]["charge"]["charged_responses"] == 2  # as if the session ended
     assert cli("--home", str(tmp_path / "ex"), "meter", "claude-code", str(s.main)).err.endswith("nothing new\n")
 
+
+
+def test_expired_reservations_are_released_before_metered_usage_is_charged(tmp_path: Path, clock: Clock) -> None:
+    from token_exchange.services import spending
+
+    ex = exchange(tmp_path / "ex", clock)
+    for i in range(2):  # 2 x 495 held (33,000 tokens at 15/1K)
+        spending.reserve(ex, "claude", "coding", 33_000, id=f"r{i}", ttl=60)
+    assert balance(ex) == Decimal("9010")
+    clock.advance(minutes=2)  # both holds have expired, neither is released yet
+    s = Session(tmp_path)
+    write(s.main, assistant("msg_1", out=601_000, inp=0, model=OPUS, stop="end_turn"))  # 9,015
+    r = hook(ex, s)
+    assert r.charged is not None and r.charged.unbilled == 0  # paid in full: the holds came back first
+    assert spent(ex) == {"meter:cc:msg_1": Decimal("9015")} and balance(ex) == Decimal("985")
+    assert spending.show(ex, "r0").state == "expired" and spending.show(ex, "r1").state == "expired"
