@@ -626,3 +626,25 @@ def test_expired_reservations_are_released_before_metered_usage_is_charged(tmp_p
     assert r.charged is not None and r.charged.unbilled == 0  # paid in full: the holds came back first
     assert spent(ex) == {"meter:cc:msg_1": Decimal("9015")} and balance(ex) == Decimal("985")
     assert spending.show(ex, "r0").state == "expired" and spending.show(ex, "r1").state == "expired"
+
+
+def test_one_unreadable_file_does_not_stop_the_others(tmp_path: Path, clock: Clock, cli: Any) -> None:
+    from tests.test_meter_aider import send
+    from tests.test_meter_aider import write as write_log
+
+    exchange(tmp_path / "ex", clock, default_agent="observer")
+    good = write_log(tmp_path / "analytics.jsonl", send(1000, 0))
+    os.mkfifo(tmp_path / "fifo.jsonl")  # not a regular file: never opened for a blocking read
+    for argv in (["tx-meter"], ["tx"]):
+        home = ["--home", str(tmp_path / "ex")]
+        paths = [str(tmp_path / "missing.jsonl"), str(tmp_path / "fifo.jsonl"), str(good)]
+        if argv == ["tx"]:
+            r = cli(*home, "meter", "aider", *paths)
+            code, err = r.code, r.err
+        else:
+            p = program("tx-meter", "aider", *home, *paths)
+            code, err = p.returncode, p.stderr.decode()
+        assert code == 1 and "missing.jsonl: no such file" in err and "Traceback" not in err
+        assert "fifo.jsonl: not a regular file" in err
+    ex = Exchange(tmp_path / "ex", clock=clock)
+    assert list(spent(ex, "observer").values()) == [Decimal("2")]  # charged once, by the first of the two runs

@@ -80,7 +80,7 @@ def _files(source: Literal["codex", "aider"], paths: list[Path], agent: str | No
 
     m = metering.Meter(metering.find_home(state.home, None, os.environ))
     try:
-        runs = [metering.meter_file(m, source, p, agent=agent) for p in metering.expand(source, paths)]
+        runs = metering.meter_files(m, source, paths, agent=agent)
     finally:
         m.close()
     if as_json:
@@ -90,7 +90,7 @@ def _files(source: Literal["codex", "aider"], paths: list[Path], agent: str | No
             out.message(r.line())
         if not runs:
             out.message(f"no {source} files found")
-    raise typer.Exit(1 if any(r.agent is None for r in runs) else 0)
+    raise typer.Exit(0 if all(r.ok for r in runs) else 1)
 
 
 Paths = Annotated[list[Path], typer.Argument(help="Files, or directories searched recursively.")]

@@ -109,29 +109,17 @@ def _run(prog: str, usage: str, args: list[str]) -> int:
 
 
 def _files(cmd: Literal["codex", "aider"], opts: dict[str, str], paths: list[str]) -> int:
-    from token_exchange.services.metering import Meter, expand, find_home, meter_file
+    from token_exchange.services.metering import Meter, find_home, meter_files
 
     m = Meter(find_home(opts.get("home"), None, os.environ))
-    code = 0
     try:
-        for path in expand(cmd, paths):
-            try:
-                run = meter_file(m, cmd, path, agent=opts.get("agent"))
-            except Exception as e:  # noqa: BLE001 - one file's problem is one line; the others still count
-                from token_exchange.errors import UserError
-
-                if not isinstance(e, UserError) or os.environ.get("TOKEN_EXCHANGE_DEBUG"):
-                    raise
-                sys.stderr.write(f"token-exchange: {e}\n")
-                code = 1
-                continue
-            if run.agent is None:
-                code = 1
-            if run.charged is not None or run.agent is None or run.skipped or run.notes:
-                sys.stderr.write(f"token-exchange: {run.line()}\n")
+        runs = meter_files(m, cmd, paths, agent=opts.get("agent"))
     finally:
         m.close()
-    return code
+    for run in runs:
+        if not run.ok or run.charged is not None or run.skipped or run.notes:
+            sys.stderr.write(f"token-exchange: {run.line()}\n")
+    return 0 if all(run.ok for run in runs) else 1
 
 
 def meter_main(argv: list[str] | None = None) -> None:

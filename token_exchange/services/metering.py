@@ -584,13 +584,21 @@ class FileRun(NamedTuple):
     records: int
     skipped: int
     notes: tuple[str, ...]
+    error: str | None = None  # the file could not be metered (one line); nothing was charged
+
+    @property
+    def ok(self) -> bool:
+        return self.agent is not None and self.error is None
 
     def to_json(self) -> dict[str, object]:
         return {"path": self.path, "agent": self.agent, "records": self.records, "skipped": self.skipped,
-                "notes": list(self.notes), "charge": self.charged.to_json() if self.charged else None}
+                "notes": list(self.notes), "charge": self.charged.to_json() if self.charged else None,
+                "error": self.error}
 
     def line(self) -> str:
         head = f"{short_path(self.path, 80)}: "
+        if self.error is not None:
+            return head + self.error
         if self.charged is not None:
             head += self.charged.line()
         elif self.agent is None:
@@ -618,6 +626,18 @@ def expand(source: Source, paths: Sequence[str | Path]) -> list[Path]:
         else:
             out.append(p)
     return list(dict.fromkeys(out))
+
+
+def meter_files(m: Meter, source: Source, paths: Sequence[str | Path], *, agent: str | None = None) -> list[FileRun]:
+    """``meter_file`` for every file ``expand`` finds; a file that cannot be read or charged is its
+    own one-line error, and the others still count."""
+    runs = []
+    for path in expand(source, paths):
+        try:
+            runs.append(meter_file(m, source, path, agent=agent))
+        except UserError as e:
+            runs.append(FileRun(str(path), None, None, 0, 0, (), str(e)))
+    return runs
 
 
 def meter_file(m: Meter, source: Source, path: Path, *, agent: str | None = None) -> FileRun:
