@@ -648,3 +648,17 @@ def test_one_unreadable_file_does_not_stop_the_others(tmp_path: Path, clock: Clo
         assert "fifo.jsonl: not a regular file" in err
     ex = Exchange(tmp_path / "ex", clock=clock)
     assert list(spent(ex, "observer").values()) == [Decimal("2")]  # charged once, by the first of the two runs
+
+
+def test_tx_guard_claude_code_json_for_scripts(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch,
+                                              cli: Any) -> None:
+    import io
+
+    exchange(tmp_path / "ex", clock)
+    s = Session(tmp_path)
+    write(s.main, *(assistant(f"msg_{i}", out=40_000, inp=0, model=OPUS, stop="end_turn") for i in range(2)))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(s.hook("UserPromptSubmit"))))
+    r = cli("--home", str(tmp_path / "ex"), "guard", "claude-code", "--json")
+    doc = r.json()
+    assert r.code == 2 and isinstance(doc, dict) and doc["blocked"] is True and doc["agent"] == "claude"
+    assert doc["message"].startswith("token-exchange: claude: Hourly limit reached (1200.0/1000 used")

@@ -160,13 +160,20 @@ def uninstall_cmd(target: Target, scope: Scope = "project", settings: Settings =
 
 
 @guard_app.command("claude-code")
-def guard_claude_code(agent: AgentOpt = None) -> None:
+def guard_claude_code(agent: AgentOpt = None,
+                      as_json: Annotated[bool, typer.Option("--json", help=(
+                          "Print the decision as one JSON document (for scripts; a hook must not use it: "
+                          "Claude Code reads a hook's stdout)."))] = False) -> None:
     """The Claude Code UserPromptSubmit hook: blocks the prompt (exit 2, reason on stderr) when the agent is
     out of funds, at its reserve or over its hourly/daily limit."""
     from token_exchange.meter.claude_code import MAX_HOOK_INPUT
     from token_exchange.services import metering
 
     run = metering.claude_code_guard(sys.stdin.buffer.read(MAX_HOOK_INPUT + 1), home=state.home, agent=agent)
+    if as_json:
+        out.emit_json({"agent": run.agent, "blocked": run.reply.exit_code == 2, "exit_code": run.reply.exit_code,
+                       "message": run.reply.stderr.strip(), "charge": run.charged.to_json() if run.charged else None})
+        raise typer.Exit(run.reply.exit_code)
     _hook_reply(run.reply.exit_code, run.reply.stdout, run.reply.stderr)
 
 
