@@ -564,6 +564,9 @@ def test_install_and_uninstall_round_trip(tmp_path: Path, cli: Any) -> None:
     cmds = [h["command"] for ev in doc["hooks"].values() for g in ev for h in g["hooks"]]
     assert sum(metering.is_our_command(c) for c in cmds) == 3 and all("--home" in c for c in cmds
                                                                        if metering.is_our_command(c))
+    assert cli("meter", "install", "claude-code", "--settings", str(settings), "--on-path").code == 0
+    doc = json.loads(settings.read_text())
+    assert [h["command"] for g in doc["hooks"]["SessionEnd"] for h in g["hooks"]] == ["tx-meter claude-code"]
     r = cli("meter", "uninstall", "claude-code", "--settings", str(settings))
     assert r.code == 0 and json.loads(settings.read_text()) == EXISTING
     assert cli("meter", "uninstall", "claude-code", "--settings", str(settings)).err.endswith("nothing to change\n")

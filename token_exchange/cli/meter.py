@@ -135,6 +135,9 @@ def install_cmd(target: Target, scope: Scope = "project", settings: Settings = N
                 guard: Annotated[bool, typer.Option(help="Also install the UserPromptSubmit guard.")] = True,
                 agent: Annotated[Optional[str], typer.Option("--agent", help="Charge every session of these "
                                                               "settings to this agent.")] = None,
+                on_path: Annotated[bool, typer.Option("--on-path", help=(
+                    "Write the bare program names (tx-meter, tx-guard: found on PATH when Claude Code runs them) "
+                    "instead of this installation's absolute paths, for a settings file shared in git."))] = False,
                 as_json: Json = False) -> None:
     """Merge the meter (Stop, SubagentStop, SessionEnd) and guard (UserPromptSubmit) hooks into Claude
     Code's settings; what is there is kept."""
@@ -146,7 +149,8 @@ def install_cmd(target: Target, scope: Scope = "project", settings: Settings = N
 
         exchange().cfg.agent(agent)  # a typo here would leave every session uncharged
     path = metering.settings_file(scope, settings)
-    meter_cmd, guard_cmd = metering.hook_commands(home=state.home, agent=agent)
+    programs = {"meter_program": "tx-meter", "guard_program": "tx-guard"} if on_path else {}
+    meter_cmd, guard_cmd = metering.hook_commands(home=state.home, agent=agent, **programs)
     _installed(metering.install_claude_code(path, meter_cmd, guard_cmd if guard else None), as_json, "installed")
 
 
