@@ -89,7 +89,7 @@ def read_lines(f: BinaryIO, offset: int, line: int, max_bytes: int = MAX_READ_BY
     return Lines(out, offset + last + 1, n, [], seen)
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = rb"\\u[dD][89a-fA-F]"  # compiled on first use: most lines have no \\u escape
 
 
 def _no_constant(name: str) -> object:
@@ -100,7 +100,7 @@ def loads(raw: bytes) -> object:
     """Strict JSON from bytes: ValueError (or RecursionError, for absurd nesting) unless it is
     UTF-8 without NaN, Infinity or lone surrogates."""
     obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    if _SURROGATE_ESCAPE.search(raw):  # "\ud83d\ude00" is one character; a lone half is not text
+    if b"\\u" in raw and re.search(_SURROGATE_ESCAPE, raw):  # "\ud83d\ude00" is one character; a lone half is not text
         try:
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:

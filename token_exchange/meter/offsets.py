@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -33,7 +32,7 @@ from token_exchange.meter.records import MeterError, ReadResult, short, short_pa
 VERSION = 1
 HEAD_BYTES = 512
 MAX_STATE_BYTES = 64 * 1024 * 1024
-_HEX_RE = re.compile(r"[0-9a-f]{8}")
+_HEX = frozenset("0123456789abcdef")
 
 Carry = Mapping[str, object]
 Reader = Callable[[BinaryIO, int, int, Carry], ReadResult]
@@ -77,7 +76,7 @@ class FileMark(NamedTuple):
                 raise BadMark(f"{name} is not a valid number")
             ints[name] = v
         head, carry = data.get("head"), data.get("carry", {})
-        if not isinstance(head, str) or not _HEX_RE.fullmatch(head):
+        if not isinstance(head, str) or len(head) != 8 or not _HEX.issuperset(head):
             raise BadMark("head is not a CRC-32")
         if not isinstance(carry, dict):
             raise BadMark("carry is not an object")
