@@ -307,6 +307,13 @@ class TokenExchangeLogger(CustomLogger):
         if isinstance(rid, str):
             self.close(rid, _event_usage(kwargs, response_obj))
 
+    def log_failure_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any) -> None:
+        """One failed attempt: nothing (the router may retry it; the final failure voids, else the TTL)."""
+
+    async def async_log_failure_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any,
+                                      end_time: Any) -> None:
+        """One failed attempt: nothing (see ``log_failure_event``)."""
+
     # --- the SDK path ------------------------------------------------------------------------------
     def completion(self, *, agent: str | None = None, **kwargs: Any) -> Any:
         """``litellm.completion(**kwargs)`` under a reservation (see ``guarded_completion``)."""
