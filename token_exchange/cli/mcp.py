@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from token_exchange.cli.common import Json
 from token_exchange.errors import UserError
 
 AGENT_ENV = "TOKEN_EXCHANGE_AGENT"
@@ -13,8 +14,11 @@ AGENT_ENV = "TOKEN_EXCHANGE_AGENT"
 
 def mcp_cmd(agent: Annotated[str | None, typer.Option(
         "--agent", envvar=AGENT_ENV, show_envvar=True,
-        help="The agent this server acts for: tools default to it and spend only for it.")] = None) -> None:
-    """Serve the exchange's tools over MCP on stdin/stdout (balance, limits, quotes, reserve/settle...)."""
+        help="The agent this server acts for: tools default to it and spend only for it.")] = None,
+            as_json: Json = False) -> None:
+    """Serve the exchange's tools over MCP on stdin/stdout (balance, limits, quotes, reserve/settle...).
+
+    Once serving, stdout carries only the protocol; --json only shapes an error before it starts."""
     try:
         from token_exchange.agents import mcp_server
     except ImportError as e:
