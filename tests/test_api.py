@@ -227,7 +227,8 @@ def test_pool_operations_in_tokens(t: api.Exchange) -> None:
     s = t.pool_spend("opus-team", "gemini-pro", 50000, "complex analysis")
     assert s.cost == 100 and s.credits == {"builder": 40, "claude": 60}
     p = t.pool("opus-team")
-    assert p.balance == 900 and [(c.agent, c.stake) for c in p.contributors] == [("builder", D(360)), ("claude", D(540))]
+    assert p.balance == 900
+    assert [(c.agent, c.stake) for c in p.contributors] == [("builder", D(360)), ("claude", D(540))]
     assert [x.name for x in t.pools()] == ["opus-team"]
     assert t.pool_leave("opus-team", "builder").refunds == {"builder": 360}
     d = t.pool_dissolve("opus-team")

@@ -13,23 +13,23 @@ from typing import Any
 
 import pytest
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported: never fetch prices
-litellm = pytest.importorskip(
-    "litellm", reason="the litellm extra is not installed (pip install 'token-exchange[litellm]'); CI should install it")
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before litellm is imported: never fetch its price map
+litellm = pytest.importorskip("litellm", reason="the litellm extra is not installed "
+                                                "(pip install 'token-exchange[litellm]'); CI should install it")
 
-from litellm.integrations.custom_logger import CustomLogger
-from litellm.proxy._types import UserAPIKeyAuth
+from litellm.integrations.custom_logger import CustomLogger  # noqa: E402  (after the cost-map setting)
+from litellm.proxy._types import UserAPIKeyAuth  # noqa: E402
 
-from tests.conftest import Clock, make_ex
-from token_exchange import api
-from token_exchange.agents.litellm import (
+from tests.conftest import Clock, make_ex  # noqa: E402
+from token_exchange import api  # noqa: E402
+from token_exchange.agents.litellm import (  # noqa: E402
     RESERVATION_KEY,
     TokenExchangeLogger,
     aguarded_completion,
     guarded_completion,
 )
-from token_exchange.errors import UserError
-from token_exchange.rules.limits import LimitRefused
+from token_exchange.errors import UserError  # noqa: E402
+from token_exchange.rules.limits import LimitRefused  # noqa: E402
 
 D = Decimal
 LIMITS = "[agents.claude.limits]\nhourly = 10\ndaily = 100000\nburst = 100000\nreserve = 0\n"
@@ -112,7 +112,8 @@ def test_proxy_refuses_with_429_the_reason_and_retry_after(tmp_path: Path, clock
                                                            "max_tokens": 1000}, "x"))
     assert status == "refused"
     assert getattr(err, "status_code", None) == 429
-    assert getattr(err, "detail", None) == (f"Hourly limit reached (9.0/10 used, need {tx.price('claude-sonnet', prompt_tokens() + 1000)}); "
+    need = tx.price("claude-sonnet", prompt_tokens() + 1000)
+    assert getattr(err, "detail", None) == (f"Hourly limit reached (9.0/10 used, need {need}); "
                                              "enough frees up at 2026-01-01T13:00:00Z (in 45m 00s)")
     assert getattr(err, "headers", None) == {"Retry-After": "2700"}
     assert (tx.home / "ledger.toml").read_bytes() == before
@@ -139,7 +140,8 @@ def test_the_agent_is_the_keys_alias_else_the_metadata(tmp_path: Path, clock: Cl
     assert hook.plan(dict(data), key_alias="claude").agent == "claude"  # a client cannot pick who pays
     assert hook.plan(dict(data)).agent == "zero"
     assert hook.plan({"model": "gpt-4o", "messages": MESSAGES, "metadata": {"agent": "spark"}}).agent == "spark"
-    assert TokenExchangeLogger(tx, agent="lambda").plan({"model": "claude-opus", "messages": MESSAGES}).agent == "lambda"
+    default = TokenExchangeLogger(tx, agent="lambda")
+    assert default.plan({"model": "claude-opus", "messages": MESSAGES}).agent == "lambda"
 
 
 def test_model_names_map_to_the_price_table(tmp_path: Path, clock: Clock) -> None:

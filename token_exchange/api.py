@@ -718,7 +718,8 @@ class Exchange:
         return _reservation(spending.void(self.svc, reservation_id))
 
     def spend(self, agent: str, model: str | None, tokens: int | str | None = None, *,
-              input_tokens: int | str | None = None, output_tokens: int | str | None = None, task: str = DEFAULT_TASK, id: str | None = None,
+              input_tokens: int | str | None = None, output_tokens: int | str | None = None,
+              task: str = DEFAULT_TASK, id: str | None = None,
               description: str = "", project: str = "") -> Spend:
         """Charge a request now under the agent's limits: ``tokens`` in all (``output_tokens`` of them
         priced as output) or ``input_tokens`` + ``output_tokens``.  The same ``id`` twice charges once."""

@@ -10,7 +10,7 @@ literally named like a subcommand is reachable as `tx llm spend NAME ...`.)
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -31,9 +31,9 @@ from token_exchange.cli.common import (
     Tokens,
 )
 
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Model to use (default: the agent's preferred "
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model to use (default: the agent's preferred "
                                                  "model for the task type, else its primary LLM).")]
-OutputOpt = Annotated[str | None, typer.Option("--output-tokens", help="How many of the tokens were output "
+OutputOpt = Annotated[Optional[str], typer.Option("--output-tokens", help="How many of the tokens were output "
                                                   "tokens (priced with output_per_1k, the rest input_per_1k).")]
 
 
@@ -71,7 +71,7 @@ NUMBERS_OK = {"ignore_unknown_options": True}
 
 @llm_app.command("spend", context_settings=NUMBERS_OK)
 def llm_spend(agent: Agent, task_type: TaskType, tokens: Tokens, model: ModelOpt = None,
-              id: Annotated[str | None, typer.Option("--id", help="Request id: the same id twice charges once.")]
+              id: Annotated[Optional[str], typer.Option("--id", help="Request id: the same id twice charges once.")]
               = None,
               output_tokens: OutputOpt = None,
               description: Annotated[str, typer.Option(help="What the request was for.")] = "",
@@ -90,10 +90,12 @@ def llm_spend(agent: Agent, task_type: TaskType, tokens: Tokens, model: ModelOpt
 
 
 @llm_app.command("reserve", context_settings=NUMBERS_OK)
-def llm_reserve(agent: Agent, task_type: TaskType, max_tokens: Annotated[str, typer.Argument(help="Most inference tokens the request may use.")], model: ModelOpt = None,
-                id: Annotated[str | None, typer.Option("--id", help="Reservation id (default: generated).")]
+def llm_reserve(agent: Agent, task_type: TaskType,
+                max_tokens: Annotated[str, typer.Argument(help="Most inference tokens the request may use.")],
+                model: ModelOpt = None,
+                id: Annotated[Optional[str], typer.Option("--id", help="Reservation id (default: generated).")]
                 = None,
-                ttl: Annotated[int | None, typer.Option(help="Seconds before it expires "
+                ttl: Annotated[Optional[int], typer.Option(help="Seconds before it expires "
                                                            "(default: limits.reservation_ttl).")] = None,
                 as_json: Json = False) -> None:
     """Hold the most MAX_TOKENS can cost; prints the reservation id (settle or void it)."""
@@ -155,7 +157,8 @@ def limits_cmd(agent: Agent, as_json: Json = False) -> None:
         d = data[key]
         if d["next_frees_at"] is None:
             return "-"
-        return f"{d['next_frees_amount']} at {d['next_frees_at']} (in {lim.duration(d['next_frees_in_seconds'] * 10**6)})"
+        return (f"{d['next_frees_amount']} at {d['next_frees_at']} "
+                f"(in {lim.duration(d['next_frees_in_seconds'] * 10**6)})")
 
     rows = [("burst (per spend)", data["burst"]["limit"], "-", "-", "-"),
             ("reserve (floor)", data["reserve"]["limit"], "-", data["reserve"]["above_reserve"], "-"),
@@ -171,7 +174,10 @@ def limits_cmd(agent: Agent, as_json: Json = False) -> None:
 
 # --- tx pool ---------------------------------------------------------------------------------
 @pool_app.command("create", context_settings=NUMBERS_OK)
-def pool_create(name: Annotated[str, typer.Argument(help="New pool name.")], creator: Annotated[str, typer.Argument(help="Agent creating the pool (its first member).")], min_contribution: Annotated[str, typer.Argument(help="Smallest contribution accepted (tokens).")], as_json: Json = False) -> None:
+def pool_create(name: Annotated[str, typer.Argument(help="New pool name.")],
+                creator: Annotated[str, typer.Argument(help="Agent creating the pool (its first member).")],
+                min_contribution: Annotated[str, typer.Argument(help="Smallest contribution accepted (tokens).")],
+                as_json: Json = False) -> None:
     """Create a pool; the creator is its first member."""
     res = _ex().pool_create(name, creator, min_contribution)
     if as_json:
@@ -194,7 +200,7 @@ def pool_join(pool: Pool, agent: Agent, as_json: Json = False) -> None:
 
 @pool_app.command("contribute", context_settings=NUMBERS_OK)
 def pool_contribute(pool: Pool, agent: Agent, amount: Amount,
-                    id: Annotated[str | None, typer.Option("--id", help="Idempotency id.")] = None,
+                    id: Annotated[Optional[str], typer.Option("--id", help="Idempotency id.")] = None,
                     as_json: Json = False) -> None:
     """Move tokens from a member's wallet into the pool (under the member's limits)."""
     c = _ex().pool_contribute(pool, agent, amount, id=id)
@@ -207,10 +213,11 @@ def pool_contribute(pool: Pool, agent: Agent, amount: Amount,
 
 
 @pool_app.command("spend", context_settings=NUMBERS_OK)
-def pool_spend(pool: Pool, model: Annotated[str, typer.Argument(help="Model to call (see `tx rewards`).")], tokens: Tokens,
+def pool_spend(pool: Pool, model: Annotated[str, typer.Argument(help="Model to call (see `tx rewards`).")],
+               tokens: Tokens,
                description: Annotated[str, typer.Argument(help="What the spend is for.")],
-               id: Annotated[str | None, typer.Option("--id", help="Idempotency id.")] = None,
-               by: Annotated[str | None, typer.Option("--by", help="Member making the request.")] = None,
+               id: Annotated[Optional[str], typer.Option("--id", help="Idempotency id.")] = None,
+               by: Annotated[Optional[str], typer.Option("--by", help="Member making the request.")] = None,
                as_json: Json = False) -> None:
     """Spend pool tokens on a model call; contributors are credited in proportion to their stakes."""
     s = _ex().pool_spend(pool, model, tokens, description, id=id, by=by)
@@ -270,7 +277,7 @@ def pool_leave(pool: Pool, agent: Agent, as_json: Json = False) -> None:
 
 
 @pool_app.command("dissolve")
-def pool_dissolve(pool: Pool, by: Annotated[str | None, typer.Option("--by", help="Member dissolving it.")] = None,
+def pool_dissolve(pool: Pool, by: Annotated[Optional[str], typer.Option("--by", help="Member dissolving it.")] = None,
                   as_json: Json = False) -> None:
     """Dissolve a pool: every unspent stake goes back to its contributor, exactly."""
     r = _ex().pool_dissolve(pool, by=by)

@@ -39,11 +39,11 @@ from decimal import Decimal
 from typing import Any
 
 from token_exchange.amounts import Units, fmt, round_cost, to_decimal
-from token_exchange.rules.config import Model
 from token_exchange.errors import IdConflict, Refused, UserError
-from token_exchange.services.exchange import Exchange
 from token_exchange.ledger.ledger import LLM, Index, Txn, make_txn, ts_text
+from token_exchange.rules.config import Model
 from token_exchange.rules.limits import enforce, iso, micros
+from token_exchange.services.exchange import Exchange
 
 MAX_INFERENCE_TOKENS = 10**12
 REQUEST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+=-]{0,99}")
