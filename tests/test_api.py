@@ -208,6 +208,15 @@ def test_commit_quote_is_what_the_commit_then_pays(t: api.Exchange) -> None:
         t.quote_commit("x")
 
 
+def test_commit_quote_defaults_to_the_project_a_hook_would_use(t: api.Exchange, repo: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(repo)  # a repository named nexushive-setup: contract x2
+    q = t.quote_commit("docs: readme", agent="claude")
+    assert (q.project, q.contract, q.amount) == ("nexushive-setup", "nexushive-setup", D(330))
+    monkeypatch.chdir(repo.parent)
+    assert t.quote_commit("docs: readme", agent="claude").contract == "default"
+
+
 def test_issue_quote_uses_the_seed_tables(t: api.Exchange) -> None:
     q = t.quote_issue(1, "bug")
     assert (q.priority, q.amount, q.multiplier) == ("P1", D(750), D("1.5"))

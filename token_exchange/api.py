@@ -531,8 +531,6 @@ class Exchange:
         self._clock = svc.clock
         self._local = threading.local()
         self._local.svc = svc
-        self._lock = threading.Lock()
-        self._opened: list[_Svc] = [svc]
 
     def __repr__(self) -> str:
         return f"Exchange(home={str(self.home)!r}, agents={len(self.cfg.agents)})"
@@ -550,9 +548,6 @@ class Exchange:
         if svc is not None:
             svc.close()
             self._local.svc = None
-            with self._lock:
-                if svc in self._opened:
-                    self._opened.remove(svc)
 
     @property
     def svc(self) -> _Svc:
@@ -563,8 +558,6 @@ class Exchange:
 
             svc = Svc(self.home, self.cfg, self._clock)
             self._local.svc = svc
-            with self._lock:
-                self._opened.append(svc)
         return svc
 
     # --- reading -----------------------------------------------------------------------------
@@ -655,7 +648,10 @@ class Exchange:
     def quote_commit(self, message: str, *, agent: str | None = None, author: str | None = None,
                      project: str | None = None, parents: int = 1) -> CommitQuote:
         """What a commit with ``message`` by ``agent`` (or author email) on ``project`` would earn now:
-        the engine's own plan (``Exchange.preview_commit``), with the contract budget as it stands."""
+        the engine's own plan (``Exchange.preview_commit``), with the contract budget as it stands.
+
+        ``project`` defaults to what a hook would use here: ``exchange.project``, else the current
+        repository's (its origin's name, else its directory), else none (the default contract)."""
         from token_exchange.rules.engine import CommitFacts
 
         if (agent is None) == (author is None):
@@ -666,7 +662,7 @@ class Exchange:
         assert author is not None
         if isinstance(parents, bool) or not isinstance(parents, int) or not 0 <= parents <= 1000:
             raise UserError(f"parents: expected 0-1000, got {parents!r}")
-        proj = clean_text(project if project is not None else self.cfg.project, limit=200)
+        proj = clean_text(project if project is not None else self._project(), limit=200)
         facts = CommitFacts(clean_text(author, limit=320), clean_text(message, limit=65536), proj, parents)
         plan = self.svc.preview_commit(facts)
         r = plan.reward
@@ -674,6 +670,14 @@ class Exchange:
                            r.contract if r else None, r.multiplier if r else None, r.bonus if r else None,
                            (r.keyword or None) if r else None, bool(r and r.capped), r.excluded if r else None,
                            r.reason if r else plan.describe(), plan.preview())
+
+    def _project(self) -> str:
+        if self.cfg.project:
+            return self.cfg.project
+        from token_exchange import git
+
+        top = git.toplevel()
+        return git.project_name(top) if top else ""
 
     def quote_issue(self, priority: int | str, issue_type: str = "task",
                     labels: tuple[str, ...] | list[str] = ()) -> IssueQuote:
