@@ -161,6 +161,23 @@ def test_a_request_without_max_tokens_gets_the_default_written_in(tmp_path: Path
     assert data["max_tokens"] == 256 and plan.tokens == prompt_tokens() + 256
 
 
+def test_the_prompt_estimate_counts_tools_and_survives_a_failing_tokenizer(tmp_path: Path, clock: Clock) -> None:
+    tx, hook = make(tmp_path, clock, "")
+    tool = {"type": "function", "function": {"name": "lookup", "description": "Find a symbol in the repository",
+                                             "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+    plain = hook.plan({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 10}, key_alias="claude")
+    with_tools = hook.plan({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 10, "tools": [tool]},
+                           key_alias="claude")
+    assert plain.tokens == prompt_tokens() + 10 < with_tools.tokens
+
+    def broken(model: str, request: Any) -> int:
+        raise ValueError("no tokenizer for this")
+
+    odd = TokenExchangeLogger(tx, models=MODELS, count_tokens=broken)
+    plan = odd.plan({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 10}, key_alias="claude")
+    assert plan.tokens == len(str(MESSAGES)) + 10  # characters: never fewer than tokens
+
+
 def test_the_final_failure_voids_one_failed_attempt_does_not(tmp_path: Path, clock: Clock) -> None:
     tx, hook = make(tmp_path, clock, "")
     status, data = asyncio.run(proxy_request(hook, key(), {"model": "gpt-4o", "messages": MESSAGES,

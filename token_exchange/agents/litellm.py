@@ -66,7 +66,7 @@ METERED_CALLS = frozenset({"completion", "acompletion", "text_completion", "atex
                            "aresponses"})
 _WILD = re.compile(r"[*?\[]")
 
-Counter = Callable[[str, Any], int]
+Counter = Callable[[str, Mapping[str, Any]], int]
 
 
 class GatewayRefusal(Exception):
@@ -157,13 +157,17 @@ def _event_usage(kwargs: Mapping[str, Any], response_obj: object) -> tuple[int, 
     return None
 
 
-def default_counter(model: str, prompt: Any) -> int:
-    """LiteLLM's own token count of the prompt (messages, or text), the model's tokenizer when it has one."""
+def default_counter(model: str, request: Mapping[str, Any]) -> int:
+    """LiteLLM's own count of a request's prompt tokens (messages and tools, or text; the model's
+    tokenizer when LiteLLM has one).  Images count at LiteLLM's default size: nothing is fetched."""
     import litellm
 
+    prompt = next((request[k] for k in ("messages", "prompt", "input") if request.get(k) is not None), "")
     if isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(x, str) for x in prompt)):
         return int(litellm.token_counter(model=model, text=prompt))
-    return int(litellm.token_counter(model=model, messages=prompt))
+    tools = request.get("tools")
+    return int(litellm.token_counter(model=model, messages=prompt, tools=tools if isinstance(tools, list) else None,
+                                     use_default_image_token_count=True))
 
 
 class TokenExchangeLogger(CustomLogger):
@@ -238,11 +242,10 @@ class TokenExchangeLogger(CustomLogger):
             cap_key = "max_output_tokens" if "input" in data and "messages" not in data else "max_tokens"
             data[cap_key] = self.default_max_tokens
         cap = api._count(data[cap_key], cap_key)
-        prompt = next((data[k] for k in ("messages", "prompt", "input") if data.get(k) is not None), "")
         try:
-            estimate = max(0, int(self.count_tokens(model, prompt)))
+            estimate = max(0, int(self.count_tokens(model, data)))
         except Exception:  # noqa: BLE001  (any tokenizer failure: fall back to an upper bound, >= 1 char a token)
-            estimate = len(str(prompt))
+            estimate = sum(len(str(data.get(k) or "")) for k in ("messages", "prompt", "input", "tools"))
         return Plan(who, price_model, estimate + cap, f"litellm-{uuid.uuid4().hex[:24]}")
 
     def reserve(self, plan: Plan) -> api.Reservation:
