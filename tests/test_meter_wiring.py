@@ -665,3 +665,24 @@ def test_tx_guard_claude_code_json_for_scripts(tmp_path: Path, clock: Clock, mon
     doc = r.json()
     assert r.code == 2 and isinstance(doc, dict) and doc["blocked"] is True and doc["agent"] == "claude"
     assert doc["message"].startswith("token-exchange: claude: Hourly limit reached (1200.0/1000 used")
+
+
+def test_tx_meter_failures_end_with_one_error_line(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch,
+                                                   cli: Any) -> None:
+    import io
+
+    exchange(tmp_path / "ex", clock, default_agent="")
+    home = ["--home", str(tmp_path / "ex")]
+    for extra in ([], ["--json"]):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"{not json")))
+        r = cli(*home, "meter", "claude-code", *extra)
+        assert r.code == 1 and [ln for ln in r.err.splitlines() if ": error: " in ln] == [
+            "tx: error: hook input is not valid JSON"]
+        if extra:
+            assert isinstance(r.json(), dict)  # stdout: still one document
+    s = Session(tmp_path)
+    write(s.main, assistant("msg_1", out=10, model=OPUS, stop="end_turn"))
+    r = cli(*home, "meter", "claude-code", str(s.main), "--json")
+    assert r.code == 1 and r.err.splitlines()[-1] == "tx: error: 1 of 1 transcripts not charged"
+    doc = r.json()
+    assert isinstance(doc, list) and doc[0]["ok"] is False and "no agent" in doc[0]["message"]

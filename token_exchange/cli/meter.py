@@ -41,6 +41,20 @@ def _hook_reply(code: int, stdout: str, stderr: str) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _finish(code: int, failure: str) -> NoReturn:
+    """Exit ``code``; a failure (1) ends with the one ``tx: error:`` line every command ends with (after
+    the --json document, if any: stdout stays one document)."""
+    if code == 1:
+        if not state.json:
+            raise UserError(failure)
+        out.error("tx", failure, 1, False)
+    raise typer.Exit(code)
+
+
+def _strip(text: str) -> str:
+    return " ".join(line.removeprefix("token-exchange: ") for line in text.splitlines())
+
+
 @meter_app.command("claude-code")
 def claude_code(transcripts: Annotated[Optional[list[Path]], typer.Argument(
                     help="Transcripts to charge by hand (each as if its session ended); none: read a hook's "
@@ -53,26 +67,28 @@ def claude_code(transcripts: Annotated[Optional[list[Path]], typer.Argument(
         from token_exchange.meter.claude_code import MAX_HOOK_INPUT
 
         run = metering.claude_code_hook(sys.stdin.buffer.read(MAX_HOOK_INPUT + 1), home=state.home, agent=agent)
+        code = run.reply.exit_code
         if as_json:
-            out.emit_json({"exit_code": run.reply.exit_code, "agent": run.agent,
+            out.emit_json({"exit_code": code, "agent": run.agent,
                            "charge": run.charged.to_json() if run.charged else None,
                            "skipped": run.read.skipped if run.read else 0})
-            sys.stderr.write(run.reply.stderr)
-            raise typer.Exit(run.reply.exit_code)
-        _hook_reply(run.reply.exit_code, run.reply.stdout, run.reply.stderr)
+        if code == 1:
+            _finish(1, _strip(run.reply.stderr))
+        _hook_reply(code, "" if as_json else run.reply.stdout, run.reply.stderr)
     results = []
-    code = 0
+    failed = 0
     for path in transcripts:
         run = metering.claude_code_hook(metering.transcript_hook_input(path), home=state.home, agent=agent)
-        code = max(code, run.reply.exit_code if run.agent is not None else 1)
-        results.append({"transcript": str(path), "agent": run.agent,
+        ok = run.reply.exit_code == 0 and run.agent is not None
+        failed += not ok
+        results.append({"transcript": str(path), "agent": run.agent, "ok": ok,
                         "charge": run.charged.to_json() if run.charged else None,
-                        "skipped": run.read.skipped if run.read else 0, "message": run.reply.stderr.strip()})
+                        "skipped": run.read.skipped if run.read else 0, "message": _strip(run.reply.stderr)})
         if not as_json:
-            sys.stderr.write(run.reply.stderr or f"token-exchange: {path}: nothing new\n")
+            out.message(f"{path}: {_strip(run.reply.stderr) or 'nothing new'}")
     if as_json:
         out.emit_json(results)
-    raise typer.Exit(code)
+    _finish(1 if failed else 0, f"{failed} of {len(transcripts)} transcripts not charged")
 
 
 def _files(source: Literal["codex", "aider"], paths: list[Path], agent: str | None, as_json: bool) -> None:
@@ -90,7 +106,8 @@ def _files(source: Literal["codex", "aider"], paths: list[Path], agent: str | No
             out.message(r.line())
         if not runs:
             out.message(f"no {source} files found")
-    raise typer.Exit(0 if all(r.ok for r in runs) else 1)
+    failed = sum(not r.ok for r in runs)
+    _finish(1 if failed else 0, f"{failed} of {len(runs)} {source} files not charged")
 
 
 Paths = Annotated[list[Path], typer.Argument(help="Files, or directories searched recursively.")]
