@@ -408,8 +408,8 @@ class _Validator:
     # --- metering (issue 18): [models.NAME] cache prices and the [meter] table ---------------------
     def cache_prices(self, spec: dict[str, Any], key: str) -> tuple[Decimal | None, Decimal | None]:
         """``cache_write_per_1k`` / ``cache_read_per_1k`` of a model; None when not given (derived)."""
-        return tuple(self._price(spec[k], f"{key}.{k}") if k in spec else None  # type: ignore[return-value]
-                     for k in CACHE_PRICE_KEYS)
+        write, read = (self._price(spec[k], f"{key}.{k}") if k in spec else None for k in CACHE_PRICE_KEYS)
+        return write, read
 
     def meter(self, agents: dict[str, Agent], models: dict[str, Model]) -> MeterConfig:
         """The [meter] table, key by key as ``METER_KEYS`` declares it; defaults for what it leaves out."""
