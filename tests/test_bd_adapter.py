@@ -37,6 +37,7 @@ def beads_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     init_home(repo / ".exchange", "toml")
     monkeypatch.setenv("PATH", f"{FIXTURES}{os.pathsep}{_path_without_bd()}")
     monkeypatch.setenv("BD_STANDIN_NOW", "2026-02-01T12:00:00.123456789Z")
+    monkeypatch.setenv("USER", "ci-runner")  # bd's last actor source: a name that is no agent
     for var in ("BD_STANDIN_LEGACY_SHOW", "BD_STANDIN_ERROR_MODE", "BD_STANDIN_FAIL", "BD_STANDIN_LOG",
                 "BEADS_PATH", "CLAUDE_CODE", "BD_AGENT_MODE", "TX_BD_EXTRA_STATUSES"):
         monkeypatch.delenv(var, raising=False)
@@ -307,8 +308,14 @@ def test_payee_agent_option_then_actor_then_error(beads_repo, txbd, monkeypatch)
     d = txbd("close", "tx-a3f8.1", "--agent", "zero", "--json").json()["closed"][0]
     assert d["agent"] == "builder" and d["payee_from"] == "assignee"  # a known assignee beats --agent
     assert bd("update", "tx-c02d", "--assignee", "mystery-agent").returncode == 0
-    d = txbd("close", "tx-c02d", "--json").json()["closed"][0]  # git user.email is the actor
+    # Changed by issue 14: bd's actor is git user.name, never user.email (main.go getActorWithGit), so
+    # the e-mail alone no longer names a payee; the user name does.
+    line = one_line_error(txbd("close", "tx-c02d"))
+    assert "nobody to pay for tx-c02d" in line and "'ci-runner' (from $USER) is not an agent" in line
+    subprocess.run(["git", "config", "user.name", "lambda"], cwd=beads_repo, check=True)
+    d = txbd("close", "tx-c02d", "--json").json()["closed"][0]  # git user.name is bd's actor
     assert d["agent"] == "lambda" and d["payee_from"] == "actor"
+    assert d["payee_detail"] == "lambda (bd actor, from git user.name)"
     assert one_line_error(txbd("close", "tx-a3f8", "--agent", "nobody")).endswith("unknown agent 'nobody' "
                                                                                   "(known: builder, claude, lambda, "
                                                                                   "observer, spark, zero)")
@@ -426,12 +433,12 @@ def test_invalid_utf8_and_custom_statuses(beads_repo, txbd, no_bd, monkeypatch):
 
 
 def test_huge_file_and_huge_line_are_refused(beads_repo, txbd, no_bd, monkeypatch):
-    from token_exchange import beads
+    from token_exchange.beads import issues
 
-    monkeypatch.setattr(beads, "MAX_LINE", 300)
+    monkeypatch.setattr(issues, "MAX_LINE", 300)
     line = one_line_error(txbd("preview-all"))
     assert "issues.jsonl line 1: line is" in line and "max 300" in line
-    monkeypatch.setattr(beads, "MAX_FILE", 1000)
+    monkeypatch.setattr(issues, "MAX_FILE", 1000)
     line = one_line_error(txbd("preview-all"))
     assert "too large for an issue export" in line
 
@@ -539,8 +546,6 @@ def test_sync_from_the_file_sees_a_bd_close_only_after_bd_export(beads_repo, txb
 # Each test below states what real bd (v1.0.5) does, as the stand-in now reproduces it, and what
 # the adapter should then do.  They fail today; strict xfail makes them flip once it is fixed.
 
-@pytest.mark.xfail(strict=True, reason="adapter pays closed wisps: bd list merges ephemeral issues "
-                   "(search_counts.go) and the adapter does not skip ephemeral=true")
 def test_sync_does_not_pay_closed_wisps(beads_repo, txbd):
     w = json.loads(bd("create", "Patrol the queue", "--ephemeral", "-a", "builder@example.com", "--json").stdout)
     assert bd("close", w["id"]).returncode == 0
@@ -550,7 +555,6 @@ def test_sync_does_not_pay_closed_wisps(beads_repo, txbd):
     assert w["id"] not in _paid(beads_repo)
 
 
-@pytest.mark.xfail(strict=True, reason="adapter pays a wisp closed through `tx-bd close`")
 def test_close_does_not_pay_a_wisp(beads_repo, txbd):
     w = json.loads(bd("create", "Patrol the queue", "--ephemeral", "-a", "builder@example.com", "--json").stdout)
     r = txbd("close", w["id"], "--json")
@@ -558,8 +562,6 @@ def test_close_does_not_pay_a_wisp(beads_repo, txbd):
     assert _paid(beads_repo) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="preview-all through bd lists open wisps, the export never "
-                   "has them: the total at stake depends on the path the data came by")
 def test_preview_all_is_the_same_through_bd_and_the_export_with_wisps(beads_repo, txbd):
     assert bd("create", "Patrol the queue", "--ephemeral", "-p", "0", "--json").returncode == 0
     export = beads_repo / ".beads" / "issues.jsonl"
@@ -570,16 +572,12 @@ def test_preview_all_is_the_same_through_bd_and_the_export_with_wisps(beads_repo
     assert via_bd["total"] == via_file["total"]
 
 
-@pytest.mark.xfail(strict=True, reason="`bd update --status closed` fires only on_update (v1.x); "
-                   "install-hook writes only on_close and the hook ignores the update event")
 def test_update_status_closed_is_paid_by_the_hook(beads_repo, txbd):
     assert txbd("install-hook").code == 0
     assert bd("update", "tx-b71c", "--status", "closed").returncode == 0
     assert _paid(beads_repo) == {"tx-b71c": ("builder", "hook")}
 
 
-@pytest.mark.xfail(strict=True, reason="adapter takes the closer from git user.email; bd's actor is "
-                   "git user.name (main.go getActorWithGit)")
 def test_payee_falls_back_to_bds_actor_git_user_name(beads_repo, txbd):
     subprocess.run(["git", "config", "user.name", "spark"], cwd=beads_repo, check=True)
     subprocess.run(["git", "config", "user.email", "lambda@aygp-dr.ai"], cwd=beads_repo, check=True)
@@ -588,8 +586,6 @@ def test_payee_falls_back_to_bds_actor_git_user_name(beads_repo, txbd):
     assert d["agent"] == "spark" and d["payee_from"] == "actor"
 
 
-@pytest.mark.xfail(strict=True, reason="adapter prefers BEADS_ACTOR; bd 1.0.5 uses BD_ACTOR when both "
-                   "are set (viper binds BD_ACTOR to `actor`, main.go l.422/925)")
 def test_payee_actor_when_both_actor_variables_are_set(beads_repo, txbd, monkeypatch):
     monkeypatch.setenv("BEADS_ACTOR", "lambda")
     monkeypatch.setenv("BD_ACTOR", "spark")
@@ -618,8 +614,6 @@ def _worktree(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.chdir(wt)
 
 
-@pytest.mark.xfail(strict=True, reason="install-hook writes <toplevel>/.beads/hooks; bd runs the hooks "
-                   "of its RESOLVED beads dir (redirect target, main repo of a worktree)")
 @pytest.mark.parametrize("layout", ["redirect", "worktree"])
 def test_install_hook_writes_into_bds_resolved_beads_dir(beads_repo, txbd, tmp_path, monkeypatch, layout):
     if layout == "redirect":
@@ -631,8 +625,6 @@ def test_install_hook_writes_into_bds_resolved_beads_dir(beads_repo, txbd, tmp_p
     assert _paid(beads_repo) == {"tx-b71c": ("builder", "hook")}
 
 
-@pytest.mark.xfail(strict=True, reason="a file-based sync reads a stale export silently; it should warn "
-                   "(the database is newer) or run `bd export` first when bd is on PATH")
 def test_sync_from_a_stale_export_says_so_or_exports_first(beads_repo, txbd):
     export = beads_repo / ".beads" / "issues.jsonl"
     assert bd("close", "tx-b71c").returncode == 0
@@ -653,10 +645,14 @@ def test_install_hook_refuses_a_foreign_hook(beads_repo, txbd):
 
 
 def test_hook_shapes_and_events(beads_repo, txbd):
+    still_open = bd("show", "tx-b71c", "--json").stdout
+    assert txbd("hook", "tx-b71c", "update", input=still_open).code == 0  # an update of an open issue: nothing
+    assert txbd("hook", "tx-b71c", "create", input=still_open).code == 0  # other events: nothing
+    assert ledger_txns(beads_repo) == []
     assert bd("close", "tx-b71c").returncode == 0
     shown = bd("show", "tx-b71c", "--json").stdout
-    assert txbd("hook", "tx-b71c", "update", input=shown).code == 0  # other events: nothing
-    assert ledger_txns(beads_repo) == []
+    # (Changed by issue 14: an update event whose issue is closed now pays -- `bd update --status
+    # closed` fires only on_update -- see test_update_status_closed_is_paid_by_the_hook.)
     envelope = json.dumps({"schema_version": 1, "data": json.loads(shown)})
     r = txbd("hook", "tx-b71c", "close", input=envelope)
     assert r.code == 0 and "paid 450" in r.err
