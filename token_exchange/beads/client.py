@@ -139,14 +139,16 @@ class BdClient:
 
 def matches(requested: str, issue_id: str) -> bool:
     """Whether bd could have resolved ``requested`` to ``issue_id`` (``internal/utils/id_parser.go``
-    ResolvePartialID: the full id, ``<prefix>-`` added, or a part of the hash after the prefix)."""
+    ResolvePartialID: the full id, ``<prefix>-`` added, or a part of the hash after the prefix, at the
+    same depth of the hierarchy)."""
     if requested == issue_id or issue_id.endswith("-" + requested):
         return True
     prefix, dash, hash_part = issue_id.rpartition("-")
     if not dash:
         return False
     wanted = requested[len(prefix) + 1:] if requested.startswith(prefix + "-") else requested
-    return bool(wanted) and "-" not in wanted and wanted in hash_part
+    # never across a level of the hierarchy: tx-1 is not a partial id of its child tx-1.1
+    return bool(wanted) and "-" not in wanted and wanted in hash_part and wanted.count(".") == hash_part.count(".")
 
 
 def answered(requested: Sequence[str], returned: Sequence[Issue]) -> tuple[list[Issue], list[Issue]]:

@@ -100,9 +100,9 @@ def _in_tree(cwd: Path) -> BeadsDir | None:
     if not (linked and cwd == top):
         cand = cwd / ".beads"
         if cand.is_dir():
-            cand = follow_redirect(cand)
-            if has_database(cand):
-                return BeadsDir(cand, True, f".beads in {cwd}")
+            target = follow_redirect(cand)
+            if has_database(target):
+                return BeadsDir(target, True, f".beads in {cwd}" if target == cand else f"the redirect in {cand}")
     boundary = top
     if linked and top is not None:
         own = top / ".beads"

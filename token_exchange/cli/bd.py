@@ -429,9 +429,10 @@ def hook(issue: Annotated[str, typer.Argument(help="Issue id bd passes to the ho
 
 
 @app.command("pre-write", hidden=True)
-def pre_write_hook() -> None:
+def pre_write_hook(as_json: Json = False) -> None:
     """Called by bd as `pre_write` before a write: answer {"allow": ...}; refuse only a claim by an agent
-    whose balance is below its reserve.  Always answers (our own trouble allows the write, on stderr)."""
+    whose balance is below its reserve.  Always answers, in JSON (our own trouble allows the write and
+    says why on stderr)."""
     allow, reason = True, ""
     try:
         req = bdhooks.parse_pre_write(sys.stdin.read(bdhooks.MAX_PRE_WRITE_REQUEST + 1))

@@ -265,7 +265,8 @@ class IssuePlan(NamedTuple):
     ``action``: ``pay`` (write ``txn_id`` for ``amount`` to the payee), ``paid`` (a payment stands:
     nothing new), ``unpaid`` (nobody to pay), ``not-work`` (a wisp, gate, template...: never paid),
     ``open`` (not closed: nothing to do), ``reverse`` (reopened after it was paid: write ``txn_id``,
-    the reversal of ``standing``).
+    the reversal of ``standing``), ``reversed`` (this close was paid and reversed: nothing until a
+    later close).
     """
 
     facts: IssueFacts
@@ -330,7 +331,8 @@ def plan_issue(cfg: Config, facts: IssueFacts, payee: IssuePayee, view: IssueLed
     new (if its priority or type changed since, the first payment stands); a closed issue without one
     pays priority tokens x the highest type multiplier to ``payee``.  An issue seen open again after it
     was paid (its record is at least as new as the close that was paid) is reversed, exactly that
-    payment, once; a later close then pays again, once.  Ephemeral issues (wisps), gates, identity
+    payment, once; a later close (a newer ``closed_at``) then pays again, once -- the close that was
+    reversed, seen again in a stale record or after ``tx reverse``, never does.  Ephemeral issues (wisps), gates, identity
     beads, messages and templates are never paid.  Raises ``UserError`` for a priority with no reward.
     """
     payments = view.issue_payments(facts.id)
@@ -356,6 +358,13 @@ def plan_issue(cfg: Config, facts: IssueFacts, payee: IssuePayee, view: IssueLed
         why = f"already paid {fmt(standing.amount)} to {standing.agent}; nothing new"
         return IssuePlan(facts, payee, "paid", reward, amount=standing.amount, standing=standing,
                          reasons=(why, note) if note else (why,))
+    if payments:  # every payment so far was reversed: only a NEW close pays again
+        last = payments[-1]
+        closed, before = instant(facts.closed_at), instant(last.closed_at)
+        if closed is None or before is None or closed <= before:
+            return IssuePlan(facts, payee, "reversed", reward,
+                             reasons=((f"the close of {facts.closed_at or 'unknown time'} was paid ({last.id}) and"
+                                       f" reversed ({last.reversed_by}); only a later close pays again"),))
     if payee.agent is None:
         return IssuePlan(facts, payee, "unpaid", reward, reasons=(f"nobody to pay ({payee.detail})",))
     return IssuePlan(facts, payee, "pay", reward, txn_id=issue_payment_id(facts.id, len(payments) + 1),
