@@ -69,7 +69,7 @@ def txbd(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  
 
 
 def bd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(BD), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(BD), *args], capture_output=True, text=True, check=False,
                           env={**os.environ, **(env or {})})
 
 
@@ -471,13 +471,13 @@ def test_install_hook_and_hook_pays_once(beads_repo, txbd):
     payload = json.dumps(json.loads(closed.stdout)[0])
     env = {**os.environ}
     runs = [subprocess.run([str(hook), "tx-b71c", "close"], input=payload, capture_output=True, text=True,
-                           env=env, cwd="/") for _ in range(2)]
+                           env=env, cwd="/", check=False) for _ in range(2)]
     assert runs[0].returncode == 0, runs[0].stderr
     assert "paid 450 tokens to builder" in runs[0].stderr
     assert "already paid" in runs[1].stderr
     assert len(ledger_txns(beads_repo)) == 1
     quiet = subprocess.run([str(hook), "tx-a3f8.1.2", "close"], input="", capture_output=True, text=True,
-                           env={**env, "TOKEN_EXCHANGE_BD_CLOSING": "1"})
+                           env={**env, "TOKEN_EXCHANGE_BD_CLOSING": "1"}, check=False)
     assert quiet.returncode == 0 and len(ledger_txns(beads_repo)) == 1
     s = txbd("sync", "--json", "--agent", "zero").json()
     assert "tx-b71c" not in {p["id"] for p in s["paid"]}
@@ -678,11 +678,11 @@ def test_usage_errors_exit_2_and_json_errors(beads_repo, txbd):
 
 def test_console_script_and_light_import(beads_repo):
     r = subprocess.run([sys.executable, "-c", "import sys, token_exchange.cli.bd; print('rich' in sys.modules)"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.stdout.strip() == "False", r.stderr
     exe = shutil.which("tx-bd")
     if exe:
-        r = subprocess.run([exe, "preview", "tx-b71c", "--json"], capture_output=True, text=True)
+        r = subprocess.run([exe, "preview", "tx-b71c", "--json"], capture_output=True, text=True, check=False)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["reward"] == 450
 
@@ -875,13 +875,13 @@ def test_a_reversal_never_makes_a_wallet_negative(beads_repo, txbd, monkeypatch)
 # --------------------------------------------------------------------------- payee: bd's actor, said plainly
 
 @pytest.mark.parametrize("case", [
-    dict(flag="spark", env={"BEADS_ACTOR": "lambda", "BD_ACTOR": "zero"}, want="spark", source="--actor"),
-    dict(env={"BEADS_ACTOR": "lambda", "BD_ACTOR": "spark"}, want="spark", source="BD_ACTOR"),
-    dict(env={"BEADS_ACTOR": "lambda"}, config="spark", want="spark", source="config.yaml actor"),
-    dict(env={"BEADS_ACTOR": "lambda"}, want="lambda", source="BEADS_ACTOR"),
-    dict(env={}, dotenv="BD_ACTOR=spark", want="spark", source="BD_ACTOR"),
-    dict(env={}, git="zero", want="zero", source="git user.name"),
-    dict(env={"USER": "observer"}, want="observer", source="$USER"),
+    {"flag": "spark", "env": {"BEADS_ACTOR": "lambda", "BD_ACTOR": "zero"}, "want": "spark", "source": "--actor"},
+    {"env": {"BEADS_ACTOR": "lambda", "BD_ACTOR": "spark"}, "want": "spark", "source": "BD_ACTOR"},
+    {"env": {"BEADS_ACTOR": "lambda"}, "config": "spark", "want": "spark", "source": "config.yaml actor"},
+    {"env": {"BEADS_ACTOR": "lambda"}, "want": "lambda", "source": "BEADS_ACTOR"},
+    {"env": {}, "dotenv": "BD_ACTOR=spark", "want": "spark", "source": "BD_ACTOR"},
+    {"env": {}, "git": "zero", "want": "zero", "source": "git user.name"},
+    {"env": {"USER": "observer"}, "want": "observer", "source": "$USER"},
 ])
 def test_the_payee_is_bds_own_actor(beads_repo, txbd, monkeypatch, case):
     """The actor tx-bd pays is the one the bd binary records (the stand-in's created_by, main.go order)."""
@@ -1017,7 +1017,7 @@ def test_close_never_pays_an_issue_it_did_not_ask_for(beads_repo, txbd, tmp_path
     assert "tx-2: bd returned it but it was not asked for; not paid here" in text.err
     _fake_bd(tmp_path, monkeypatch, json.dumps([{**closed[1], "status": "open"}]))
     r = txbd("close", "tx-2")
-    assert "bd answered with it open, not closed; not paid" in r.err
+    assert r.code == 1 and "tx-2: bd did not close it: bd answered with it open, not closed; not paid" in r.err
     assert {t["id"] for t in ledger_txns(beads_repo)} == {"issue:tx-1"}
 
 

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from token_exchange.amounts import SCALE
 from token_exchange.errors import UserError
 from token_exchange.rules import config
-from token_exchange.rules.engine import IssueFacts, IssuePayee, IssuePayment, IssuePlan, instant, plan_issue
+from token_exchange.rules.engine import (
+    IssueFacts,
+    IssuePayee,
+    IssuePayment,
+    IssuePlan,
+    instant,
+    plan_issue,
+)
 
 CFG = config.load(None)
 BUILDER = IssuePayee("builder", "assignee", "builder@example.com")
@@ -48,8 +55,8 @@ class Ledger:
 
 
 def facts(status: str = "closed", at: int = 0, **kw: object) -> IssueFacts:
-    base = dict(id="tx-b71c", title="Fix rounding", status=status, priority="P2", issue_type="bug",
-                closed_at=ts(at) if status == "closed" else "", updated_at=ts(at))
+    base = {"id": "tx-b71c", "title": "Fix rounding", "status": status, "priority": "P2", "issue_type": "bug",
+                "closed_at": ts(at) if status == "closed" else "", "updated_at": ts(at)}
     base.update(kw)
     return IssueFacts(**base)  # type: ignore[arg-type]
 

@@ -211,11 +211,11 @@ def apply(ex: Any, items: Sequence[tuple[Issue, IssuePayee]], project: str, via:
         pending: list[tuple[int, int]] = []  # (outcome index, txn index)
         taken: dict[str, Units] = {}
         for issue, p in planned:
-            note = ""
+            note, txn = "", None
             if p.action == "pay":
                 assert p.payee.agent is not None
                 ex.ensure_open(idx, p.payee.agent)
-                txns.append(_award(p, issue, project, via, contract))
+                txn = _award(p, issue, project, via, contract)
             elif p.action == "reverse":
                 assert p.standing is not None
                 agent = p.standing.agent
@@ -225,9 +225,10 @@ def apply(ex: Any, items: Sequence[tuple[Issue, IssuePayee]], project: str, via:
                             f" below zero (it has {fmt(have)}): the payment stands")
                 else:
                     taken[agent] = taken.get(agent, 0) + p.amount
-                    txns.append(_reversal(p, issue))
-            if txns and (p.action in ("pay", "reverse")) and not note:
-                pending.append((len(outcomes), len(txns) - 1))
+                    txn = _reversal(p, issue)
+            if txn is not None:
+                pending.append((len(outcomes), len(txns)))
+                txns.append(txn)
             outcomes.append(Outcome(issue, p, note=note))
         if txns:
             appended = ex.ledger.append_many(txns)

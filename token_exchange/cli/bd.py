@@ -123,7 +123,9 @@ def _stale_export(src: bdc.Source) -> str:
     """A warning when the export read is older than bd's data ("" when it is not, or nobody can tell)."""
     assert src.jsonl is not None
     binary = bdc.find_bd()
-    if binary:  # bd is here: compare what it holds with what the file says
+    here = workspace.resolve(Path.cwd())
+    ours = here is not None and here.database and here.path == src.jsonl.absolute().parent.resolve()
+    if binary and ours:  # bd is here and the file is its export: compare what bd holds with the file
         try:
             live = bdc.BdClient(binary, cwd=Path.cwd()).list_issues("--all")
         except UserError:
@@ -139,9 +141,7 @@ def _stale_export(src: bdc.Source) -> str:
             return (f"{src.jsonl} is older than bd's data: {len(changed)} issue(s) changed since it was"
                     f" exported ({shown}); run `bd export -o {src.jsonl}` first, or sync without --jsonl")
         return ""
-    found = workspace.resolve(src.jsonl.parent)
-    db = workspace.database_path(found.path) if found is not None and found.path == src.jsonl.parent.resolve() \
-        else None
+    db = workspace.database_path(src.jsonl.absolute().parent)  # the database next to the export, if any
     if db is not None:
         try:
             written_at = src.jsonl.stat().st_mtime
@@ -274,7 +274,8 @@ def close(issues: Annotated[list[str], typer.Argument(help="Issue ids to close."
     mine, extra = bdc.answered(issues, returned)
     still_open = [i for i in mine if i.status != "closed"]
     closed = [i for i in mine if i.status == "closed"]
-    refused = bdc.refusals(issues, closed, stderr, error)
+    refused = bdc.refusals(issues, mine, stderr, error) + [
+        (i.id, f"bd answered with it {i.status}, not closed") for i in still_open]
     try:
         outcomes = pay.apply(ex, [(i, bdp.payee_for(cfg, i, agent, who)) for i in closed], _project(cfg), "close")
     except UserError as e:
@@ -298,8 +299,6 @@ def close(issues: Annotated[list[str], typer.Argument(help="Issue ids to close."
         out.message(f"tx-bd: {o.issue.id}: closed but not paid: no agent to pay; run `tx-bd sync --agent A`")
     for ident, why in refused:
         out.message(f"tx-bd: {ident}: bd did not close it: {why}; not paid")
-    for i in still_open:
-        out.message(f"tx-bd: {i.id}: bd answered with it {i.status}, not closed; not paid")
     for i in extra:
         out.message(f"tx-bd: {i.id}: bd returned it but it was not asked for; not paid here"
                     " (`tx-bd sync` pays real closes)")

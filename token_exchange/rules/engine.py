@@ -332,8 +332,9 @@ def plan_issue(cfg: Config, facts: IssueFacts, payee: IssuePayee, view: IssueLed
     pays priority tokens x the highest type multiplier to ``payee``.  An issue seen open again after it
     was paid (its record is at least as new as the close that was paid) is reversed, exactly that
     payment, once; a later close (a newer ``closed_at``) then pays again, once -- the close that was
-    reversed, seen again in a stale record or after ``tx reverse``, never does.  Ephemeral issues (wisps), gates, identity
-    beads, messages and templates are never paid.  Raises ``UserError`` for a priority with no reward.
+    reversed, seen again in a stale record or after ``tx reverse``, never does.  Ephemeral issues
+    (wisps), gates, identity beads, messages and templates are never paid.  Pure: no I/O, no clock.
+    Raises ``UserError`` for a priority with no reward.
     """
     payments = view.issue_payments(facts.id)
     standing = next((p for p in reversed(payments) if not p.reversed_by), None)
