@@ -1144,3 +1144,13 @@ def test_pre_write_refuses_a_claim_by_an_agent_below_its_reserve(beads_repo, txb
         assert answer(None, bad) == {"allow": True}  # our trouble never blocks bd
     (beads_repo / ".beads" / "config.yaml").write_text("issue-prefix: tx\nactor: somebody\n")
     assert answer(_claim(beads_repo)) == {"allow": True}  # not an agent: not ours to gate
+
+
+def test_the_installed_hook_survives_bytes_that_are_not_utf8(beads_repo, txbd):
+    assert txbd("install-hook").code == 0
+    hook = beads_repo / ".beads" / "hooks" / "on_close"
+    p = subprocess.run([str(hook), "tx-b71c", "close"], input=b"\xff\xfe{\"id\": \"tx-b71c\"", capture_output=True,
+                       env={**os.environ, "LC_ALL": "C.UTF-8"}, check=False)
+    assert p.returncode == 1 and p.stderr.decode().count("\n") == 1 and b"Traceback" not in p.stderr
+    assert b"hook input for tx-b71c is not JSON" in p.stderr
+    assert ledger_txns(beads_repo) == []

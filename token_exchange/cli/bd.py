@@ -108,6 +108,17 @@ def _view(ex: Exchange | None, ids: list[str] | None = None) -> pay.PaidIssues:
     return pay.PaidIssues.load(idx) if ids is None else pay.PaidIssues.of(idx, ids)
 
 
+def _stdin(limit: int) -> str:
+    """At most ``limit`` characters of stdin, whatever its bytes (invalid UTF-8 is replaced, never raised)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return ""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream without bytes under it (tests)
+        return sys.stdin.read(limit)
+    data: bytes = raw.read(limit * 4)
+    return data.decode("utf-8", "replace")[:limit]
+
+
 def _plain_rows(columns: list[str], rows: list[list[str]], right: set[str]) -> None:
     widths = [max([len(c)] + [len(r[n]) for r in rows]) for n, c in enumerate(columns)]
 
@@ -228,9 +239,13 @@ def preview_all(jsonl: JsonlOpt = None, as_json: Json = False) -> None:
     total = sum(p.reward.amount for _i, p in rows if p.reward is not None and p.action != "paid")
     if as_json:
         items = []
+        parts: dict[Any, dict[str, Any]] = {}  # equal rewards are shared by many issues: encode each once
         for i, p in rows:
             assert p.reward is not None
-            d = bdi.issue_json(i, p.reward)
+            part = parts.get(p.reward)
+            if part is None:
+                part = parts[p.reward] = bdi.reward_json(p.reward)
+            d = bdi.issue_json(i, p.reward, part)
             d.update(agent=p.payee.agent, already_paid=p.action == "paid")
             items.append(d)
         out.emit_json({"issues": items, "count": len(items), "total": to_decimal(total), "source": src.name})
@@ -404,8 +419,7 @@ def hook(issue: Annotated[str, typer.Argument(help="Issue id bd passes to the ho
     close at once (or reverse the payment of a reopened issue)."""
     if event not in bdhooks.EVENTS or os.environ.get(bdc.CLOSING_ENV) == "1":
         return
-    text = sys.stdin.read(bdi.MAX_LINE + 1) if not sys.stdin.isatty() else ""
-    i = bdhooks.issue_from_hook(issue, text)
+    i = bdhooks.issue_from_hook(issue, _stdin(bdi.MAX_LINE + 1))
     if i is None:
         src = bdc.open_source(need_bd=True)
         assert src.client is not None
@@ -434,7 +448,7 @@ def pre_write_hook(as_json: Json = False) -> None:
     says why on stderr)."""
     allow, reason = True, ""
     try:
-        req = bdhooks.parse_pre_write(sys.stdin.read(bdhooks.MAX_PRE_WRITE_REQUEST + 1))
+        req = bdhooks.parse_pre_write(_stdin(bdhooks.MAX_PRE_WRITE_REQUEST + 1))
         if bdhooks.is_claim(req.operation):
             allow, reason = _claim_allowed(req)
     except (UserError, OSError) as e:
