@@ -21,7 +21,7 @@ from token_exchange.errors import UserError
 from token_exchange.services.exchange import Exchange
 from token_exchange.services.home import init_home
 from token_exchange.ledger.backends.notes import ANCHOR_DIR, NotesJournal, anchor_text, object_id, sync
-from token_exchange.ledger.ledger import make_txn
+from token_exchange.ledger.txn import make_txn
 
 REF = "refs/notes/token-exchange"
 START = 10_000 * SCALE  # the seed's starting balance
@@ -52,7 +52,7 @@ def ex_for(clone: Path) -> Exchange:
 def record_lines(clone: Path) -> list[dict]:
     """Every record line in every note (raw, duplicates included)."""
     j = NotesJournal(clone / ".exchange", ex_for(clone).cfg)
-    txns, _ = j.read_all()
+    txns = j.read_all().txns
     return [t.to_json() for t in txns]
 
 
@@ -499,7 +499,7 @@ def test_anchors_survive_gc_and_notes_prune_in_other_clones(tmp_path: Path) -> N
     git(b, "notes", "--ref", REF, "prune")
     exb.close()
     exb = ex_for(b)
-    txns, _ = exb.ledger.journal.read_all()
+    txns = exb.ledger.journal.read_all().txns
     assert "award:anchored" in {t.id for t in txns}
     exb.close()
 

@@ -586,7 +586,7 @@ def _changed_note(p: Plan, old: Any) -> str:
 
 def pay(ex: Any, plans: Sequence[Plan], project: str, via: str) -> list[Outcome]:
     """Pay every plan that has a payee and is not paid yet, in ONE atomic append (all or nothing)."""
-    from token_exchange.ledger.ledger import REWARDS, make_txn
+    from token_exchange.ledger.txn import REWARDS, make_txn
 
     contract = match_contract(ex.cfg.contracts, project).name if project else ""
     outcomes: list[Outcome] = []
@@ -630,7 +630,7 @@ def pay(ex: Any, plans: Sequence[Plan], project: str, via: str) -> list[Outcome]
 
 def paid_ids(ex: Any) -> dict[str, Any]:
     """Issue id -> its payment txn, for every issue ever paid (one query)."""
-    from token_exchange.ledger.ledger import Txn
+    from token_exchange.ledger.txn import Txn
 
     idx = ex.ledger.fresh()
     rows = idx.db.execute("SELECT data FROM txns WHERE id >= ? AND id < ?", (TXN_PREFIX, "issue;"))

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from token_exchange.amounts import fmt, to_units
+from token_exchange.ledger.backends import DEFAULT as DEFAULT_BACKEND, NAMES as BACKENDS
 from token_exchange.cli import output as out
 from token_exchange.cli.common import Agent, Amount, Json, exchange, state
 from token_exchange.errors import UserError
@@ -19,7 +20,7 @@ agent_app = typer.Typer(help="Manage agents in config.toml.", no_args_is_help=Tr
 
 
 @commands.command()
-def init(backend: Annotated[str, typer.Option(help="Ledger backend: toml or notes.")] = "toml",
+def init(backend: Annotated[str, typer.Option(help=f"Ledger backend: {' or '.join(BACKENDS)}.")] = DEFAULT_BACKEND,
          as_json: Json = False) -> None:
     """Create the exchange home with a commented config.toml holding the seed defaults."""
     from token_exchange.services.home import init_home

@@ -11,8 +11,8 @@ from typing import Any
 
 from token_exchange.amounts import fmt, to_decimal
 from token_exchange.errors import UserError
+from token_exchange.ledger.txn import Txn, make_txn, ts_micros
 from token_exchange.services.exchange import Exchange
-from token_exchange.ledger.ledger import Txn, make_txn, ts_micros
 
 CSV_FIELDS = ["id", "ts", "kind", "agent", "payer", "payee", "amount", "project", "description", "ref",
               "source", "breakdown", "hash"]
@@ -112,6 +112,6 @@ def import_ledger(ex: Exchange, path: Path) -> tuple[int, int]:
                 running[acct] = running.get(acct, idx.account(acct)) + delta
                 if not acct.startswith("world:") and running[acct] < 0:
                     raise UserError(f"importing {t.id} would make {acct} negative; nothing imported")
-        results = ex.ledger.append_many(txns)
+        results = ex.ledger.append_many(txns, keep_dates=True)
     created = sum(r.created for r in results)
     return created, len(results) - created
