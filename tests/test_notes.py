@@ -155,14 +155,14 @@ def test_read_from_is_incremental_and_survives_merges(tmp_path: Path) -> None:
     ex.award("claude", SCALE, "t", "one", id="award:one")
     pos = j.end()
     ex.award("claude", SCALE, "t", "two", id="award:two")
-    txns, end, torn = j.read_from(pos)
+    txns, end, torn, _ = j.read_from(pos)
     assert [t.id for t in txns] == ["award:two"] and end == j.end() and torn is None
     # A diverged history: b writes, a merges b's notes; the old position is no longer the tip's parent
     exb = ex_for(b)
     exb.award("builder", SCALE, "t", "three", id="award:three")
     sync(exb.ledger)
     sync(ex.ledger)
-    txns, _, _ = j.read_from(pos)
+    txns, _, _, _ = j.read_from(pos)
     assert {"award:two", "award:three"} <= {t.id for t in txns}
     assert ex.ledger.fresh().get("award:three") is not None
     ex.close()

@@ -33,11 +33,15 @@ class Tail(NamedTuple):
 
 
 class Chunk(NamedTuple):
-    """Transactions read in journal order, the position just after them, and a tail if the read ended on one."""
+    """Transactions read in journal order, the position just after them, and a tail if the read ended on one.
+
+    ``hashed``: when the journal verified hashes, the canonical text each one covers (``canonical(t.hashed())``,
+    one per transaction) so an index can store it without encoding every transaction again."""
 
     txns: list[Txn]
     position: str
     tail: Tail | None = None
+    hashed: list[str] | None = None
 
 
 class Journal(Protocol):

@@ -9,7 +9,7 @@ The four limits of the seed (``cfg.agent(x).limits``, in units):
 
 What a window counts (the accounting rule, see docs/spending.md):
 
-    used(window) = sum of spend + settle + contribute entries with ts in (now - window, now]
+    used(window) = sum of spend + settle + contribute + transfer entries with ts in (now - window, now]
                  + every reservation that is still open (whatever its age)
 
 A reservation counts in full while it is open; when it is settled, it stops counting and the
@@ -38,7 +38,7 @@ from token_exchange.ledger.protocols import Index
 
 HOUR_US = 3600 * 1_000_000
 DAY_US = 86400 * 1_000_000
-WINDOW_KINDS = ("spend", "settle", "contribute")
+WINDOW_KINDS = ("spend", "settle", "contribute", "transfer")  # a transfer is the payer's outflow
 WINDOWS = (("hourly", "Hourly", HOUR_US), ("daily", "Daily", DAY_US))
 
 

@@ -15,8 +15,8 @@ Layout (see docs/notes.md):
 * One record per line: compact JSON with sorted keys.  ``git notes merge -s cat_sort_uniq`` (line
   union) and ``notes.rewriteMode=cat_sort_uniq`` (amend/rebase copies) therefore never lose a record;
   a record seen twice is deduplicated by id.
-* No chain (``seal`` leaves ``prev`` empty): a linear hash chain cannot survive union merges.  Each record carries the hash
-  of its own content; tamper evidence comes from git's object DAG (the notes ref's commits hash every
+* No chain (``seal`` leaves ``prev`` empty): a linear hash chain cannot survive union merges.  Each record
+  carries the hash of its own content; tamper evidence comes from git's object DAG (the notes ref's commits hash every
   tree and blob, and every clone that synced holds the history).
 
 Position = the notes ref's commit.  ``end()`` reads the ref file (no subprocess on the common path).

@@ -15,6 +15,9 @@ batch, an edited block, a broken chain, garbage) stops every reader and writer w
 the byte and the problem; ``tx doctor --repair`` moves it, with everything after it, to a quarantine
 file (``set_aside``).  A torn tail (incomplete last batch) is moved to ``ledger.torn`` by the next
 writer: it was never acknowledged to anyone.
+
+Over 400 lines on purpose: the format (render, the fast and the exact parser) and the streaming reader
+that enforces its rules are one unit; split, each half would only make sense next to the other.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from token_exchange.amounts import MAX_UNITS, SCALE, fmt, to_units
 from token_exchange.errors import UserError
 from token_exchange.ledger.protocols import Chunk, Index, Tail
-from token_exchange.ledger.txn import Txn, chain
+from token_exchange.ledger.txn import Txn, canonical, canonical_hashed, chain
 from token_exchange.storage import append_durably, fsync_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,10 +45,12 @@ HEADER_PREFIX = b"# token-exchange ledger v"
 BLOCK = "[[transaction]]\n"
 BLOCK_B = BLOCK.encode()
 _FIELDS = ("id", "ts", "kind", "agent", "payer", "payee", "amount", "project", "description", "ref")
-_NEEDED = ("id", "ts", "kind", "payer", "payee", "amount", "hash")
 _BOUNDARY = re.compile(rb"\n(?=\[\[transaction\]\]\n|#)")
 _BATCH = re.compile(rb"# batch ([1-9][0-9]{0,8})\n")
-_FIELD = re.compile(r"^([A-Za-z0-9_.-]+) = (.*)$", re.M)
+# After the plain replaces in ``parse_blocks`` only whole-number values (source./breakdown.) still have
+# `` = `` after their key; a quote preceded by ``{`` or ``,`` is structural (never inside a JSON string).
+_INT_FIELD = re.compile(r'(?<=[{,])"((?:source|breakdown)\.[A-Za-z0-9_-]+) = (?=-?[0-9])')
+_ALLOWED = frozenset((*_FIELDS, "prev", "hash"))
 _HASH_LINE = re.compile(rb'\nhash = "[0-9a-f]{64}"\n\Z')
 _AMOUNT = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,4}))?")
 READ_SIZE = 4 << 20
@@ -91,29 +97,77 @@ def _units(text: Any, where: int) -> int:
     return to_units(str(text), what=f"byte {where}: amount", allow_zero=True)
 
 
-def _txn(d: dict[str, Any], where: int) -> Txn:
+def _txn(d: dict[str, Any], where: int, strict: bool = True) -> Txn:
+    """A block's fields -> Txn.  ``strict`` False: the fast path already guarantees that every plain value is
+    a string (any other JSON value there makes its document invalid)."""
     source: dict[str, Any] = {}
     breakdown: dict[str, Any] = {}
     for key in [k for k in d if "." in k]:
         table, _, sub = key.partition(".")
+        value = d.pop(key)
+        if not (type(value) is str or type(value) is int):
+            raise ValueError(f"byte {where}: {key[:40]} must be text or a whole number")
         if table == "source":
-            source[sub] = d.pop(key)
+            source[sub] = value
         elif table == "breakdown":
-            breakdown[sub] = d.pop(key)
+            breakdown[sub] = value
         else:
             raise ValueError(f"byte {where}: unexpected key {key[:40]!r}")
-    for need in _NEEDED:
-        if need not in d:
-            raise ValueError(f"byte {where}: block lacks {need}")
-    extra = set(d) - set(_FIELDS) - {"prev", "hash"}
-    if extra:
-        raise ValueError(f"byte {where}: unexpected key {sorted(extra)[0][:40]!r}")
-    for k, v in d.items():
-        if not isinstance(v, str):
-            raise ValueError(f"byte {where}: {k} must be text")
-    return Txn(d["id"], d["kind"], d["payer"], d["payee"], _units(d["amount"], where), d.get("agent", ""),
-               d.get("project", ""), d.get("description", ""), source, breakdown, d.get("ref", ""), d["ts"],
-               d.get("prev", ""), d["hash"])
+    if not d.keys() <= _ALLOWED:
+        raise ValueError(f"byte {where}: unexpected key {min(d.keys() - _ALLOWED)[:40]!r}")
+    try:
+        get = d.get
+        t = Txn(d["id"], d["kind"], d["payer"], d["payee"], _units(d["amount"], where), get("agent", ""),
+                get("project", ""), get("description", ""), source, breakdown, get("ref", ""), d["ts"],
+                get("prev", ""), d["hash"])
+    except KeyError as e:
+        raise ValueError(f"byte {where}: block lacks {e.args[0]}") from None
+    if strict and not all(type(v) is str for v in d.values()):
+        raise ValueError(f"byte {where}: every field but source./breakdown. values must be text")
+    return t
+
+
+_UNITS: dict[str, int] = {}
+
+
+def _fast(d: dict[str, Any], where: int) -> tuple[Txn, str]:
+    """One block's fields (all plain values are strings, see ``parse_blocks``) -> (Txn, the canonical text its
+    hash covers).  ``d`` is turned into the hashed form in place: no second dict, one encoding."""
+    source: dict[str, Any] = {}
+    breakdown: dict[str, Any] = {}
+    for key in [k for k in d if "." in k]:
+        table, _, sub = key.partition(".")
+        value = d.pop(key)
+        if not (type(value) is str or type(value) is int):
+            raise ValueError(f"byte {where}: {key[:40]} must be text or a whole number")
+        if table == "source":
+            source[sub] = value
+        elif table == "breakdown":
+            breakdown[sub] = value
+        else:
+            raise ValueError(f"byte {where}: unexpected key {key[:40]!r}")
+    if not d.keys() <= _ALLOWED:
+        raise ValueError(f"byte {where}: unexpected key {min(d.keys() - _ALLOWED)[:40]!r}")
+    try:
+        h = d.pop("hash")
+        text = d["amount"]
+        units = _UNITS.get(text)
+        if units is None:
+            units = _units(text, where)
+            if len(_UNITS) > 65536:
+                _UNITS.clear()
+            _UNITS[text] = units
+        d["amount"] = units
+        for k in ("agent", "project", "description", "ref", "prev"):
+            if k not in d:
+                d[k] = ""
+        d["source"] = source
+        d["breakdown"] = breakdown
+        t = Txn(d["id"], d["kind"], d["payer"], d["payee"], units, d["agent"], d["project"], d["description"],
+                source, breakdown, d["ref"], d["ts"], d["prev"], h)
+    except KeyError as e:
+        raise ValueError(f"byte {where}: block lacks {e.args[0]}") from None
+    return t, canonical_hashed(d)
 
 
 def parse_block(text: str, where: int) -> Txn:
@@ -131,30 +185,36 @@ def parse_block(text: str, where: int) -> Txn:
     return _txn(d, where)
 
 
-def parse_blocks(pieces: list[tuple[int, bytes]]) -> tuple[list[Txn], tuple[int, str] | None]:
-    """Many blocks at once: one regex pass and one ``json.loads`` for the whole run (fast path).
+def parse_blocks(pieces: list[tuple[int, bytes]]) -> tuple[list[tuple[Txn, str]], tuple[int, str] | None]:
+    """Many blocks at once: C-level replaces turn the run into one JSON array, parsed by one ``json.loads``.
 
-    Returns the transactions and, if one block is wrong, (its index, what is wrong) with the ones before it."""
+    Every line is ``key = <JSON value>`` and a JSON string never holds a raw newline or an unescaped
+    quote, so newlines and `` = "`` are structural.  Anything odd makes the document invalid and falls
+    back to the line-by-line parser, which names the block.  Returns the transactions and, if one
+    block is wrong, (its index, what is wrong) with the ones before it.  Each transaction comes with the
+    canonical text its hash covers (``canonical(t.hashed())``)."""
     if not pieces:
         return [], None
     try:
         text = b"".join(p for _, p in pieces).decode("utf-8")
-        body = _FIELD.sub(r',"\1":\2', text).replace("[[transaction]]", '},{"":0')
-        dicts = json.loads('[{"":0' + body + "}]")
-        if len(dicts) != len(pieces) + 1:
-            raise ValueError("block count")
-        out = []
-        for (where, _), d in zip(pieces, dicts[1:]):
-            del d[""]
-            out.append(_txn(d, where))
-        return out, None
+        body = (text[len(BLOCK):-1].replace("\n" + BLOCK, '},{"').replace("\n", ',"').replace(' = "', '":"'))
+        if " = " in body:
+            body = _INT_FIELD.sub(r'"\1":', body)
+        dicts = json.loads('[{"' + body + "}]")
+        if len(dicts) == len(pieces) and all(type(d) is dict for d in dicts):
+            return [_fast(d, where) for (where, _), d in zip(pieces, dicts, strict=True)], None
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, UserError):
         pass
-    # Name the exact block (and line) that is wrong: parse one by one.
-    slow: list[Txn] = []
+    return parse_slowly(pieces)
+
+
+def parse_slowly(pieces: list[tuple[int, bytes]]) -> tuple[list[tuple[Txn, str]], tuple[int, str] | None]:
+    """One block at a time, naming the first that is wrong."""
+    slow: list[tuple[Txn, str]] = []
     for n, (where, piece) in enumerate(pieces):
         try:
-            slow.append(_slow(where, piece))
+            t = _slow(where, piece)
+            slow.append((t, canonical(t.hashed())))
         except ValueError as e:
             return slow, (n, str(e))
     return slow, None
@@ -268,31 +328,54 @@ class TomlJournal:
     def _scan(self, f: Any, start: int) -> Iterator[Chunk]:
         """Two layers: a structural pass groups pieces into complete batches (or finds a tail); runs of
         batches are then parsed and verified together (hash, chain).  A batch is committed only whole."""
-        state = {"prev": "" if start == 0 else None, "committed": start}
+        state: dict[str, Any] = {"prev": "" if start == 0 else None, "committed": start}
         out: list[Txn] = []
+        texts: list[str] = []  # the canonical text each hash covers (the index stores it as is)
         pending: list[tuple[int, int, list[tuple[int, bytes]]]] = []  # (start, end, blocks), not yet verified
 
         def verify() -> Tail | None:
             flat = [p for _, _, blocks in pending for p in blocks]
             txns, bad = parse_blocks(flat)
+            if bad is None:  # the common case in one tight loop; anything odd is redone block by block below
+                prev = state["prev"]
+                for t, c in txns:
+                    if sha256(c.encode()).hexdigest() != t.hash or (prev is not None and t.prev != prev):
+                        break
+                    prev = t.hash
+                else:
+                    state["prev"] = prev
+                    out.extend([t for t, _ in txns])
+                    texts.extend([c for _, c in txns])
+                    if pending:
+                        state["committed"] = pending[-1][1]
+                    pending.clear()
+                    return None
             i = 0
             for b_start, b_end, blocks in pending:
                 batch = txns[i:i + len(blocks)]
                 problem = bad[1] if bad is not None and i + len(blocks) > bad[0] else ""
-                for t, (where, _) in zip(batch, blocks):
+                hashed = []
+                for n, ((t, c), (where, piece)) in enumerate(zip(batch, blocks, strict=False)):
                     if problem:
                         break
-                    if t.compute_hash() != t.hash:
+                    if sha256(c.encode()).hexdigest() != t.hash:
+                        slow, _ = parse_slowly([(where, piece)])  # never trust the fast path with a verdict
+                        if slow and slow[0][0] != t:
+                            t, c = slow[0]
+                            batch[n] = (t, c)
+                    if sha256(c.encode()).hexdigest() != t.hash:
                         problem = f"byte {where}: transaction {t.id} does not match its hash (edited?)"
                     elif state["prev"] is not None and t.prev != state["prev"]:
                         problem = (f"byte {where}: transaction {t.id}: chain broken (its prev is not the hash of "
                                    "the block before it: a block was edited, removed or reordered)")
                     else:
                         state["prev"] = t.hash
+                        hashed.append(c)
                 if problem:
                     pending.clear()
                     return Tail(b_start, 0, problem)
-                out.extend(batch)
+                out.extend(t for t, _ in batch)
+                texts.extend(hashed)
                 state["committed"] = b_end
                 i += len(blocks)
             pending.clear()
@@ -319,7 +402,8 @@ class TomlJournal:
                     tail = Tail(where, 0, f"byte {where}: unexpected line {piece[:60]!r}")
                 else:
                     batch_left, batch_at, blocks = int(m.group(1)), where, []
-            elif not (piece.startswith(BLOCK_B) and _HASH_LINE.search(b"\n" + piece)):
+            elif not (piece.startswith(BLOCK_B) and piece[-75:-66] == b'\nhash = "' and piece.endswith(b'"\n')
+                      and len(piece) > 75):
                 if last:
                     tail = Tail(batch_at if batch_left else where, 0, "an incomplete write", torn=True)
                 else:
@@ -342,13 +426,13 @@ class TomlJournal:
                 tail = verify()
             if tail is not None:
                 tail = verify() or tail
-                yield Chunk(out, str(state["committed"]), tail._replace(size=size - tail.offset))
+                yield Chunk(out, str(state["committed"]), tail._replace(size=size - tail.offset), texts)
                 return
             if len(out) >= CHUNK_TXNS:
-                yield Chunk(out, str(state["committed"]))
-                out = []
+                yield Chunk(out, str(state["committed"]), None, texts)
+                out, texts = [], []
         err = verify()
-        yield Chunk(out, str(state["committed"]), err._replace(size=size - err.offset) if err else None)
+        yield Chunk(out, str(state["committed"]), err._replace(size=size - err.offset) if err else None, texts)
 
     @staticmethod
     def _size(f: Any) -> int:
