@@ -249,3 +249,18 @@ def test_a_broken_index_is_rebuilt_in_one_line(tmp_path: Path, damage: str) -> N
     assert json.loads(r.out)["balance"] == 10003
     assert "Traceback" not in r.err and len(r.err.strip().splitlines()) <= 1
     assert tx_inproc("--home", str(ex.home), "doctor").code == 0
+
+
+def test_report_output_never_overwrites_the_ledger(repo: Path) -> None:
+    home = repo / ".exchange"
+    assert tx_inproc("--home", str(home), "init").code == 0
+    for target in ("ledger.toml", "index.sqlite", "config.toml"):
+        before = (home / target).read_bytes()
+        r = tx_inproc("--home", str(home), "report", "--base", "HEAD", "--repo", str(repo),
+                      "--output", str(home / target))
+        assert r.code == 1 and "inside the exchange home" in r.err and len(r.err.strip().splitlines()) == 1
+        assert (home / target).read_bytes() == before
+    out = repo / "report.txt"
+    assert tx_inproc("--home", str(home), "report", "--base", "HEAD", "--repo", str(repo), "--output",
+                     str(out)).code == 0
+    assert out.is_file()

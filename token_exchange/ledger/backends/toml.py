@@ -481,6 +481,15 @@ class TomlJournal:
 
     def append(self, txns: list[Txn]) -> str:
         data = render_batch(txns)
+        # Refuse, before a byte is written, what this file could not give back exactly.
+        text = data.decode("utf-8")
+        pieces, where = [], 0
+        for block in text[text.index(BLOCK):].split(BLOCK)[1:]:
+            pieces.append((where, (BLOCK + block).encode("utf-8")))
+            where += 1
+        back, bad = parse_slowly(pieces) if len(pieces) != len(txns) else parse_blocks(pieces)
+        if bad is not None or [t for t, _ in back] != txns:
+            raise UserError("a transaction would not read back from ledger.toml exactly; nothing written")
         if not self.path.exists() or self.path.stat().st_size == 0:
             data = HEADER + data
         start = append_durably(self.path, data)
