@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from token_exchange.amounts import SCALE
-from token_exchange.ledger.doctor import check
 from token_exchange.errors import IdConflict, UserError
+from token_exchange.ledger.backends.toml import TomlJournal
+from token_exchange.ledger.doctor import check
+from token_exchange.ledger.txn import REWARDS, make_txn
 from token_exchange.services.exchange import Exchange
 from token_exchange.services.home import init_home
-from token_exchange.ledger.backends.toml import TomlJournal
-from token_exchange.ledger.txn import REWARDS, make_txn
 
 AGENTS = ["claude", "builder", "zero"]
 

@@ -44,9 +44,9 @@ def one_line_or_ok(r, report: bool = False) -> None:  # type: ignore[no-untyped-
 
 @FUZZ
 @given(st.integers(0, 4000), st.binary(max_size=80), st.booleans(), st.booleans())
-def test_damaged_journal_never_tracebacks_and_reads_never_write(template: Path, tmp_path_factory: pytest.TempPathFactory,
-                                                                 at: int, junk: bytes, replace: bool,
-                                                                 drop_index: bool) -> None:
+def test_damaged_journal_never_tracebacks_and_reads_never_write(template: Path,
+                                                                 tmp_path_factory: pytest.TempPathFactory, at: int,
+                                                                 junk: bytes, replace: bool, drop_index: bool) -> None:
     home = fresh(template, tmp_path_factory.mktemp("j"))
     path = home / "ledger.toml"
     data = path.read_bytes()
@@ -64,7 +64,8 @@ def test_damaged_journal_never_tracebacks_and_reads_never_write(template: Path, 
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.text(max_size=20)
                            | st.floats(allow_nan=True), lambda c: st.lists(c, max_size=4)
                            | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)
-row = st.fixed_dictionaries({"id": st.text(max_size=12) | st.integers(), "kind": st.sampled_from(["award", "spend", "x"]),
+row = st.fixed_dictionaries({"id": st.text(max_size=12) | st.integers(),
+                             "kind": st.sampled_from(["award", "spend", "x"]),
                              "payer": st.sampled_from(["world:rewards", "zero", "", "pool:p"]),
                              "payee": st.sampled_from(["zero", "claude", "world:llm", "../x"]),
                              "amount": st.text(max_size=12) | st.integers(-10**20, 10**20) | json_values},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,8 @@ from hypothesis import strategies as st
 
 from token_exchange.errors import IdConflict
 from token_exchange.ledger.index import SqliteIndex as Index
-from token_exchange.ledger.txn import LLM, REWARDS, Txn, make_txn, ts_text
 from token_exchange.ledger.memindex import MemoryIndex
-from datetime import UTC, datetime, timedelta
+from token_exchange.ledger.txn import LLM, REWARDS, Txn, make_txn, ts_text
 
 AGENTS = ["claude", "zero", "spark"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -440,12 +440,14 @@ class TomlJournal:
 
     def read_from(self, position: str) -> Chunk:
         txns: list[Txn] = []
+        texts: list[str] = []
         pos = position or "0"
         tail = None
         for c in self.chunks(position):
             txns.extend(c.txns)
+            texts.extend(c.hashed or [])
             pos, tail = c.position, c.tail
-        return Chunk(txns, pos, tail)
+        return Chunk(txns, pos, tail, texts if len(texts) == len(txns) else None)
 
     def read_all(self) -> Chunk:
         return self.read_from("")
