@@ -224,6 +224,12 @@ def test_a_truncated_acknowledged_block_is_never_called_torn(tmp_path: Path) -> 
     assert r.code == 1 and "missing" in r.err  # the index knows it was acknowledged
     assert tx_inproc("--home", str(ex.home), "award", "zero", "1", "s", "d").code == 1
     assert path.read_bytes() == data[:-20]
+    rep = json.loads(tx_inproc("--home", str(ex.home), "doctor", "--json").out)
+    assert not rep["ok"] and any("acknowledged transactions were cut off" in p for p in rep["problems"])
+    rep = json.loads(tx_inproc("--home", str(ex.home), "doctor", "--repair", "--json").out)
+    q = Path(rep["quarantined"])
+    assert q.name.startswith("ledger.quarantine-") and not (ex.home / "ledger.torn").exists()  # never "torn"
+    assert path.read_bytes() + q.read_bytes() == data[:-20]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "foreign"])

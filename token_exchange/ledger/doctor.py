@@ -77,6 +77,12 @@ def check(ledger: Ledger, repair: bool = False, remote: str | None = None) -> Re
             return report
         txns, tail, committed = chunk.txns, chunk.tail, chunk.position
         report.transactions = len({t.id for t in txns})
+        if tail is not None and tail.torn:
+            indexed = ledger.index.meta("position") or ""
+            if indexed and indexed != str(tail.offset) and journal.is_behind(str(tail.offset), indexed):
+                # The index had read past where the "torn" bytes start: they were acknowledged, then cut.
+                tail = tail._replace(torn=False, reason=f"acknowledged transactions were cut off (the index had "
+                                     f"read up to byte {indexed}; the journal ends inside that)")
         if tail is not None:
             _tail(journal, tail, repair, report)
         report.problems.extend(journal.link_problems(txns))
