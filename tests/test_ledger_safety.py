@@ -232,7 +232,7 @@ def test_a_truncated_acknowledged_block_is_never_called_torn(tmp_path: Path) -> 
     assert path.read_bytes() + q.read_bytes() == data[:-20]
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "foreign"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "foreign", "page"])
 def test_a_broken_index_is_rebuilt_in_one_line(tmp_path: Path, damage: str) -> None:
     ex = _home_with(tmp_path, 2)
     idx = ex.home / "index.sqlite"
@@ -244,6 +244,11 @@ def test_a_broken_index_is_rebuilt_in_one_line(tmp_path: Path, damage: str) -> N
         idx.write_bytes(idx.read_bytes()[:1500])
     elif damage == "empty":
         idx.write_bytes(b"")
+    elif damage == "page":  # every page after the header page damaged
+        data = bytearray(idx.read_bytes())
+        for at in range(4096, len(data), 4096):
+            data[at:at + 64] = b"\xff" * 64
+        idx.write_bytes(bytes(data))
     else:
         db = sqlite3.connect(idx)
         db.execute("DROP TABLE txns")

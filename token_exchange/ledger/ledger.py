@@ -15,6 +15,7 @@ ledger's last transaction and never after "now".
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,14 +61,23 @@ class Ledger:
             try:
                 self._index = SqliteIndex(self.index_path)
             except IndexUnreadable as e:
-                # Derived state: keep the unreadable file as evidence and start a new one (rebuilt on catch-up).
-                aside = self.index_path.with_name(self.index_path.name + ".unreadable")
-                for suffix in ("", "-wal", "-shm"):
-                    src = Path(f"{self.index_path}{suffix}")
-                    if src.exists():
-                        src.replace(Path(f"{aside}{suffix}"))
-                sys.stderr.write(f"tx: {e}; moved it to {aside.name}, rebuilding\n")
-                self._index = SqliteIndex(self.index_path)
+                self._index = self._replace_index(str(e))
+        return self._index
+
+    def _replace_index(self, why: str) -> Index:
+        """Derived state: keep the unreadable file as evidence and start a new one (rebuilt on catch-up)."""
+        if self._index is not None:
+            try:
+                self._index.close()
+            except sqlite3.Error:
+                pass
+        aside = self.index_path.with_name(self.index_path.name + ".unreadable")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.index_path}{suffix}")
+            if src.exists():
+                src.replace(Path(f"{aside}{suffix}"))
+        sys.stderr.write(f"tx: {why}; moved it to {aside.name}, rebuilding\n")
+        self._index = SqliteIndex(self.index_path)
         return self._index
 
     def close(self) -> None:
@@ -77,7 +87,17 @@ class Ledger:
 
     # --- keeping the index in step with the journal ----------------------------------
     def _catch_up(self) -> None:
-        """Bring the index to the journal's committed end; never writes the journal."""
+        """Bring the index to the journal's committed end; never writes the journal.  An index that breaks
+        while being read (a damaged page) is replaced and rebuilt once."""
+        try:
+            self._catch_up_once()
+        except (sqlite3.DatabaseError, IndexUnreadable) as e:
+            if not isinstance(self._index, SqliteIndex):
+                raise
+            self._replace_index(f"{self.index_path.name} is damaged ({e})")
+            self._catch_up_once()
+
+    def _catch_up_once(self) -> None:
         idx = self.index
         pos = idx.meta("position") or ""
         self._tail = None
