@@ -17,10 +17,12 @@ from typing import Any, NamedTuple
 
 from token_exchange.amounts import Units, to_decimal, to_units
 from token_exchange.errors import ConfigError, UserError
+from token_exchange.ledger.backends import DEFAULT as DEFAULT_BACKEND
+from token_exchange.ledger.backends import NAMES
 from token_exchange.rules.patterns import MAX_PATTERN, PatternError, compiled
 
 AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-BACKENDS = ("toml", "notes")
+BACKENDS = NAMES  # the backend registry (ledger/backends/__init__.py)
 UNKNOWN_AUTHOR = ("ignore", "error")
 
 
@@ -263,7 +265,7 @@ class _Validator:
 
         ex = self.table(get("exchange"), "exchange",
                         {"backend", "starting_balance", "unknown_author", "project", "notes_ref"})
-        backend = self.string(ex.get("backend", "toml"), "exchange.backend", BACKENDS)
+        backend = self.string(ex.get("backend", DEFAULT_BACKEND), "exchange.backend", BACKENDS)
         start = self.amount(ex.get("starting_balance", 10000), "exchange.starting_balance")
         unknown = self.string(ex.get("unknown_author", "ignore"), "exchange.unknown_author", UNKNOWN_AUTHOR)
         project = self.string(ex.get("project", ""), "exchange.project")

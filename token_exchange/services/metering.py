@@ -36,7 +36,9 @@ from token_exchange.errors import UserError
 from token_exchange.meter.records import PREFIX, MeterError, Source, Usage, short, short_path
 
 if TYPE_CHECKING:
-    from token_exchange.ledger.ledger import Index, Ledger, Txn
+    from token_exchange.ledger.ledger import Ledger
+    from token_exchange.ledger.protocols import Index
+    from token_exchange.ledger.txn import Txn
     from token_exchange.meter.claude_code import HookInput, SessionRead
     from token_exchange.meter.guard import HookReply
     from token_exchange.meter.offsets import OffsetState
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
 HOME_ENV = "TOKEN_EXCHANGE_HOME"
 HOME_DIR = ".exchange"
 AGENT_ENV = "TOKEN_EXCHANGE_AGENT"
-NOW_ENV = "TOKEN_EXCHANGE_NOW"
 METER_DIR = "meter"
 LOCK_WAIT = 10.0  # seconds a hook waits for the session's state or the ledger before leaving it to the next run
 PROG = "token-exchange"
@@ -248,17 +249,6 @@ class Charged(NamedTuple):
         return "; ".join(parts) + f"; balance {fmt(self.balance)}"
 
 
-def _journal(home: Path, cfg: Config):  # type: ignore[no-untyped-def]
-    """``services.exchange.open_journal`` without that module's imports (engine, git)."""
-    if cfg.backend == "notes":
-        from token_exchange.ledger.backends.notes import NotesJournal
-
-        return NotesJournal(home, cfg)
-    from token_exchange.ledger.backends.toml import TomlJournal
-
-    return TomlJournal(home)
-
-
 class Meter:
     """An exchange home opened for metering: config, ledger (opened when first used) and clock."""
 
@@ -284,23 +274,21 @@ class Meter:
         return cls(ex.home, cfg=ex.cfg, ledger=ex.ledger, clock=ex.clock, env=env)
 
     def clock(self) -> datetime:
+        """Now: the exchange's clock when opened from one, else the system clock (tests inject one)."""
         if self._clock is None:
-            if self.env.get(NOW_ENV):
-                from token_exchange.services.exchange import env_clock  # only for fixed-time runs
+            from token_exchange.clock import now
 
-                self._clock = env_clock()
-            else:
-                from token_exchange.ledger.ledger import utcnow
-
-                self._clock = utcnow
+            return now()
         return self._clock()
 
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
+            from token_exchange.ledger.backends import open_journal
             from token_exchange.ledger.ledger import Ledger
 
-            self._ledger = Ledger(_journal(self.home, self.cfg), self.home / "index.sqlite", self.clock)
+            self._ledger = Ledger(open_journal(self.cfg.backend, self.home, self.cfg), self.home / "index.sqlite",
+                                  self._clock)
             self._ledger.lock_timeout = LOCK_WAIT
         return self._ledger
 
@@ -351,7 +339,7 @@ class Meter:
     def ensure_open(self, idx: Index, agent: str) -> None:
         """``Exchange.ensure_open``: the starting balance, once (the same transaction, a test checks it)."""
         if idx.get(f"open:{agent}") is None:
-            from token_exchange.ledger.ledger import GENESIS, make_txn
+            from token_exchange.ledger.txn import GENESIS, make_txn
 
             self.ledger.append(make_txn(f"open:{agent}", "open", GENESIS, agent, self.cfg.starting_balance,
                                         agent=agent, description="starting balance"))
@@ -367,7 +355,7 @@ class Meter:
 
     def charge(self, agent: str, records: Sequence[Usage]) -> Charged:
         """Charge every record not in the ledger yet, in one locked write (see the module docstring)."""
-        from token_exchange.ledger.ledger import ts_text
+        from token_exchange.ledger.txn import ts_text
         from token_exchange.meter.pricing import cost as cost_of
 
         self.cfg.agent(agent)
@@ -402,7 +390,7 @@ class Meter:
 
     def _txn(self, agent: str, u: Usage, priced: Priced, cost: int, charged: int, ts: str) -> Txn:
         from token_exchange.amounts import fmt
-        from token_exchange.ledger.ledger import LLM, make_txn
+        from token_exchange.ledger.txn import LLM, make_txn
 
         p = priced.prices
         source: dict[str, str | int] = {
