@@ -293,3 +293,57 @@ def test_catch_up_pays_what_the_hooks_skipped(repo: Path) -> None:
     assert earned(repo) == Decimal(450 + 330)
     again = tx("catch-up", "--json", cwd=repo)
     assert again.json()["paid"] == [] and earned(repo) == Decimal(780)  # type: ignore[index]
+
+
+# --- two clones that sync (notes backend) ----------------------------------------------------------------
+@pytest.fixture
+def clones(tmp_path: Path) -> tuple[Path, Path]:
+    """Two clones of one remote, each with the notes backend and the real hooks; A has a paid commit on main
+    that B has as code (pulled) but not yet as ledger (not synced)."""
+    remote = tmp_path / "nexushive-setup.git"  # the project (contract x2.0) is the origin's repository name
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    a, b = tmp_path / "a" / "nexushive-setup", tmp_path / "b" / "nexushive-setup"
+    git(tmp_path, "clone", "-q", str(remote), str(a))
+    (a / "README").write_text("hello\n")
+    git(a, "add", "README")
+    git(a, "commit", "-q", "--no-verify", "-m", "initial")
+    git(a, "push", "-q", "origin", "main")
+    git(tmp_path, "clone", "-q", str(remote), str(b))
+    for c in (a, b):
+        assert tx("init", "--backend", "notes", cwd=c).code == 0
+        assert tx("hooks", "install", cwd=c).code == 0
+    one(a, "a.txt", "fix: A's change")
+    git(a, "push", "-q", "origin", "main")
+    assert tx("sync", cwd=a).code == 0
+    git(b, "pull", "-q", "--no-rebase", "origin", "main")
+    return a, b
+
+
+def both_synced(a: Path, b: Path) -> None:
+    for c in (b, a, b):
+        r = tx("sync", cwd=c)
+        assert r.code == 0, r.err
+
+
+TWO_CLONE: dict[str, Callable[[Path, Path], Decimal]] = {
+    "B amends A's commit with -m": lambda b, tmp: (commit(b, "--amend", "-m", "fix: A's change, reworded by B"),
+                                                  Decimal(450))[1],
+    "B rebases A's commit onto its own": lambda b, tmp: (
+        git(b, "switch", "-q", "-c", "side", "HEAD~1"), one(b, "b.txt", "docs: B's own work"),
+        git(b, "switch", "-q", "main"), run_git(b, "rebase", "side"), Decimal(450 + 330))[-1],
+    "B cherry-picks A's commit": lambda b, tmp: (
+        git(b, "switch", "-q", "-c", "release", "HEAD~1"),
+        run_git(b, "cherry-pick", git(b, "rev-parse", "main").strip()), Decimal(450))[-1],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(TWO_CLONE))
+def test_two_clones_that_sync_pay_a_change_once(clones: tuple[Path, Path], tmp_path: Path, name: str) -> None:
+    a, b = clones
+    expected = TWO_CLONE[name](b, tmp_path)
+    both_synced(a, b)
+    for c in (a, b):
+        assert earned(c) == expected, (name, earns(c))
+        r = tx("doctor", "--json", cwd=c)
+        assert r.code == 0, r.out + r.err

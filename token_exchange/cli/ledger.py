@@ -238,8 +238,16 @@ def doctor(repair: Annotated[bool, typer.Option(help="Rebuild derived state and 
 
     if remote is not None:
         check_remote(remote)
+    from token_exchange.services import duplicates
+
     ex = exchange()
     report = check(ex.ledger, repair=repair, remote=remote)
+    if report.ok:  # a readable, consistent ledger: is any change paid twice (two clones, before they synced)?
+        if repair:
+            for d in duplicates.resolve(ex):
+                report.repaired.append(f"reversed {d.loser}: {d.reason}")
+        for d in duplicates.unresolved(ex.ledger.fresh()):
+            report.problems.append(f"{d.loser}: {d.reason}; `tx sync` or `tx doctor --repair` reverses it")
     if as_json:
         out.emit_json(report.to_json())
     else:

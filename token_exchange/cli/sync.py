@@ -18,11 +18,21 @@ def register(app: typer.Typer) -> None:
         """Fetch, union-merge and push the git-notes ledger (never forced; retried when a push races)."""
         from token_exchange.cli.common import exchange
 
+        from token_exchange.services.duplicates import resolve
+
         ex = exchange()
         result = ex.ledger.journal.sync(ex.ledger, remote)
+        doubles = resolve(ex)  # a change two clones both paid: the later payment is reversed, everywhere alike
+        if doubles:
+            pushed = result.pushed
+            result = ex.ledger.journal.sync(ex.ledger, remote)
+            result.pushed += pushed
         if as_json:
-            out.emit_json(result.to_json())
+            out.emit_json({**result.to_json(), "doubles_reversed": [
+                {"reversed": d.loser, "kept": d.winner, "shares": list(d.shares)} for d in doubles]})
             return
+        for d in doubles:
+            out.message(f"reversed {d.loser}: {d.reason}")
         fetched = f"fetched {result.fetched} new transaction{'s' if result.fetched != 1 else ''}"
         if not result.remote_had_notes:
             fetched = f"{remote} had no {result.ref} yet"

@@ -86,6 +86,7 @@ def check(ledger: Ledger, repair: bool = False, remote: str | None = None) -> Re
         if tail is not None:
             _tail(journal, tail, repair, report)
         report.problems.extend(journal.link_problems(txns))
+        report.notes.extend(journal.link_notes())
         balances = fold(txns, report)
         report.agents = sum(1 for a in balances if ":" not in a)
         # A remote that cannot be asked is the request's error (one line), not the ledger's.

@@ -330,7 +330,14 @@ class SqliteIndex:
     def balance(self, agent: str) -> Balance:
         kinds = dict(self.db.execute("SELECT kind, total FROM stats WHERE agent=?", (agent,)).fetchall())
         projects = dict(self.db.execute("SELECT project, earned FROM projects WHERE agent=?", (agent,)).fetchall())
-        return Balance(agent, self.account(agent), sum(kinds.get(k, 0) for k in EARN_KINDS),
+        taken_back = 0
+        if kinds.get("reversal"):  # earnings clawed back (a double payment, a revert, a reopened issue)
+            row = self.db.execute("SELECT COALESCE(SUM(amount), 0) FROM txns WHERE agent=? AND kind='reversal' AND "
+                                  "json_extract(data, '$.payer')=? AND "
+                                  "json_extract(data, '$.breakdown.original_kind') IN ('earn', 'award')",
+                                  (agent, agent)).fetchone()
+            taken_back = int(row[0])
+        return Balance(agent, self.account(agent), sum(kinds.get(k, 0) for k in EARN_KINDS) - taken_back,
                        sum(kinds.get(k, 0) for k in SPEND_KINDS), kinds, projects)
 
     def agents(self) -> list[str]:

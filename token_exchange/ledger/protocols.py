@@ -94,6 +94,11 @@ class Journal(Protocol):
         """Doctor: every broken link in a full read (chain breaks, duplicate ids the backend does not allow)."""
         ...
 
+    def link_notes(self) -> list[str]:
+        """Doctor, after ``read_all``: what it should say about links without calling the ledger inconsistent
+        (two clones' records of one id, settled the same way on every replica)."""
+        ...
+
     def append(self, txns: list[Txn]) -> str:
         """Write sealed ``txns`` all-or-nothing and durably; returns the new position."""
         ...

@@ -98,6 +98,8 @@ def commit_txns(plan: CommitPlan, idx: Index) -> list[Txn]:
         source["sha"] = facts.sha[:64]
     if facts.aliases:
         source["aliases"] = ",".join(facts.aliases)[:500]
+    if facts.origins:  # the commits it rewrote: a clone that paid one of them first makes this a double
+        source["origins"] = ",".join(facts.origins)[:500]
     if len(plan.agents) > 1:
         source["coauthors"] = ",".join(plan.agents)
     subject = facts.message.splitlines()[0] if facts.message else ""

@@ -143,6 +143,7 @@ class NotesJournal:
         self._repo: Repo | None = None
         self._known: str | None = None  # the position the index was last brought to through us
         self.invalid: list[Invalid] = []
+        self.conflicts: list[str] = []  # ids with differing records from two clones (read_all settles them)
 
     @property
     def repo(self) -> Repo:
@@ -186,14 +187,13 @@ class NotesJournal:
         return settle(idx.get, txns)
 
     def link_problems(self, txns: list[Txn]) -> list[str]:
-        problems: list[str] = []
-        seen: dict[str, str] = {}
-        for n, t in enumerate(txns):
-            fp = t.fingerprint()
-            if seen.get(t.id, fp) != fp:
-                problems.append(f"transaction {n}: id {t.id} appears twice")
-            seen.setdefault(t.id, fp)
-        return problems
+        """None: two clones' records of one id are settled the same way everywhere (``merge.settle``:
+        the earliest wins), so a merged ledger is consistent; ``read_all`` returns the winners."""
+        return []
+
+    def link_notes(self) -> list[str]:
+        return [f"{i}: two clones wrote different records of this id; the earliest stands on every replica"
+                for i in self.conflicts]
 
     def new_records(self, old: str, new: str) -> list[Txn]:
         return self._parse(self.changes(old, new)).txns
@@ -304,14 +304,19 @@ class NotesJournal:
         return Chunk(parsed.txns, end)
 
     def read_all(self) -> Chunk:
-        """Every distinct record (equal copies once; conflicting ones all kept), oldest first."""
+        """Every record as the ledger counts it (equal copies once; of two clones' records of one id the
+        earliest, as every replica settles it), oldest first."""
         end = self.repo.ref(self.ref)
         parsed = self._parse(self.changes("", end))
         if parsed.invalid:
             first = parsed.invalid[0]
             raise UserError(f"{len(parsed.invalid)} invalid record(s) in {self.ref} (first: note on "
                             f"{first.note[:16]}: {first.reason}); balances ignore them")
-        return Chunk(parsed.txns, end)
+        prints: dict[str, set[str]] = {}
+        for t in parsed.txns:
+            prints.setdefault(t.id, set()).add(t.fingerprint())
+        self.conflicts = sorted(i for i, fps in prints.items() if len(fps) > 1)
+        return Chunk(settle(lambda _id: None, parsed.txns)[0], end)
 
     # --- writing ---------------------------------------------------------------------------------
     def append(self, txns: list[Txn]) -> str:

@@ -458,6 +458,9 @@ class TomlJournal:
                             "follow the last indexed one); run `tx doctor`")
         return txns, False
 
+    def link_notes(self) -> list[str]:
+        return []  # a chained journal has one record per id or a problem
+
     def link_problems(self, txns: list[Txn]) -> list[str]:
         problems: list[str] = []
         prev = ""
