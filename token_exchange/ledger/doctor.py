@@ -15,7 +15,7 @@ from typing import Any
 
 from token_exchange.amounts import fmt
 from token_exchange.errors import UserError
-from token_exchange.ledger.ledger import Index, Ledger, Txn
+from token_exchange.ledger.ledger import DEBT_KINDS, Index, Ledger, Txn
 from token_exchange.storage import file_lock
 
 
@@ -55,7 +55,7 @@ def fold(txns: list[Txn], report: Report, chained: bool) -> dict[str, int]:
         seen[t.id] = fp
         balances[t.payer] = balances.get(t.payer, 0) - t.amount
         balances[t.payee] = balances.get(t.payee, 0) + t.amount
-        if not t.payer.startswith("world:") and balances[t.payer] < 0:
+        if not t.payer.startswith("world:") and balances[t.payer] < 0 and t.kind not in DEBT_KINDS:
             report.problems.append(f"transaction {n} ({t.id}): {t.payer} goes negative ({fmt(balances[t.payer])})")
     if sum(balances.values()) != 0:
         report.problems.append("debits do not equal credits")

@@ -34,8 +34,12 @@ Clock = Callable[[], datetime]
 # two-phase reservations; contribute/pool_spend/refund/credit: pools; transfer; reversal: corrections;
 # pool: a zero-amount pool metadata record (create/join/leave/dissolve, see pools.py); link: a zero-amount record
 # of further ids (a rewritten commit's) under which an existing payment is known (see services/exchange.py).
+# Settlement (services/settlement.py): provisional: an award recorded before the commit lands; void: it taken
+# back in full (the commit settled or the award expired); clawback: a settled award reversed (its commit was
+# reverted); marker: a zero-amount record of how far the default branch was settled.
 KINDS = ("open", "earn", "award", "spend", "hold", "settle", "release", "transfer", "contribute", "pool_spend",
-         "refund", "credit", "reversal", "pool", "link")
+         "refund", "credit", "reversal", "pool", "link", "provisional", "void", "clawback", "marker")
+DEBT_KINDS = ("void", "clawback")  # may take an agent below zero: the award they reverse was already spent
 EARN_KINDS = ("earn", "award")
 SPEND_KINDS = ("spend", "settle")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}")

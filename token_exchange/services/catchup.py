@@ -18,7 +18,7 @@ def pay_commits(ex: Exchange, commits: Sequence[git.Commit], project: str,
     """Pay ``commits`` oldest first, each once per change (already paid ones pay nothing new)."""
     if not commits:
         return []
-    view = IndexView(ex.ledger.fresh())
+    view = IndexView(ex.ledger.fresh(), provisional=ex.cfg.on_merge)
     facts = facts_for(commits, project, repo, copied=copied_from_history(view, repo))
     return [ex.pay_commit(f) for f in facts]
 
