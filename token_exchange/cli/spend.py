@@ -138,12 +138,18 @@ def limits_cmd(agent: Agent, as_json: Json = False) -> None:
     from token_exchange.rules import limits as lim
     from token_exchange.services import spending as llm
 
+    from token_exchange.rules.engine import window_start
+    from token_exchange.services.exchange import IndexView
+
     ex = _ex()
     a = ex.cfg.agent(agent)
     with ex.ledger.locked() as idx:
         ex.ensure_open(idx, agent)
         llm.expire_due(ex, idx)
-        st = lim.status(idx, a.limits, agent, lim.micros(ex.clock()))
+        now_us = lim.micros(ex.clock())
+        st = lim.status(idx, a.limits, agent, now_us)
+        view = IndexView(idx, provisional=ex.cfg.on_merge)
+        st.caps = [(c, view.earned(agent, c.source, window_start(c, now_us))) for c in a.caps]
     data = st.to_json()
     if as_json:
         out.emit_json(data)
@@ -161,10 +167,14 @@ def limits_cmd(agent: Agent, as_json: Json = False) -> None:
              nxt("hourly")),
             ("daily (last 24 h)", data["daily"]["limit"], data["daily"]["used"], data["daily"]["remaining"],
              nxt("daily"))]
+    rows += [(f"earning cap: {c['source']} {c['window']}", c["limit"], c["earned"], c["remaining"], "-")
+             for c in data["caps"]]
+    held = data["provisional_held_back"]
     out.table(f"Limits of {agent}", ["Limit", "Value", "Used", "Remaining", "Next frees up"], rows,
               right=["Value", "Used", "Remaining"],
-              caption=f"balance {data['balance']}, reserved {data['reserved']} "
-                      f"({len(data['reservations'])} open), can spend now {data['available']}")
+              caption=f"balance {data['balance']}{f' ({held} provisional, not spendable yet)' if held else ''}, "
+                      f"reserved {data['reserved']} ({len(data['reservations'])} open), can spend now "
+                      f"{data['available']}")
 
 
 # --- tx pool ---------------------------------------------------------------------------------
