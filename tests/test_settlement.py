@@ -374,3 +374,22 @@ def test_settle_refuses_bad_arguments_in_one_line(repo: Path, args: list[str]) -
     on_merge(repo)
     r = tx("settle", *args, cwd=repo)
     assert r.code == 1 and len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err, r.err
+
+
+def test_a_hook_that_ignored_on_merge_is_reported_not_paid_again(repo: Path) -> None:
+    """A branch that switched its own config back to immediate (and raised its rate) got an earn from its
+    hook; settlement pays nothing more and reports it as paid outside settlement, with the rules' figure."""
+    on_merge(repo)
+    git(repo, "switch", "-q", "-c", "sneaky")
+    cfg = repo / ".exchange" / "config.toml"
+    cfg.write_text(cfg.read_text().replace('mode = "on-merge"', 'mode = "immediate"', 1)
+                   .replace("base_rate = 150", "base_rate = 5000", 1))
+    git(repo, "add", ".exchange/config.toml")
+    commit(repo, "-m", "fix: immediate again")  # an immediate earn of 5000 x 2.0 x 1.5
+    assert wallet(repo)["earned"] == 15000
+    merge(repo, "sneaky", "merge")
+    data = settle(repo)
+    [line] = work(data)
+    assert (line["flag"], line["settled"]) == ("paid outside settlement", 0)
+    assert "the rules pay 450" in line["reason"]
+    assert wallet(repo)["earned"] == 15000  # reported for review; settlement does not pay it again

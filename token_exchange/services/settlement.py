@@ -52,7 +52,7 @@ from token_exchange.ledger.ledger import (
     ts_text,
 )
 from token_exchange.rules.config import BRANCH_RE, Config
-from token_exchange.rules.engine import COMMIT_REF, CommitFacts, CommitPlan, plan_commit
+from token_exchange.rules.engine import COMMIT_REF, CommitFacts, CommitPlan, Payment, plan_commit
 from token_exchange.rules.reward_ids import trailer_ids
 from token_exchange.services.changes import copied_from_history, facts_for, ids_of
 from token_exchange.services.exchange import Exchange, IndexView, commit_txns
@@ -81,6 +81,7 @@ class Line(NamedTuple):
     settled: dict[str, Units]  # newly settled, per agent
     provisional: dict[str, Units]  # provisional awards voided now, per agent
     reason: str
+    outside: bool = False  # already paid, by an award settlement did not write (hooks in immediate mode)
 
     @property
     def settled_total(self) -> Units:
@@ -98,7 +99,7 @@ class Line(NamedTuple):
     @property
     def flag(self) -> str:
         if self.status == "paid":
-            return "already settled"
+            return "paid outside settlement" if self.outside else "already settled"
         if not self.provisional:
             return "never provisionally paid" if self.settled_total else "earns nothing"
         if self.difference > 0:
@@ -196,9 +197,10 @@ def rules_at(repo: Path, rev: str, path: str) -> tuple[Config, str]:
 
 
 def on_merge_start(repo: Path, tip: str, path: str) -> str:
-    """Where on-merge began without a marker: the newest first-parent commit that switched the tracked
-    config to ``mode = "on-merge"`` (everything after it landed under on-merge); "" when the config at
-    the tip is not on-merge or the config was never tracked."""
+    """Where on-merge began, without a marker: the oldest commit of the newest run of first-parent config
+    changes that all say ``mode = "on-merge"`` (what landed after it landed under on-merge, including a
+    later change that switched it off: that one landed under the rules before it); "" when no tracked
+    config ever said on-merge."""
     changed = git.out("log", "--first-parent", "--format=%H", tip, "--", path, repo=repo, check=False).split()
     if not changed:
         return ""
@@ -206,14 +208,15 @@ def on_merge_start(repo: Path, tip: str, path: str) -> str:
     from token_exchange.rules import config as config_mod
 
     start = ""
-    for sha, text in zip(changed, config_texts_at(repo, changed, path)):
+    for sha, text in zip(changed, config_texts_at(repo, changed, path)):  # newest first
         try:
             mode = config_mod.parse(text, None).settlement.mode if text is not None else "immediate"
         except UserError:
             mode = "immediate"
-        if mode != "on-merge":
+        if mode == "on-merge":
+            start = sha
+        elif start:
             break
-        start = sha
     return start
 
 
@@ -325,8 +328,13 @@ class _Run:
         if plan.agents:
             txns += self._links(plan, facts, target)
         self._append(txns)
+        reason, outside = _reason(plan), False
+        if plan.already and not any("settled" in t.source for t in self.idx.by_ref(target) if t.kind == "earn"):
+            # paid by something other than settlement (a hook that ignored on-merge): say what the rules pay
+            rules = plan_commit(self.cfg, facts, _Unpaid(self.view))
+            reason, outside = f"{reason}, not by settlement (the rules pay {fmt(rules.amount)})", True
         self.lines.append(Line(c.sha, landed, facts.message.split("\n", 1)[0][:200], c.email, facts.reward_id,
-                               plan.agents, plan.status, settled, provisional, _reason(plan)))
+                               plan.agents, plan.status, settled, provisional, reason, outside))
 
     def _links(self, plan: CommitPlan, facts: CommitFacts, target: str) -> list[Txn]:
         """Link the change's other trailer ids (squashed trailers, the provisional awards' ids) to its
@@ -392,6 +400,22 @@ class _Run:
                                source={"type": "settlement", "branch": self.branch, "tip": tip[:64]},
                                ts=ts_text(datetime.fromtimestamp(when, UTC)))])
         return mid
+
+
+class _Unpaid:
+    """A view that knows no payment (what would the rules pay for a change already paid?)."""
+
+    def __init__(self, base: IndexView) -> None:
+        self.base = base
+
+    def payments(self, ids: Sequence[str]) -> list[Payment]:
+        return []
+
+    def contract_paid(self, contract: str) -> Units:
+        return self.base.contract_paid(contract)
+
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
+        return self.base.earned(agent, source, since_us)
 
 
 def void_id(provisional_id: str) -> str:
