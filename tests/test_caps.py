@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from token_exchange.amounts import SCALE, Units
 from token_exchange.errors import ConfigError
 from token_exchange.rules import config as config_mod
-from token_exchange.rules.engine import CommitFacts, NothingPaid, Overlay, Payment, cap_amount, plan_commit
+from token_exchange.rules.engine import (
+    CommitFacts,
+    NothingPaid,
+    Overlay,
+    Payment,
+    cap_amount,
+    plan_commit,
+)
 
 HOUR_US = 3600 * 1_000_000
 T = 1_800_000_000 * 1_000_000  # an instant (micros)
@@ -31,6 +38,13 @@ class Earned(NothingPaid):
 
     def earned(self, agent: str, source: str, since_us: int) -> Units:
         return sum(a for who, t, a in self.entries if who == agent and t >= since_us and source == "commits")
+
+
+class Issues(NothingPaid):
+    """Every agent earned 300 from issues in any window, nothing from commits."""
+
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
+        return 300 * SCALE if source == "issues" else 0
 
 
 def facts(message: str, time_us: int = T, author: str = "claude@aygp-dr.ai", rid: str = "R1") -> CommitFacts:
@@ -107,8 +121,7 @@ def test_the_tightest_window_wins_and_coauthors_are_capped_apart() -> None:
 def test_no_cap_no_cut_and_issue_awards_use_the_same_rule() -> None:
     cfg = cfg_with(caps="issues = { weekly = 500 }")
     assert plan_commit(cfg, facts("fix: x"), Earned([("claude", T, 10**9)])).amount == 450 * SCALE
-    view = Earned([])
-    view.earned = lambda agent, source, since: 300 * SCALE if source == "issues" else 0  # type: ignore[method-assign]
+    view = Issues()
     amount, why = cap_amount(cfg, "claude", "issues", 450 * SCALE, view, T)
     assert amount == 200 * SCALE and "weekly issues cap 500" in why
     assert cap_amount(cfg, "claude", "commits", 450 * SCALE, view, T) == (450 * SCALE, "")

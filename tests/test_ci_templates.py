@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -37,7 +37,7 @@ def bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
     for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         full.pop(k, None)
     return subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=cwd, capture_output=True, text=True,
-                          env=full)
+                          env=full, check=False)
 
 
 # --- structure ------------------------------------------------------------------------------------
@@ -107,12 +107,12 @@ def test_install_step_refuses_the_placeholder_and_installs_a_pinned_source(tmp_p
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {"PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
     r = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                       env={**os.environ, **env, "TOKEN_EXCHANGE_PIP": placeholder})
+                       env={**os.environ, **env, "TOKEN_EXCHANGE_PIP": placeholder}, check=False)
     assert r.returncode == 1 and "set TOKEN_EXCHANGE_PIP" in r.stdout and "not on PyPI" in r.stdout
     assert not (tmp_path / "args").exists()
     pinned = "git+https://github.com/acme/token-exchange@0123456789abcdef0123456789abcdef01234567"
     r = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                       env={**os.environ, **env, "TOKEN_EXCHANGE_PIP": pinned})
+                       env={**os.environ, **env, "TOKEN_EXCHANGE_PIP": pinned}, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "args").read_text().split() == ["-m", "pip", "install", "--quiet", pinned]
 
@@ -263,7 +263,7 @@ class FakeGitLab:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
-    def __enter__(self) -> FakeGitLab:
+    def __enter__(self) -> Self:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

@@ -322,7 +322,7 @@ def test_provisional_tokens_are_held_back_from_spending(repo: Path) -> None:
 def test_two_clones_settle_and_sync_without_double_payment(tmp_path: Path) -> None:
     from tests.test_notes import make_remote
 
-    remote, (a, b) = make_remote(tmp_path, 2)
+    _, (a, b) = make_remote(tmp_path, 2)
     for clone in (a, b):
         shutil.rmtree(clone / ".exchange")  # make_remote's untracked homes: this config is tracked
     on_merge(a, "notes", edits={'project = ""': 'project = "nexushive-setup"'})  # the remote is remote.git

@@ -52,7 +52,13 @@ from token_exchange.ledger.ledger import (
     ts_text,
 )
 from token_exchange.rules.config import BRANCH_RE, Config
-from token_exchange.rules.engine import COMMIT_REF, CommitFacts, CommitPlan, Payment, plan_commit
+from token_exchange.rules.engine import (
+    COMMIT_REF,
+    CommitFacts,
+    CommitPlan,
+    Payment,
+    plan_commit,
+)
 from token_exchange.rules.reward_ids import trailer_ids
 from token_exchange.services.changes import copied_from_history, facts_for, ids_of
 from token_exchange.services.exchange import Exchange, IndexView, commit_txns
