@@ -2,13 +2,16 @@
 
 Scenarios (each in its own temp repository, isolated HOME and git config):
   plain            git commit, no hooks
-  ours-direct      our commit-msg + post-commit installed by `tx hooks install` (warm hook server, the default)
-  ours-direct-noserver  the same with the hook server off (TOKEN_EXCHANGE_HOOK_SERVER=0)
-  gitlint          gitlint's commit-msg hook (gitlint-core in a temp venv), run as its hook does
+  ours-direct      our hooks installed by `tx hooks install` (a venv install of this checkout)
+  gitlint          gitlint's commit-msg hook (gitlint-core in a temp venv), installed the same way
   ours-pre-commit  our two hooks through pre-commit (repo: a snapshot of this checkout)
   noop-repo-pre-commit  two no-op (`true`) hooks from the same snapshot repository and environment as ours
+  pynoop-repo-pre-commit  the same two hooks with a no-op python body (`python -c pass`): the goal's anchor
   noop-pre-commit  two no-op hooks through pre-commit (commit-msg + post-commit, language: system)
   noop-py-pre-commit  the same no-op body as `language: python` hooks (pre-commit's python health check included)
+
+Goals (issue 11), as paired ratios (each round commits once in every scenario; the median of the per-round
+ratios is reported): ours-direct / gitlint <= 0.9; ours-pre-commit / pynoop-repo-pre-commit <= 1.15.
 
 Usage: python benchmarks/bench_commit.py [-n 15] [--skip-gitlint] [--skip-pre-commit]
 Writes benchmarks/results/commit.json.
@@ -48,8 +51,7 @@ def make_env(base: Path) -> dict[str, str]:
     env.update(HOME=str(home), GIT_CONFIG_GLOBAL=str(home / ".gitconfig"), GIT_CONFIG_NOSYSTEM="1",
                GIT_AUTHOR_NAME="Claude", GIT_AUTHOR_EMAIL="claude@aygp-dr.ai", GIT_COMMITTER_NAME="Claude",
                GIT_COMMITTER_EMAIL="claude@aygp-dr.ai", PRE_COMMIT_HOME=str(base / "pre-commit-home"),
-               PIP_CACHE_DIR=str(base / "pip-cache"), TOKEN_EXCHANGE_RUNTIME_DIR=str(base / "runtime"))
-    (base / "runtime").mkdir(mode=0o700, exist_ok=True)
+               PIP_CACHE_DIR=str(base / "pip-cache"))
     return env
 
 
@@ -87,7 +89,12 @@ def snapshot(base: Path, env: dict[str, str]) -> tuple[Path, str]:
     with (dest / ".pre-commit-hooks.yaml").open("a") as f:
         f.write("- {id: bench-noop-commit-msg, name: noop, entry: 'true', language: python, stages: [commit-msg]}\n"
                 "- {id: bench-noop-post-commit, name: noop, entry: 'true', language: python, stages: [post-commit],"
-                " always_run: true, pass_filenames: false}\n")
+                " always_run: true, pass_filenames: false}\n"
+                # the same two hooks with a no-op Python body: a python process in the hook's own environment
+                "- {id: bench-pynoop-commit-msg, name: noop, entry: 'python -c pass', language: python,"
+                " stages: [commit-msg]}\n"
+                "- {id: bench-pynoop-post-commit, name: noop, entry: 'python -c pass', language: python,"
+                " stages: [post-commit], always_run: true, pass_filenames: false}\n")
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "--no-verify", "-m", "snapshot"]):
         sh(["git", *args], dest, env)
     return dest, sh(["git", "rev-parse", "HEAD"], dest, env).stdout.decode().strip()
@@ -110,6 +117,7 @@ def main() -> None:
     notes: list[str] = []
 
     scenarios: dict[str, tuple[Path, str, dict[str, str]]] = {}
+    times: dict[str, list[float]] = {}  # per scenario, one figure per round (rounds pair the scenarios)
 
     def record(name: str, repo: Path, what: str, extra: dict[str, str] | None = None) -> None:
         scenarios[name] = (repo, what, {**env, **(extra or {})})
@@ -135,13 +143,7 @@ def main() -> None:
         sh([str(ours_venv / "bin" / "tx"), "init"], repo, env)
         sh([str(ours_venv / "bin" / "tx"), "hooks", "install"], repo, env)
         record("ours-direct", repo,
-               "our commit-msg + post-commit (tx hooks install, venv install), ledger write included; "
-               "warm hook server (the default)")
-        repo = new_repo(base, "ours-direct-noserver", env)
-        sh([str(ours_venv / "bin" / "tx"), "init"], repo, env)
-        sh([str(ours_venv / "bin" / "tx"), "hooks", "install"], repo, env)
-        record("ours-direct-noserver", repo, "the same with TOKEN_EXCHANGE_HOOK_SERVER=0: every hook starts cold "
-               "(what the first commit after 10 idle minutes pays)", {"TOKEN_EXCHANGE_HOOK_SERVER": "0"})
+               "our commit-msg + post-commit (tx hooks install, venv install), ledger write included")
 
         gitlint = None
         if not args.skip_gitlint:
@@ -167,7 +169,8 @@ def main() -> None:
                 sh(["git", "commit", "-q", "--no-verify", "-m", "config"], repo, env)
                 if init:
                     sh([sys.executable, "-m", "token_exchange", "init"], repo, env)
-                sh(["pre-commit", "install", "--hook-type", "commit-msg", "--hook-type", "post-commit"], repo, env)
+                sh(["pre-commit", "install", "--hook-type", "commit-msg", "--hook-type", "post-commit",
+                    "--hook-type", "post-rewrite"], repo, env)
                 sh(["pre-commit", "install-hooks"], repo, env)
                 record(name, repo, what)
 
@@ -186,6 +189,9 @@ def main() -> None:
                             "our two hooks via pre-commit", init=True)
             pre_commit_repo("noop-repo-pre-commit", ids("bench-noop-commit-msg", "bench-noop-post-commit"),
                             "two no-op (`true`) hooks from our own hook repository and environment via pre-commit")
+            pre_commit_repo("pynoop-repo-pre-commit", ids("bench-pynoop-commit-msg", "bench-pynoop-post-commit"),
+                            "the same two hooks with a no-op python body (`python -c pass`) from our hook repository "
+                            "and environment via pre-commit")
             pre_commit_repo("noop-pre-commit", local_noops("system"), "two no-op hooks via pre-commit")
             # The same no-op body (`true`) as a `language: python` hook: pre-commit then also pays its python
             # health check (two `python -S` processes per hook run), which any python hook pays.
@@ -194,7 +200,7 @@ def main() -> None:
         elif not args.skip_pre_commit:
             notes.append("pre-commit is not installed: pre-commit scenarios skipped")
         # round robin: one commit per scenario per round, so load changes hit every scenario alike
-        times: dict[str, list[float]] = {name: [] for name in scenarios}
+        times.update({name: [] for name in scenarios})
         warmup = 2
         for i in range(warmup + args.n):
             for name, (repo, _what, scenario_env) in scenarios.items():
@@ -204,30 +210,38 @@ def main() -> None:
         for name, (_repo, what, _env) in scenarios.items():
             report(name, times[name], what)
     finally:
-        for sock in (base / "runtime").glob("hookd-*.sock"):
-            sock.unlink()  # our hook servers exit within a second
         shutil.rmtree(base, ignore_errors=True)
 
+    rounds = times
     goals: dict[str, object] = {}
-    ms = {k: v["median_ms"] for k, v in results.items()}
-    if {"plain", "ours-direct", "gitlint"} <= ms.keys():
-        ours, theirs = ms["ours-direct"] - ms["plain"], ms["gitlint"] - ms["plain"]
-        goals["direct_vs_gitlint"] = {"ours_added_ms": round(ours, 1), "gitlint_added_ms": round(theirs, 1),
-                                      "met": ours <= theirs}
-    if {"ours-pre-commit", "noop-pre-commit"} <= ms.keys():
-        over = (ms["ours-pre-commit"] / ms["noop-pre-commit"] - 1) * 100
-        goals["pre_commit_overhead"] = {"baseline": "noop-pre-commit (language: system)",
-                                        "percent_over_noop": round(over, 1), "goal_percent": 15, "met": over <= 15}
-    if {"ours-pre-commit", "noop-repo-pre-commit"} <= ms.keys():
-        over = (ms["ours-pre-commit"] / ms["noop-repo-pre-commit"] - 1) * 100
-        goals["pre_commit_overhead_same_repo"] = {"baseline": "noop-repo-pre-commit (our repo, entry true)",
-                                                  "percent_over_noop": round(over, 1), "goal_percent": 15,
-                                                  "met": over <= 15}
-    if {"ours-pre-commit", "noop-py-pre-commit"} <= ms.keys():
-        over = (ms["ours-pre-commit"] / ms["noop-py-pre-commit"] - 1) * 100
-        goals["pre_commit_overhead_python"] = {"baseline": "noop-py-pre-commit (language: python, entry true)",
-                                               "percent_over_noop": round(over, 1), "goal_percent": 15,
-                                               "met": over <= 15}
+
+    def paired(ours: str, anchor: str, minus: str | None = None) -> dict[str, object] | None:
+        """Median over rounds of ours/anchor measured in the same round (optionally both minus ``minus``)."""
+        if ours not in rounds or anchor not in rounds or (minus and minus not in rounds):
+            return None
+        ratios = []
+        for i in range(len(rounds[ours])):
+            a, b = rounds[ours][i], rounds[anchor][i]
+            if minus:
+                a, b = a - rounds[minus][i], b - rounds[minus][i]
+            if b > 0:
+                ratios.append(a / b)
+        return {"ratio_median": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
+                "ratio_max": round(max(ratios), 3), "rounds": len(ratios)}
+
+    direct = paired("ours-direct", "gitlint")
+    if direct:
+        goals["hooks_vs_gitlint_whole_commit"] = {**direct, "goal": 0.9, "met": direct["ratio_median"] <= 0.9}
+        added = paired("ours-direct", "gitlint", minus="plain")
+        goals["hooks_vs_gitlint_added_over_plain_commit"] = added
+    same = paired("ours-pre-commit", "pynoop-repo-pre-commit")
+    if same:
+        goals["pre_commit_vs_same_hooks_noop_python_body"] = {**same, "goal": 1.15,
+                                                              "met": same["ratio_median"] <= 1.15}
+    for anchor in ("noop-repo-pre-commit", "noop-py-pre-commit", "noop-pre-commit"):
+        other = paired("ours-pre-commit", anchor)
+        if other:
+            goals[f"pre_commit_vs_{anchor}"] = other
     load = os.getloadavg()
     doc = {"load_average_after": [round(x, 2) for x in load], "python": platform.python_version(), "platform": platform.platform(),
            "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),

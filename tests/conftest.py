@@ -86,10 +86,37 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pre_commit_hom
     for k, v in GIT_ENV.items():
         monkeypatch.setenv(k, v)
     for k in ("TOKEN_EXCHANGE_HOME", "TOKEN_EXCHANGE_NOW", "GIT_DIR", "GIT_WORK_TREE", "BEADS_DIR", "BD_ACTOR",
-              "BEADS_ACTOR", "BD_JSON_ENVELOPE", "GIT_NOTES_REF", "PRE_COMMIT"):
+              "BEADS_ACTOR", "BD_JSON_ENVELOPE", "GIT_NOTES_REF", "PRE_COMMIT", "BEADS_DB", "BD_NO_HOOKS",
+              "BD_STANDIN_CUT_HOOKS", "BD_STANDIN_HOOK_TIMEOUT", "BD_STANDIN_HOOK_LOG", "CLAUDE_SESSION_ID"):
         monkeypatch.delenv(k, raising=False)
     (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = main\n[commit]\n\tgpgsign = false\n")
     yield
+
+
+BD_STANDIN = FIXTURES / "bd"
+# Custom issue types the generated exports (fixtures/gen_beads_export.py) use: bd refuses to
+# import them unless they are declared (types.custom), as real bd does.
+GENERATED_CUSTOM_TYPES = "agent,convoy,docs,security"
+
+
+def seed_bd_store(beads_dir: Path, jsonl: Path, *, custom_types: str = "",
+                  env: dict[str, str] | None = None) -> None:
+    """Give the bd stand-in a database at ``beads_dir`` holding ``jsonl``, the way a user would:
+    a ``config.yaml`` (which makes the directory a beads project) and ``bd import FILE``.
+
+    The stand-in's database is ``<beads_dir>/embeddeddolt/`` (bd's Dolt data), never
+    ``issues.jsonl``; ``jsonl`` is only read.  Any earlier database there is replaced.
+    """
+    import shutil
+
+    beads_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(beads_dir / "embeddeddolt", ignore_errors=True)
+    cfg = "issue-prefix: tx\n" + (f"types.custom: {custom_types}\n" if custom_types else "")
+    (beads_dir / "config.yaml").write_text(cfg)
+    proc = subprocess.run([sys.executable, str(BD_STANDIN), "import", str(jsonl)], capture_output=True,
+                          text=True, env={**os.environ, **(env or {}), "BEADS_DIR": str(beads_dir)},
+                          cwd=beads_dir.parent)
+    assert proc.returncode == 0, proc.stderr
 
 
 def git(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:

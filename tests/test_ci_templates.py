@@ -282,7 +282,8 @@ def _note(id: int, body: str, author: int, system: bool = False) -> dict[str, An
 
 @pytest.fixture
 def note_script() -> Iterator[str]:
-    yield next(line for line in load(GITLAB)["token-exchange-report"]["script"] if "TOKEN_EXCHANGE_GITLAB_TOKEN" in line)
+    script = load(GITLAB)["token-exchange-report"]["script"]
+    yield next(line for line in script if "TOKEN_EXCHANGE_GITLAB_TOKEN" in line)
 
 
 @pytest.mark.parametrize("case", ["create", "update-on-page-2", "forged"])

@@ -116,3 +116,19 @@ def test_missing_hook_program_skips_without_blocking(repo: Path) -> None:
     tx_hook = str(Path(sys.executable).parent / "tx-hook")
     out = commit(repo, "--amend", "--no-edit", env={"TOKEN_EXCHANGE_HOOK": tx_hook})
     assert earned(repo) == Decimal(450)  # HEAD got paid once the interpreter was found
+
+
+def test_a_broken_installation_costs_one_line_and_never_the_commit(repo: Path, tmp_path: Path) -> None:
+    """The package moved or half-uninstalled: tx-hook exists but dies with a traceback; the commit succeeds
+    and the hook says one line for it."""
+    broken = tmp_path / "tx-hook"
+    broken.write_text(f"#!{sys.executable}\nimport token_exchange_that_moved  # noqa\n")
+    broken.chmod(0o755)
+    assert tx("init", cwd=repo).code == 0
+    assert tx("hooks", "install", "--command", str(broken), cwd=repo).code == 0
+    change(repo)
+    out = commit(repo, "-m", "fix: x")
+    assert git(repo, "log", "-1", "--format=%s") == "fix: x\n"
+    ours = [line for line in out.splitlines() if "token-exchange" in line]
+    assert len(ours) == 2 and all("hook failed: ModuleNotFoundError" in line for line in ours), out
+    assert "Traceback" not in out

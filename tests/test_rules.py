@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import pytest
@@ -163,7 +162,7 @@ def test_defaults_are_the_seed_tables() -> None:
     ('[[contracts]]\nname = "x"\nmultiplier = 0\nbudget = 5\n[[contracts]]\nname = "default"\nbudget = 1\n',
      "must be a positive number"),
     ('[[contracts]]\nname = "x"\npattern = "(unclosed"\nbudget = 5\n[[contracts]]\nname = "default"\nbudget = 1\n',
-     "invalid regex"),
+     "invalid pattern"),
     ('[[contracts]]\nname = "default"\nbudget = 1\n[[contracts]]\nname = "x"\nbudget = 5\n', "must be"),
     ('[agents.x]\nbase_rate = 1\nprimary_llm = "nope"\n', "unknown model"),
     ('[agents."../../x"]\nbase_rate = 1\nprimary_llm = "llama3.2"\n', "agent names"),
@@ -189,13 +188,22 @@ def test_duplicate_emails_refused() -> None:
         parse(text)
 
 
-def test_catastrophic_regex_does_not_hang() -> None:
-    cfg = parse('[[contracts]]\nname = "evil"\npattern = "(a|aa)+$"\nbudget = 5\n'
+@pytest.mark.parametrize("pattern, project, wins", [
+    ("(a|aa)+$", "a" * 60 + "!", False),
+    ("a?" * 40 + "a" * 40, "a" * 40, True),  # exponential for a backtracking engine; linear in RE2
+    ("(x+x+)+y", "x" * 5000, False),
+])
+def test_catastrophic_patterns_match_in_linear_time(pattern: str, project: str, wins: bool) -> None:
+    cfg = parse(f'[[contracts]]\nname = "evil"\npattern = "{pattern}"\nbudget = 5\n'
                 '[[contracts]]\nname = "default"\nbudget = 1\n')
-    start = time.monotonic()
-    with pytest.raises(UserError, match="took too long"):
-        rewards.match_contract(cfg.contracts, "a" * 60 + "!")
-    assert time.monotonic() - start < 5
+    assert (rewards.match_contract(cfg.contracts, project).name == "evil") is wins
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\\1", "(?=a)a", "(?<!b)a", "a{1000}{1000}"])
+def test_patterns_needing_backtracking_or_huge_programs_are_refused_by_validation(pattern: str) -> None:
+    with pytest.raises(ConfigError, match="contracts\\[0\\].pattern"):
+        parse(f'[[contracts]]\nname = "x"\npattern = "{pattern}"\nbudget = 5\n'
+              '[[contracts]]\nname = "default"\nbudget = 1\n')
 
 
 _WORDS = ["fix", "FIX", "Fixed", "prefix", "fix_", "_fix", "hot-fix", "hotfix", "docs", "readme", "security",

@@ -195,7 +195,8 @@ def test_pre_commit_config_snippets(repo: Path, file: str, pre_commit_home: Path
     r = run(["pre-commit", "install"], cwd=repo)
     assert r.code == 0, r.out + r.err
     change(repo, "a.py")
-    proc = subprocess.run(["git", "commit", "-q", "-m", "fix: a"], cwd=repo, capture_output=True, text=True, check=False)
+    proc = subprocess.run(["git", "commit", "-q", "-m", "fix: a"], cwd=repo, capture_output=True, text=True,
+                          check=False)
     assert proc.returncode != 0 and entry["rev"] in proc.stdout + proc.stderr
     # 2. with the placeholders filled in (this checkout at a commit): it installs and pays
     (repo / ".pre-commit-config.yaml").write_text(
@@ -204,13 +205,15 @@ def test_pre_commit_config_snippets(repo: Path, file: str, pre_commit_home: Path
     assert r.code == 0, r.out + r.err
     for hook in ("commit-msg", "post-commit", "post-rewrite"):
         assert f".git/hooks/{hook}" in r.out
-    proc = subprocess.run(["git", "commit", "-q", "-m", "fix: a"], cwd=repo, capture_output=True, text=True, check=False)
+    proc = subprocess.run(["git", "commit", "-q", "-m", "fix: a"], cwd=repo, capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     assert "token-exchange: claude 450 tokens on nexushive-setup" in proc.stdout + proc.stderr
 
 
 # --- the composite action snippets ------------------------------------------------------------------------
-@pytest.mark.parametrize("file,first", [("README.md", "- uses: actions/checkout@v4"), ("docs/ci.md", "on: pull_request")])
+@pytest.mark.parametrize("file,first", [("README.md", "- uses: actions/checkout@v4"),
+                                        ("docs/ci.md", "on: pull_request")])
 def test_composite_action_snippets(file: str, first: str) -> None:
     doc = yaml.safe_load(snippet(file, first).text)
     steps = doc if isinstance(doc, list) else doc["jobs"]["earnings"]["steps"]

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from token_exchange import __version__
-from token_exchange.cli import hooks, ledger, report, settle, sim, spend, sync
+from token_exchange.cli import hooks, ledger, mcp, report, settle, sim, spend, sync
 from token_exchange.cli.common import state
 from token_exchange.cli.output import run_app
 
@@ -42,7 +42,7 @@ def _root(home: Annotated[Optional[Path], typer.Option(
     state.debug = debug or bool(os.environ.get("TOKEN_EXCHANGE_DEBUG"))
 
 
-for _module in (ledger, spend, hooks, sync, settle, report, sim):
+for _module in (ledger, spend, hooks, sync, settle, report, sim, mcp):
     _module.register(app)
 
 

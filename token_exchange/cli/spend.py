@@ -1,5 +1,7 @@
 """CLI for spending: `tx llm ...`, `tx llm reserve|settle|void|show`, `tx limits AGENT`, `tx pool ...`.
 
+Every command is a thin layer over ``token_exchange.api`` (parse, call, print).
+
 `tx llm AGENT TASK_TYPE TOKENS` (the seed's spelling) and `tx llm reserve ...` share one name: the
 `llm` group treats a first word that is not one of its subcommands as `tx llm spend ...`.  (An agent
 literally named like a subcommand is reachable as `tx llm spend NAME ...`.)
@@ -7,18 +9,28 @@ literally named like a subcommand is reachable as `tx llm spend NAME ...`.)
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from token_exchange.cli import output as out
-from token_exchange.amounts import fmt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from token_exchange.services.exchange import Exchange
+    from token_exchange.api import Exchange
+    from token_exchange.api import Pool as PoolInfo
 
-from token_exchange.cli.common import Agent, Amount, Json, Pool, Reservation, TaskType, Tokens  # noqa: E402
+from token_exchange.cli.common import (
+    Agent,
+    Amount,
+    Json,
+    Pool,
+    Reservation,
+    TaskType,
+    Tokens,
+)
+
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model to use (default: the agent's preferred "
                                                  "model for the task type, else its primary LLM).")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output-tokens", help="How many of the tokens were output "
@@ -41,9 +53,15 @@ pool_app = typer.Typer(no_args_is_help=True, help="Team pools: contribute togeth
 
 
 def _ex() -> Exchange:
-    from token_exchange.cli.common import exchange
+    from token_exchange import api
+    from token_exchange.cli.common import state
 
-    return exchange()
+    return api.open(state.home)
+
+
+def fmt(amount: Decimal) -> str:
+    """An amount as the CLI prints it (plain decimal, no exponent)."""
+    return format(amount, "f")
 
 
 # --- tx llm ----------------------------------------------------------------------------------
@@ -60,29 +78,28 @@ def llm_spend(agent: Agent, task_type: TaskType, tokens: Tokens, model: ModelOpt
               project: Annotated[str, typer.Option(help="Project the spend is for.")] = "",
               as_json: Json = False) -> None:
     """Spend now: TOKENS/1000 x the model's price, under the agent's limits (also `tx llm AGENT TASK TOKENS`)."""
-    from token_exchange.services import spending as llm
-
-    ex = _ex()
-    result = llm.spend(ex, agent, task_type, tokens, model=model, output_tokens=output_tokens, id=id,
-                       description=description, project=project)
+    s = _ex().spend(agent, model, tokens, output_tokens=output_tokens, task=task_type, id=id,
+                    description=description, project=project)
     if as_json:
-        out.emit_json(result.to_json())
+        out.emit_json(s.to_json())
+    elif not s.created:
+        out.message(f"already recorded ({s.id}): {s.agent} used {fmt(s.cost)} for {s.tokens} tokens")
     else:
-        out.message(result.line())
+        out.message(f"✅ {s.agent} used {fmt(s.cost)} for {s.tokens} tokens ({s.model} at {fmt(s.price_per_1k)}/1K, "
+                    f"{s.task}); balance {fmt(s.balance)}")
 
 
 @llm_app.command("reserve", context_settings=NUMBERS_OK)
-def llm_reserve(agent: Agent, task_type: TaskType, max_tokens: Annotated[str, typer.Argument(help="Most inference tokens the request may use.")], model: ModelOpt = None,
+def llm_reserve(agent: Agent, task_type: TaskType,
+                max_tokens: Annotated[str, typer.Argument(help="Most inference tokens the request may use.")],
+                model: ModelOpt = None,
                 id: Annotated[Optional[str], typer.Option("--id", help="Reservation id (default: generated).")]
                 = None,
                 ttl: Annotated[Optional[int], typer.Option(help="Seconds before it expires "
                                                            "(default: limits.reservation_ttl).")] = None,
                 as_json: Json = False) -> None:
     """Hold the most MAX_TOKENS can cost; prints the reservation id (settle or void it)."""
-    from token_exchange.services import spending as llm
-
-    ex = _ex()
-    r = llm.reserve(ex, agent, task_type, max_tokens, model=model, id=id, ttl=ttl)
+    r = _ex().reserve(agent, model, max_tokens, task=task_type, id=id, ttl=ttl).info
     if as_json:
         out.emit_json(r.to_json())
         return
@@ -96,9 +113,7 @@ def llm_settle(reservation: Reservation,
                tokens: Annotated[str, typer.Option("--tokens", help="Tokens actually used.")],
                output_tokens: OutputOpt = None, as_json: Json = False) -> None:
     """Charge the actual cost of a reservation and release the rest."""
-    from token_exchange.services import spending as llm
-
-    r = llm.settle(_ex(), reservation, tokens, output_tokens=output_tokens)
+    r = _ex().settle(reservation, tokens, output_tokens=output_tokens, allow_over=False)
     if as_json:
         out.emit_json(r.to_json())
     else:
@@ -109,9 +124,7 @@ def llm_settle(reservation: Reservation,
 @llm_app.command("void")
 def llm_void(reservation: Reservation, as_json: Json = False) -> None:
     """Release all of a reservation (the request did not happen)."""
-    from token_exchange.services import spending as llm
-
-    r = llm.void(_ex(), reservation)
+    r = _ex().void(reservation)
     if as_json:
         out.emit_json(r.to_json())
     else:
@@ -121,9 +134,7 @@ def llm_void(reservation: Reservation, as_json: Json = False) -> None:
 @llm_app.command("show")
 def llm_show(reservation: Reservation, as_json: Json = False) -> None:
     """A reservation's state: open, settled, voided or expired."""
-    from token_exchange.services import spending as llm
-
-    r = llm.show(_ex(), reservation)
+    r = _ex().reservation(reservation)
     if as_json:
         out.emit_json(r.to_json())
     else:
@@ -136,21 +147,11 @@ def llm_show(reservation: Reservation, as_json: Json = False) -> None:
 def limits_cmd(agent: Agent, as_json: Json = False) -> None:
     """Each limit: the limit, used in its window, remaining, reserved, and when more frees up."""
     from token_exchange.rules import limits as lim
-    from token_exchange.services import spending as llm
-
-    from token_exchange.rules.engine import window_start
-    from token_exchange.services.exchange import IndexView
+    from token_exchange.services.settlement import earning_status
 
     ex = _ex()
-    a = ex.cfg.agent(agent)
-    with ex.ledger.locked() as idx:
-        ex.ensure_open(idx, agent)
-        llm.expire_due(ex, idx)
-        now_us = lim.micros(ex.clock())
-        st = lim.status(idx, a.limits, agent, now_us)
-        view = IndexView(idx, provisional=ex.cfg.on_merge)
-        st.caps = [(c, view.earned(agent, c.source, window_start(c, now_us))) for c in a.caps]
-    data = st.to_json()
+    data = ex.limits(agent).to_json()
+    data.update(earning_status(ex.svc, agent))  # provisional tokens held back, earning caps ([caps])
     if as_json:
         out.emit_json(data)
         return
@@ -159,7 +160,8 @@ def limits_cmd(agent: Agent, as_json: Json = False) -> None:
         d = data[key]
         if d["next_frees_at"] is None:
             return "-"
-        return f"{d['next_frees_amount']} at {d['next_frees_at']} (in {lim.duration(d['next_frees_in_seconds'] * 10**6)})"
+        return (f"{d['next_frees_amount']} at {d['next_frees_at']} "
+                f"(in {lim.duration(d['next_frees_in_seconds'] * 10**6)})")
 
     rows = [("burst (per spend)", data["burst"]["limit"], "-", "-", "-"),
             ("reserve (floor)", data["reserve"]["limit"], "-", data["reserve"]["above_reserve"], "-"),
@@ -179,28 +181,27 @@ def limits_cmd(agent: Agent, as_json: Json = False) -> None:
 
 # --- tx pool ---------------------------------------------------------------------------------
 @pool_app.command("create", context_settings=NUMBERS_OK)
-def pool_create(name: Annotated[str, typer.Argument(help="New pool name.")], creator: Annotated[str, typer.Argument(help="Agent creating the pool (its first member).")], min_contribution: Annotated[str, typer.Argument(help="Smallest contribution accepted (tokens).")], as_json: Json = False) -> None:
+def pool_create(name: Annotated[str, typer.Argument(help="New pool name.")],
+                creator: Annotated[str, typer.Argument(help="Agent creating the pool (its first member).")],
+                min_contribution: Annotated[str, typer.Argument(help="Smallest contribution accepted (tokens).")],
+                as_json: Json = False) -> None:
     """Create a pool; the creator is its first member."""
-    from token_exchange.services import pools
-
-    st, created = pools.create(_ex(), name, creator, min_contribution)
+    res = _ex().pool_create(name, creator, min_contribution)
     if as_json:
-        out.emit_json({**st.to_json(), "created_now": created})
+        out.emit_json({**res.pool.to_json(), "created_now": res.changed})
     else:
-        out.message(f"created pool {name} (creator {creator}, minimum contribution {fmt(st.min_contribution)})"
-                    if created else f"pool {name} already exists with these settings; nothing new")
+        out.message(f"created pool {name} (creator {creator}, minimum contribution {fmt(res.pool.min_contribution)})"
+                    if res.changed else f"pool {name} already exists with these settings; nothing new")
 
 
 @pool_app.command("join")
 def pool_join(pool: Pool, agent: Agent, as_json: Json = False) -> None:
     """Join a pool (members may contribute)."""
-    from token_exchange.services import pools
-
-    st, created = pools.join(_ex(), pool, agent)
+    res = _ex().pool_join(pool, agent)
     if as_json:
-        out.emit_json({**st.to_json(), "joined_now": created})
+        out.emit_json({**res.pool.to_json(), "joined_now": res.changed})
     else:
-        out.message(f"{agent} joined pool {pool} ({len(st.members)} members)" if created
+        out.message(f"{agent} joined pool {pool} ({len(res.pool.members)} members)" if res.changed
                     else f"{agent} is already a member of pool {pool}; nothing new")
 
 
@@ -209,40 +210,36 @@ def pool_contribute(pool: Pool, agent: Agent, amount: Amount,
                     id: Annotated[Optional[str], typer.Option("--id", help="Idempotency id.")] = None,
                     as_json: Json = False) -> None:
     """Move tokens from a member's wallet into the pool (under the member's limits)."""
-    from token_exchange.services import pools
-
-    ex = _ex()
-    c = pools.contribute(ex, pool, agent, amount, id=id)
+    c = _ex().pool_contribute(pool, agent, amount, id=id)
     if as_json:
         out.emit_json(c.to_json())
     elif c.created:
-        out.message(f"{agent} contributed {fmt(c.txn.amount)} to pool {pool} (pool balance {fmt(c.pool.balance)})")
+        out.message(f"{agent} contributed {fmt(c.amount)} to pool {pool} (pool balance {fmt(c.pool_balance)})")
     else:
-        out.message(f"already recorded ({c.txn.id}); nothing new")
+        out.message(f"already recorded ({c.id}); nothing new")
 
 
 @pool_app.command("spend", context_settings=NUMBERS_OK)
-def pool_spend(pool: Pool, model: Annotated[str, typer.Argument(help="Model to call (see `tx rewards`).")], tokens: Tokens,
+def pool_spend(pool: Pool, model: Annotated[str, typer.Argument(help="Model to call (see `tx rewards`).")],
+               tokens: Tokens,
                description: Annotated[str, typer.Argument(help="What the spend is for.")],
                id: Annotated[Optional[str], typer.Option("--id", help="Idempotency id.")] = None,
                by: Annotated[Optional[str], typer.Option("--by", help="Member making the request.")] = None,
                as_json: Json = False) -> None:
     """Spend pool tokens on a model call; contributors are credited in proportion to their stakes."""
-    from token_exchange.services import pools
-
-    s = pools.spend(_ex(), pool, model, tokens, description, id=id, by=by)
+    s = _ex().pool_spend(pool, model, tokens, description, id=id, by=by)
     if as_json:
         out.emit_json(s.to_json())
         return
     if not s.created:
-        out.message(f"already recorded ({s.txn.id}); nothing new")
+        out.message(f"already recorded ({s.id}); nothing new")
         return
     credit = ", ".join(f"{a} {fmt(v)}" for a, v in sorted(s.credits.items())) or "nobody"
-    out.message(f"✅ pool {pool} used {fmt(s.txn.amount)} for {s.txn.source.get('tokens')} tokens of {model}; "
-                f"credit: {credit}; pool balance {fmt(s.pool.balance)}")
+    out.message(f"✅ pool {pool} used {fmt(s.cost)} for {s.tokens} tokens of {model}; "
+                f"credit: {credit}; pool balance {fmt(s.pool_balance)}")
 
 
-def _pool_table(st: Any) -> None:
+def _pool_table(st: PoolInfo) -> None:
     d = st.to_json()
     state = "dissolved" if d["dissolved"] else f"{len(d['members'])} members"
     out.table(f"Pool {d['pool']} ({state})", ["Agent", "Member", "Contributed", "Credit", "Refunded", "Stake",
@@ -257,9 +254,7 @@ def _pool_table(st: Any) -> None:
 @pool_app.command("show")
 def pool_show(pool: Pool, as_json: Json = False) -> None:
     """A pool: members, contributions, credit, stakes, balance."""
-    from token_exchange.services import pools
-
-    st = pools.show(_ex(), pool)
+    st = _ex().pool(pool)
     if as_json:
         out.emit_json(st.to_json())
     else:
@@ -269,9 +264,7 @@ def pool_show(pool: Pool, as_json: Json = False) -> None:
 @pool_app.command("list")
 def pool_list(as_json: Json = False) -> None:
     """Every pool."""
-    from token_exchange.services import pools
-
-    all_ = pools.all_pools(_ex())
+    all_ = _ex().pools()
     if as_json:
         out.emit_json([p.to_json() for p in all_])
         return
@@ -283,22 +276,18 @@ def pool_list(as_json: Json = False) -> None:
 @pool_app.command("leave")
 def pool_leave(pool: Pool, agent: Agent, as_json: Json = False) -> None:
     """Leave a pool: the agent's unspent stake is refunded."""
-    from token_exchange.services import pools
-
-    r = pools.leave(_ex(), pool, agent)
+    r = _ex().pool_leave(pool, agent)
     if as_json:
         out.emit_json(r.to_json())
     else:
-        out.message(f"{agent} left pool {pool}; refunded {fmt(r.refunds.get(agent, 0))}")
+        out.message(f"{agent} left pool {pool}; refunded {fmt(r.refunds.get(agent, Decimal(0)))}")
 
 
 @pool_app.command("dissolve")
 def pool_dissolve(pool: Pool, by: Annotated[Optional[str], typer.Option("--by", help="Member dissolving it.")] = None,
                   as_json: Json = False) -> None:
     """Dissolve a pool: every unspent stake goes back to its contributor, exactly."""
-    from token_exchange.services import pools
-
-    r = pools.dissolve(_ex(), pool, by=by)
+    r = _ex().pool_dissolve(pool, by=by)
     if as_json:
         out.emit_json(r.to_json())
     else:

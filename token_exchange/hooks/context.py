@@ -3,8 +3,7 @@
 State lives in the git directory, never in the work tree:
 - ``<git dir>/token-exchange/pending.json``: what commit-msg saw (HEAD before the commit, a squash or
   cherry-pick in progress) for post-commit to tell an amend or a squash from a new commit;
-- ``<common dir>/token-exchange/unpaid``: commits post-commit could not pay (ledger busy), paid by
-  the next post-commit or ``tx catch-up``.
+- (the queue of commits post-commit could not pay lives with ``tx catch-up``, in ``services.catchup``).
 """
 
 from __future__ import annotations
@@ -36,10 +35,6 @@ class Repo(NamedTuple):
     @property
     def state_dir(self) -> Path:
         return self.git_dir / "token-exchange"
-
-    @property
-    def shared_dir(self) -> Path:
-        return self.common_dir / "token-exchange"
 
 
 def locate() -> Repo:
@@ -128,35 +123,3 @@ def take_pending(repo: Repo) -> dict[str, Any] | None:
     except OSError:
         pass
     return data if isinstance(data, dict) else None
-
-
-def queue_unpaid(repo: Repo, sha: str) -> None:
-    path = repo.shared_dir / "unpaid"
-    path.parent.mkdir(exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "a") as f:
-        f.write(sha + "\n")
-
-
-def unpaid(repo: Repo | Path) -> list[str]:
-    """Queued SHAs (oldest first, once each)."""
-    path = (repo.shared_dir if isinstance(repo, Repo) else repo) / "unpaid"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return []
-    with os.fdopen(fd, "rb") as f:
-        text = f.read(MAX_STATE).decode("ascii", "replace")
-    return [s for s in dict.fromkeys(text.split()) if len(s) in (40, 64)]
-
-
-def clear_unpaid(shared_dir: Path, done: set[str]) -> None:
-    left = [s for s in unpaid(shared_dir) if s not in done]
-    path = shared_dir / "unpaid"
-    if left:
-        _write(path, ("\n".join(left) + "\n").encode())
-    else:
-        try:
-            path.unlink()
-        except OSError:
-            pass

@@ -24,8 +24,7 @@ from typing import Any
 
 from token_exchange import git
 from token_exchange.hooks import PREFIX, HookError, say, warn
-from token_exchange.hooks.context import (GitConfig, Repo, clear_unpaid, locate, open_exchange, project, queue_unpaid,
-                                          take_pending, unpaid)
+from token_exchange.hooks.context import GitConfig, Repo, locate, open_exchange, project, take_pending
 
 CHERRY_PICKED = re.compile(r"^\(cherry picked from commit ([0-9a-f]{40,64})\)$", re.MULTILINE)
 SHA = re.compile(r"[0-9a-f]{40,64}")
@@ -56,7 +55,9 @@ def run(args: list[str]) -> None:
         except UserError as e:
             if "locked" not in str(e):
                 raise
-            queue_unpaid(repo, head.sha)
+            from token_exchange.services.catchup import queue_unpaid
+
+            queue_unpaid(repo.common_dir, head.sha)
             warn(f"{PREFIX}: the ledger is busy; {head.sha[:12]} is queued and paid by the next commit "
                  "or `tx catch-up`")
             return
@@ -68,17 +69,18 @@ def run(args: list[str]) -> None:
 
 def catch_up_queue(repo: Repo, ex: Any, proj: str) -> None:
     """Pay what earlier hooks queued (still reachable from HEAD), once."""
-    queued = [s for s in unpaid(repo) if s != repo.head]
+    from token_exchange.services.catchup import clear_unpaid, pay_commits, unpaid
+
+    queued = [s for s in unpaid(repo.common_dir) if s != repo.head]
     if not queued:
         return
-    from token_exchange.services.catchup import pay_commits
 
     live = git.reachable(queued, "HEAD")
     results = pay_commits(ex, [c for c in git.commits(*live, no_walk=True)] if live else [], proj, None)
     for r in results:
         if r.plan.status == "pay":
             say(f"{r.describe()} (caught up {r.plan.facts.sha[:12]})")
-    clear_unpaid(repo.shared_dir, set(queued))
+    clear_unpaid(repo.common_dir, set(queued))
 
 
 def origins(repo: Repo, head: git.Commit, pending: dict[str, Any] | None) -> list[str]:

@@ -9,6 +9,7 @@ not a rewrite (a new commit made at an ``edit`` stop) and is ignored.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from token_exchange import git
@@ -23,13 +24,17 @@ def run(args: list[str]) -> None:
     from token_exchange.services.exchange import IndexView, commit_txns
     from token_exchange.rules.engine import plan_commit
 
-    if not args or args[0] not in ("amend", "rebase"):
-        raise HookError("post-rewrite: expected amend or rebase")
+    kind = args[0] if args else os.environ.get("PRE_COMMIT_REWRITE_COMMAND", "")  # pre-commit passes no stdin
+    if kind not in ("amend", "rebase"):
+        raise HookError("expected amend or rebase")
     pairs = []
-    for line in sys.stdin.read(MAX_PAIRS * 200).splitlines()[:MAX_PAIRS]:
+    text = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read(MAX_PAIRS * 200)
+    for line in text.splitlines()[:MAX_PAIRS]:
         parts = line.split()
         if len(parts) >= 2 and parts[0] != parts[1]:
             pairs.append((parts[0], parts[1]))
+    if not pairs and kind == "amend":
+        pairs = _amend_from_reflog()
     if not pairs:
         return
     repo = locate()
@@ -48,3 +53,11 @@ def run(args: list[str]) -> None:
                     ex.ledger.append_many(txns)
     finally:
         ex.close()
+
+
+def _amend_from_reflog() -> list[tuple[str, str]]:
+    """Without git's list (under pre-commit): the commit the amend replaced, from HEAD's reflog."""
+    rows = git.out("log", "-g", "-2", "--format=%H %gs", "HEAD", check=False).splitlines()
+    if len(rows) == 2 and " commit (amend)" in f" {rows[0].split(' ', 1)[-1]}":
+        return [(rows[1].split()[0], rows[0].split()[0])]
+    return []

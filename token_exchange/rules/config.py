@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 
 from token_exchange.amounts import Units, to_decimal, to_units
 from token_exchange.errors import ConfigError, UserError
+from token_exchange.rules.patterns import MAX_PATTERN, PatternError, compiled
 
 AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-MAX_PATTERN = 300
 BACKENDS = ("toml", "notes")
 UNKNOWN_AUTHOR = ("ignore", "error")
 SETTLEMENT_MODES = ("immediate", "on-merge")
@@ -425,10 +425,10 @@ class _Validator:
                 pat = self.string(pattern if pattern is not None else name, f"{key}.pattern")
                 if len(pat) > MAX_PATTERN:
                     raise self.fail(f"{key}.pattern", f"longer than {MAX_PATTERN} characters")
-                try:  # Python `re` syntax; matching (rewards) uses `regex` for its timeout
-                    re.compile(pat)
-                except re.error as e:
-                    raise self.fail(f"{key}.pattern", f"invalid regex {pat!r}: {e}") from None
+                try:  # the one pattern policy: RE2, linear time (rules.patterns)
+                    compiled(pat)
+                except PatternError as e:
+                    raise self.fail(f"{key}.pattern", str(e)) from None
             mult = self.multiplier(s.get("multiplier", Decimal(1)), f"{key}.multiplier")
             if "budget" not in s:
                 raise self.fail(f"{key}.budget", "missing")

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from token_exchange.amounts import Units, fmt, to_decimal
-from token_exchange.rules.config import Cap, Limits
+from token_exchange.rules.config import Limits
 from token_exchange.errors import Refused
 from token_exchange.ledger.ledger import Index
 
@@ -217,7 +217,6 @@ class Status:
     usage: Usage
     next_free: dict[str, tuple[int, Units] | None] = field(default_factory=dict)
     holds: list[tuple[str, Units, int, int]] = field(default_factory=list)
-    caps: list[tuple[Cap, Units]] = field(default_factory=list)  # each earning cap and what its window holds
 
     def to_json(self) -> dict[str, Any]:
         lim, u = self.limits, self.usage
@@ -235,9 +234,6 @@ class Status:
                       "next_frees_amount": to_decimal(nxt[1]) if nxt else None}
         d["reservations"] = [{"id": acct.split(":", 1)[1], "amount": to_decimal(amt), "since": iso(ts),
                               "expires": iso(exp) if exp else None} for acct, amt, ts, exp in self.holds]
-        d["caps"] = [{"source": c.source, "window": c.window, "limit": to_decimal(c.amount),
-                      "earned": to_decimal(used), "remaining": to_decimal(max(0, c.amount - used))}
-                     for c, used in self.caps]
         return d
 
 

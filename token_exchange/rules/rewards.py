@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from token_exchange.amounts import Units, fmt, round_reward
 from token_exchange.rules.config import BonusGroup, CommitRules, Config, Contract
 from token_exchange.errors import UserError
+from token_exchange.rules.patterns import fullmatch
 
 SCISSORS = re.compile(r"^# -+ >8 -+$", re.M)
 FIXUP = re.compile(r"^(fixup|squash|amend)! ")
@@ -166,39 +167,17 @@ def _best(bonuses: tuple[BonusGroup, ...], owners: dict[str, list[int]],
 def match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:
     """First contract whose pattern fully matches ``project``; "default" catches the rest.
 
-    Patterns are user-supplied regexes: matched with a timeout so a pathological
-    pattern cannot hang a commit.
+    Patterns are user-supplied: matched by the one pattern policy (``rules.patterns``, linear time).
     """
     return _match_contract(contracts, project[:MAX_PROJECT])
 
 
-_QUANTIFIER = re.compile(r"(?<!\\)[*+{]")
-
-
-def _linear(pattern: str) -> bool:
-    """Patterns with no group, no alternation and at most two unbounded quantifiers (``scheme-.*``) cost
-    O(n^2) at worst on a project name of at most 200 characters; anything else gets the timeout."""
-    return "(" not in pattern and "|" not in pattern and len(_QUANTIFIER.findall(pattern)) <= 2
-
-
 @lru_cache(maxsize=256)
 def _match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:
-    """Memoised: a report prices thousands of commits on one project (a timeout raises, so is never cached)."""
+    """Memoised: a report prices thousands of commits on one project."""
     for c in contracts:
-        if c.pattern is None:
+        if c.pattern is None or fullmatch(c.pattern, project):
             return c
-        if _linear(c.pattern):  # cannot backtrack badly: stdlib re, no `regex` import on the hook path
-            if re.fullmatch(c.pattern, project):
-                return c
-            continue
-        import regex
-
-        try:
-            if regex.fullmatch(c.pattern, project, timeout=0.05):
-                return c
-        except TimeoutError:
-            raise UserError(f"contract {c.name!r}: pattern {c.pattern!r} took too long on project "
-                            f"{project[:40]!r} (catastrophic backtracking?); simplify it") from None
     return contracts[-1]
 
 

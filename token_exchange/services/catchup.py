@@ -3,6 +3,7 @@ post-commit, the ledger busy), once each, through the same engine and the same i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +12,43 @@ from token_exchange.services.changes import copied_from_history, facts_for
 from token_exchange.services.exchange import CommitResult, Exchange, IndexView
 
 DEFAULT_MAX = 500
+QUEUE = "token-exchange/unpaid"  # under the repository's common git dir: commits a hook could not pay
+MAX_QUEUE = 1 << 20
+
+
+# --- the queue of commits a hook could not pay (ledger busy) ---------------------------------------
+def queue_unpaid(common_dir: Path, sha: str) -> None:
+    path = common_dir / QUEUE
+    path.parent.mkdir(exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "a") as f:
+        f.write(sha + "\n")
+
+
+def unpaid(common_dir: Path) -> list[str]:
+    """Queued SHAs (oldest first, once each)."""
+    try:
+        fd = os.open(common_dir / QUEUE, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as f:
+        text = f.read(MAX_QUEUE).decode("ascii", "replace")
+    return [s for s in dict.fromkeys(text.split()) if len(s) in (40, 64)]
+
+
+def clear_unpaid(common_dir: Path, done: set[str]) -> None:
+    left = [s for s in unpaid(common_dir) if s not in done]
+    path = common_dir / QUEUE
+    if not left:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".unpaid.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(left) + "\n")
+    os.replace(tmp, path)
+
+
 
 
 def pay_commits(ex: Exchange, commits: Sequence[git.Commit], project: str,
@@ -29,8 +67,6 @@ def catch_up(ex: Exchange, repo: Path, rev: str = "HEAD", *, since: str | None =
     ``tx hooks install``, else what was committed since the ledger's first transaction, or since
     ``since``) and pay every commit not paid yet, oldest first.  Also drains the hooks' queue of
     commits the ledger was too busy to pay."""
-    from token_exchange.hooks.context import clear_unpaid, unpaid
-
     tip = git.resolve(rev, repo, "revision")
     where = git.where(repo)
     start = _start(where, tip, repo) if since is None else ""
@@ -39,14 +75,14 @@ def catch_up(ex: Exchange, repo: Path, rev: str = "HEAD", *, since: str | None =
         since = first.ts if first is not None else None
     found = git.commits(f"{start}..{tip}" if start else tip, repo=repo, max_count=max_commits, since=since)
     found.reverse()
-    queued: list[str] = unpaid(where.common_dir / "token-exchange") if where else []
+    queued: list[str] = unpaid(where.common_dir) if where else []
     if queued:
         live = git.reachable(queued, tip, repo)
         have = {c.sha for c in found}
         found = git.commits(*[s for s in queued if s in live and s not in have], repo=repo, no_walk=True) + found
     results = pay_commits(ex, found, git.project_name(repo, ex.cfg.project), repo)
     if queued and where:
-        clear_unpaid(where.common_dir / "token-exchange", set(queued))
+        clear_unpaid(where.common_dir, set(queued))
     return results
 
 

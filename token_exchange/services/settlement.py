@@ -214,7 +214,7 @@ def on_merge_start(repo: Path, tip: str, path: str) -> str:
     from token_exchange.rules import config as config_mod
 
     start = ""
-    for sha, text in zip(changed, config_texts_at(repo, changed, path)):  # newest first
+    for sha, text in zip(changed, config_texts_at(repo, changed, path), strict=True):  # newest first
         try:
             mode = config_mod.parse(text, None).settlement.mode if text is not None else "immediate"
         except UserError:
@@ -456,3 +456,23 @@ def _reason(plan: CommitPlan) -> str:
     assert plan.reward is not None
     return plan.reward.reason + plan.cuts
 
+
+
+def earning_status(ex: Exchange, agent: str) -> dict[str, Any]:
+    """For ``tx limits``: the unsettled provisional tokens the limits hold back, and each earning cap with
+    what its window holds now."""
+    from token_exchange.amounts import to_decimal
+    from token_exchange.rules.engine import window_start
+    from token_exchange.rules.limits import micros, open_provisional
+
+    a = ex.cfg.agent(agent)
+    idx = ex.ledger.fresh()
+    now_us = micros(ex.clock())
+    view = IndexView(idx, provisional=ex.cfg.on_merge)
+    held = 0 if a.limits.spend_provisional else open_provisional(idx.balance(agent).by_kind)
+    caps = []
+    for c in a.caps:
+        used = view.earned(agent, c.source, window_start(c, now_us))
+        caps.append({"source": c.source, "window": c.window, "limit": to_decimal(c.amount),
+                     "earned": to_decimal(used), "remaining": to_decimal(max(0, c.amount - used))})
+    return {"provisional_held_back": to_decimal(held), "caps": caps}

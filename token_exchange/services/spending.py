@@ -39,11 +39,11 @@ from decimal import Decimal
 from typing import Any
 
 from token_exchange.amounts import Units, fmt, round_cost, to_decimal
-from token_exchange.rules.config import Model
 from token_exchange.errors import IdConflict, Refused, UserError
-from token_exchange.services.exchange import Exchange
 from token_exchange.ledger.ledger import LLM, Index, Txn, make_txn, ts_text
+from token_exchange.rules.config import Model
 from token_exchange.rules.limits import enforce, iso, micros
+from token_exchange.services.exchange import Exchange
 
 MAX_INFERENCE_TOKENS = 10**12
 REQUEST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+=-]{0,99}")
@@ -232,6 +232,7 @@ class ReservationState:
     cost: Units = 0
     tokens: int = 0
     released: Units = 0
+    over: Units = 0  # charged above the hold (``settle(..., allow_over=True)``), included in ``cost``
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "agent": self.agent, "model": self.model, "task": self.task,
@@ -253,6 +254,10 @@ def reservation_state(idx: Index, rid: str) -> ReservationState:
         r.state, r.cost, r.tokens = "settled", settle.amount, int(settle.source.get("tokens", 0))
         rel = idx.get(f"llm:{rid}:release")
         r.released = rel.amount if rel else 0
+        over = idx.get(f"llm:{rid}:over")
+        if over is not None:
+            r.over = over.amount
+            r.cost += over.amount
         return r
     for suffix, state in (("void", "voided"), ("expire", "expired")):
         t = idx.get(f"llm:{rid}:{suffix}")
@@ -303,8 +308,14 @@ def reserve(ex: Exchange, agent: str, task_type: str, max_tokens: int | str, *, 
         return reservation_state(idx, rid)
 
 
-def settle(ex: Exchange, rid: str, tokens: int | str, *, output_tokens: int | str | None = None) -> ReservationState:
-    """Charge the actual cost of an open reservation (at the prices stored on it); release the rest."""
+def settle(ex: Exchange, rid: str, tokens: int | str, *, output_tokens: int | str | None = None,
+           allow_over: bool = False) -> ReservationState:
+    """Charge the actual cost of an open reservation (at the prices stored on it); release the rest.
+
+    Usage above the reservation's maximum is refused unless ``allow_over``: then the hold is charged in
+    full and the rest is a ``spend`` (id ``llm:RID:over``) outside the limits, because those tokens were
+    already consumed (a gateway learns the real prompt size only after the call).  The overage never
+    takes the wallet below zero; what it could not charge is recorded as ``uncharged``."""
     n = parse_tokens(tokens)
     out_n = None if output_tokens is None else _output_tokens(output_tokens)
     with ex.ledger.locked() as idx:
@@ -312,12 +323,13 @@ def settle(ex: Exchange, rid: str, tokens: int | str, *, output_tokens: int | st
         r = reservation_state(idx, rid)
         if r.state != "open":
             raise _closed_error(r, "settle")
-        if n > r.max_tokens:
+        if n > r.max_tokens and not allow_over:
             raise Refused(f"cannot settle reservation {rid}: {n} tokens is more than its maximum {r.max_tokens}")
         hold = idx.get(f"llm:{rid}:hold")
         assert hold is not None
         price = Price.from_breakdown(r.model, hold.breakdown)
-        amount = price.cost(n, out_n)
+        full = price.cost(n, out_n)
+        amount = min(full, r.held)
         ts, _ = _now(ex)
         source: dict[str, str | int] = {"type": "llm", "model": r.model, "task": r.task, "tokens": n, "request": rid}
         if out_n is not None:
@@ -330,6 +342,16 @@ def settle(ex: Exchange, rid: str, tokens: int | str, *, output_tokens: int | st
                                  agent=r.agent, description=f"reservation {rid}: unused part released",
                                  source={"type": "llm-release", "request": rid}, breakdown={"reason": "settled"},
                                  ref=f"llm:{rid}", ts=ts))
+        if full > amount:
+            over = min(full - amount, max(0, idx.account(r.agent)))
+            over_bd: dict[str, str | int] = {**price.breakdown(), "tokens_reserved": r.max_tokens,
+                                             "rule": "usage above the reservation"}
+            if over < full - amount:
+                over_bd["uncharged"] = fmt(full - amount - over)
+            txns.append(make_txn(f"llm:{rid}:over", "spend", r.agent, LLM, over, agent=r.agent,
+                                 description=f"{r.task} on {r.model}: usage above reservation {rid}",
+                                 source={"type": "llm-over", "model": r.model, "task": r.task, "tokens": n,
+                                         "request": rid}, breakdown=over_bd, ref=f"llm:{rid}", ts=ts))
         ex.ledger.append_many(txns)
         return reservation_state(idx, rid)
 
