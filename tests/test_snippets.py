@@ -91,6 +91,11 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("docs/spending.md", "$ tx llm claude coding 5000"): "test_spending_session",
     ("docs/spending.md", "used(window) ="): "test_window_rule_names_what_the_code_counts",
     ("docs/spending.md", "from token_exchange.services.exchange import Exchange"): "test_spending_agent_code",
+    ("docs/api.md", "from token_exchange import api"): "test_api_example_prints_its_output_block",
+    ("docs/api.md", "Wallet(agent='claude'"): "test_api_example_prints_its_output_block",
+    ("docs/api.md", "claude mcp add token-exchange -- tx mcp"): "test_mcp_registration_names_real_options",
+    ("docs/api.md", "# token_exchange_hook.py"): "test_litellm_hook_and_its_proxy_config",
+    ("docs/api.md", "# config.yaml"): "test_litellm_hook_and_its_proxy_config",
 }
 
 
@@ -396,3 +401,36 @@ def test_spending_agent_code(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"state": "settled", "cost": str(90 * 10_000), "tokens": 6000}  # 6000 x 15/1K
+
+
+# --- docs/api.md (also run by tests/test_api.py::test_docs_example_runs_verbatim) -------------------------
+def test_api_example_prints_its_output_block(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert tx("--home", str(home), "init").code == 0
+    code = snippet("docs/api.md", "from token_exchange import api").text
+    expected = snippet("docs/api.md", "Wallet(agent='claude'").text
+    r = run([sys.executable, "-c", code], cwd=tmp_path,
+            env={"TOKEN_EXCHANGE_HOME": str(home), "TOKEN_EXCHANGE_NOW": "2026-01-01T12:00:00Z"})
+    assert r.code == 0, r.err
+    assert r.out == expected
+
+
+def test_mcp_registration_names_real_options() -> None:
+    """`claude mcp add NAME -- COMMAND` registers COMMAND: it must be a `tx` command line that exists."""
+    [(cmd, _)] = commands(snippet("docs/api.md", "claude mcp add").text)
+    client, _, server = cmd.partition(" -- ")
+    assert shlex.split(client) == ["claude", "mcp", "add", "token-exchange"]
+    _check_synopsis(server)
+
+
+def test_litellm_hook_and_its_proxy_config(tmp_path: Path) -> None:
+    code = snippet("docs/api.md", "# token_exchange_hook.py").text
+    config = yaml.safe_load(snippet("docs/api.md", "# config.yaml").text)
+    module = re.match(r"# (\w+)\.py", code)
+    assert module and config["litellm_settings"]["callbacks"] == f"{module.group(1)}.hook"  # module.variable
+    assert re.search(r"^hook = ", code, re.MULTILINE)
+    pytest.importorskip("litellm", reason="the [litellm] extra is not installed (tests/test_litellm.py skips too)")
+    (tmp_path / f"{module.group(1)}.py").write_text(code)
+    proc = subprocess.run([sys.executable, "-c", f"import {module.group(1)} as m; print(type(m.hook).__name__)"],
+                          cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "TokenExchangeLogger", proc.stderr
