@@ -6,8 +6,10 @@ CPU of the child):
 
 * `python -c pass` and `python -c "import token_exchange.cli.bd"`: the floor;
 * `tx-bd preview-all --json` and the plain table, reading the JSONL export (no bd on PATH);
-* the in-process parts: reading + validating the export, rewards, JSON encoding;
+* the in-process parts: reading + validating the export (each line parsed on its own), planning every
+  open issue with ``rules.engine.plan_issue``, JSON encoding;
 * `tx-bd sync --json` paying every closed issue once, then the no-op re-sync;
+* the hook bd runs after each close/update (`tx-bd hook ID EVENT`, issue on stdin), whole process;
 * `tx-bd preview-all --json` through the bd stand-in (fixtures/bd) over --bd-count issues: the
   stand-in is a Python script whose `list` is quadratic, so this measures it more than us.
 
@@ -46,9 +48,21 @@ def timed_proc(cmd: list[str], cwd: Path, env: dict[str, str], runs: int, keep: 
     walls, cpus = [], []
     for _ in range(runs):
         c0, t0 = child_cpu(), time.perf_counter()
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, check=False)
         if keep is not None:
             keep.append(proc.stdout)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(child_cpu() - c0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{cmd} failed: {proc.stderr.decode()[-500:]}")
+    return {"wall_s": round(statistics.median(walls), 4), "cpu_s": round(statistics.median(cpus), 4)}
+
+
+def timed_proc_input(cmd: list[str], cwd: Path, env: dict[str, str], runs: int, data: bytes) -> dict[str, float]:
+    walls, cpus = [], []
+    for _ in range(runs):
+        c0, t0 = child_cpu(), time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, input=data, capture_output=True, check=False)
         walls.append(time.perf_counter() - t0)
         cpus.append(child_cpu() - c0)
         if proc.returncode != 0:
@@ -99,21 +113,24 @@ def main() -> None:
         listing = json.loads(out.stdout)
 
         # in-process parts
-        from token_exchange import beads
-        from token_exchange.rules import config
+        from token_exchange.beads import issues as bdi
+        from token_exchange.beads import payee as bdp
+        from token_exchange.beads import payments
         from token_exchange.cli.output import dumps
+        from token_exchange.rules import config
 
         cfg = config.load(repo / ".exchange" / "config.toml")
         clock = time.process_time  # CPU: the machine may be shared and loaded
         t = clock()
-        issues = beads.read_jsonl(export)
+        issues = bdi.read_jsonl(export)
         t_read = clock() - t
         open_work = [i for i in issues if i.status not in ("closed", "pinned") and not i.pinned and i.is_work]
         t = clock()
-        rewards = beads.rewards_for(cfg, open_work)
-        t_rewards = clock() - t
+        view = payments.PaidIssues({})
+        plans = [payments.plan(cfg, i, bdp.payee_for(cfg, i, None, None), view, as_closed=True) for i in open_work]
+        t_plans = clock() - t
         t = clock()
-        dumps({"issues": [beads.issue_json(i, r) for i, r in zip(open_work, rewards)]})
+        dumps({"issues": [bdi.issue_json(i, p.reward) for i, p in zip(open_work, plans, strict=True)]})
         t_json = clock() - t
 
         # sync: pay every closed issue once (one atomic append), then the no-op re-run
@@ -123,6 +140,16 @@ def main() -> None:
         sync_first = timed_proc([*txbd, "sync", "--json"], repo, sync_env, 1, first)
         sync_again = timed_proc([*txbd, "sync", "--json"], repo, sync_env, args.runs, again)
         first_doc, again_doc = json.loads(first[0]), json.loads(again[-1])
+
+        # the hook bd runs after every close and update (whole process, the issue on stdin): an update of an
+        # open issue (nothing to do) and a close of an issue already paid (the ledger holds the sync's payments)
+        records = [json.loads(x) for x in export.read_text().splitlines() if x.strip()]
+        opened = next(r for r in records if r.get("status") == "open" and r.get("_type", "issue") == "issue")
+        paid = next(r for r in records if r.get("id") == first_doc["paid"][0]["id"])
+        hooks = {}
+        for name, rec, event in (("on_update, open issue", opened, "update"), ("on_close, already paid", paid, "close")):
+            hooks[name] = timed_proc_input([*txbd, "hook", rec["id"], event], repo, sync_env, args.runs,
+                                           json.dumps(rec).encode())
 
         # through the bd stand-in (a smaller store: it is a Python script)
         small = tmp / "small"
@@ -151,11 +178,12 @@ def main() -> None:
         "goal_s": 1.0, "preview_all_json_wall_s": main_fig, "preview_all_json_cpu_s": main_cpu,
         "meets_goal_wall": main_fig < 1.0, "meets_goal_cpu": main_cpu < 1.0,
         "processes": procs,
-        "in_process_cpu_s": {"read_and_validate_jsonl": round(t_read, 4), "rewards": round(t_rewards, 4),
-                         "json_encode": round(t_json, 4)},
+        "in_process_cpu_s": {"read_and_validate_jsonl": round(t_read, 4), "plan_issue_each": round(t_plans, 4),
+                             "json_encode": round(t_json, 4)},
         "sync": {"first_run_paid_issues": len(first_doc["paid"]), "first_run_total": str(first_doc["total_paid"]),
                  "first_run": sync_first, "rerun_noop": sync_again,
                  "rerun_paid": len(again_doc["paid"]), "rerun_already_paid": again_doc["already_paid"]},
+        "hook_whole_process": hooks,
         "via_bd_standin": {"issues": args.bd_count, "tx_bd_preview_all_json": via_bd,
                            "bd_standin_list_alone": bd_alone},
         "python": platform.python_version(), "platform": platform.platform(),

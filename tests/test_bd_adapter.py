@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES, GENERATED_CUSTOM_TYPES, Result, seed_bd_store
 
@@ -37,6 +39,7 @@ def beads_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     init_home(repo / ".exchange", "toml")
     monkeypatch.setenv("PATH", f"{FIXTURES}{os.pathsep}{_path_without_bd()}")
     monkeypatch.setenv("BD_STANDIN_NOW", "2026-02-01T12:00:00.123456789Z")
+    monkeypatch.setenv("USER", "ci-runner")  # bd's last actor source: a name that is no agent
     for var in ("BD_STANDIN_LEGACY_SHOW", "BD_STANDIN_ERROR_MODE", "BD_STANDIN_FAIL", "BD_STANDIN_LOG",
                 "BEADS_PATH", "CLAUDE_CODE", "BD_AGENT_MODE", "TX_BD_EXTRA_STATUSES"):
         monkeypatch.delenv(var, raising=False)
@@ -66,7 +69,7 @@ def txbd(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  
 
 
 def bd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(BD), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(BD), *args], capture_output=True, text=True, check=False,
                           env={**os.environ, **(env or {})})
 
 
@@ -75,7 +78,7 @@ def ledger_txns(repo: Path) -> list[dict]:
 
     ex = Exchange(repo / ".exchange")
     try:
-        return [t.to_json() for t in ex.ledger.fresh().iter_txns() if t.id.startswith("issue:")]
+        return [t.to_json() for t in ex.ledger.fresh().iter_txns() if t.id.startswith(("issue:", "reversal:issue:"))]
     finally:
         ex.close()
 
@@ -307,8 +310,14 @@ def test_payee_agent_option_then_actor_then_error(beads_repo, txbd, monkeypatch)
     d = txbd("close", "tx-a3f8.1", "--agent", "zero", "--json").json()["closed"][0]
     assert d["agent"] == "builder" and d["payee_from"] == "assignee"  # a known assignee beats --agent
     assert bd("update", "tx-c02d", "--assignee", "mystery-agent").returncode == 0
-    d = txbd("close", "tx-c02d", "--json").json()["closed"][0]  # git user.email is the actor
+    # Changed by issue 14: bd's actor is git user.name, never user.email (main.go getActorWithGit), so
+    # the e-mail alone no longer names a payee; the user name does.
+    line = one_line_error(txbd("close", "tx-c02d"))
+    assert "nobody to pay for tx-c02d" in line and "'ci-runner' (from $USER) is not an agent" in line
+    subprocess.run(["git", "config", "user.name", "lambda"], cwd=beads_repo, check=True)
+    d = txbd("close", "tx-c02d", "--json").json()["closed"][0]  # git user.name is bd's actor
     assert d["agent"] == "lambda" and d["payee_from"] == "actor"
+    assert d["payee_detail"] == "lambda (bd actor, from git user.name)"
     assert one_line_error(txbd("close", "tx-a3f8", "--agent", "nobody")).endswith("unknown agent 'nobody' "
                                                                                   "(known: builder, claude, lambda, "
                                                                                   "observer, spark, zero)")
@@ -426,12 +435,12 @@ def test_invalid_utf8_and_custom_statuses(beads_repo, txbd, no_bd, monkeypatch):
 
 
 def test_huge_file_and_huge_line_are_refused(beads_repo, txbd, no_bd, monkeypatch):
-    from token_exchange import beads
+    from token_exchange.beads import issues
 
-    monkeypatch.setattr(beads, "MAX_LINE", 300)
+    monkeypatch.setattr(issues, "MAX_LINE", 300)
     line = one_line_error(txbd("preview-all"))
     assert "issues.jsonl line 1: line is" in line and "max 300" in line
-    monkeypatch.setattr(beads, "MAX_FILE", 1000)
+    monkeypatch.setattr(issues, "MAX_FILE", 1000)
     line = one_line_error(txbd("preview-all"))
     assert "too large for an issue export" in line
 
@@ -462,13 +471,13 @@ def test_install_hook_and_hook_pays_once(beads_repo, txbd):
     payload = json.dumps(json.loads(closed.stdout)[0])
     env = {**os.environ}
     runs = [subprocess.run([str(hook), "tx-b71c", "close"], input=payload, capture_output=True, text=True,
-                           env=env, cwd="/") for _ in range(2)]
+                           env=env, cwd="/", check=False) for _ in range(2)]
     assert runs[0].returncode == 0, runs[0].stderr
     assert "paid 450 tokens to builder" in runs[0].stderr
     assert "already paid" in runs[1].stderr
     assert len(ledger_txns(beads_repo)) == 1
     quiet = subprocess.run([str(hook), "tx-a3f8.1.2", "close"], input="", capture_output=True, text=True,
-                           env={**env, "TOKEN_EXCHANGE_BD_CLOSING": "1"})
+                           env={**env, "TOKEN_EXCHANGE_BD_CLOSING": "1"}, check=False)
     assert quiet.returncode == 0 and len(ledger_txns(beads_repo)) == 1
     s = txbd("sync", "--json", "--agent", "zero").json()
     assert "tx-b71c" not in {p["id"] for p in s["paid"]}
@@ -535,12 +544,10 @@ def test_sync_from_the_file_sees_a_bd_close_only_after_bd_export(beads_repo, txb
     assert [x["id"] for x in d["paid"]] == ["tx-b71c"]
 
 
-# --------------------------------------------------------------------------- what the adapter gets wrong
-# Each test below states what real bd (v1.0.5) does, as the stand-in now reproduces it, and what
-# the adapter should then do.  They fail today; strict xfail makes them flip once it is fixed.
+# --------------------------------------------------------------------------- bd as it really is (issue 14)
+# Each test below states what real bd (v1.0.5) does, as the stand-in reproduces it, and what the
+# adapter does about it.  They were strict xfails until the adapter was fixed (issue 14, parts 2-3).
 
-@pytest.mark.xfail(strict=True, reason="adapter pays closed wisps: bd list merges ephemeral issues "
-                   "(search_counts.go) and the adapter does not skip ephemeral=true")
 def test_sync_does_not_pay_closed_wisps(beads_repo, txbd):
     w = json.loads(bd("create", "Patrol the queue", "--ephemeral", "-a", "builder@example.com", "--json").stdout)
     assert bd("close", w["id"]).returncode == 0
@@ -550,7 +557,6 @@ def test_sync_does_not_pay_closed_wisps(beads_repo, txbd):
     assert w["id"] not in _paid(beads_repo)
 
 
-@pytest.mark.xfail(strict=True, reason="adapter pays a wisp closed through `tx-bd close`")
 def test_close_does_not_pay_a_wisp(beads_repo, txbd):
     w = json.loads(bd("create", "Patrol the queue", "--ephemeral", "-a", "builder@example.com", "--json").stdout)
     r = txbd("close", w["id"], "--json")
@@ -558,8 +564,6 @@ def test_close_does_not_pay_a_wisp(beads_repo, txbd):
     assert _paid(beads_repo) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="preview-all through bd lists open wisps, the export never "
-                   "has them: the total at stake depends on the path the data came by")
 def test_preview_all_is_the_same_through_bd_and_the_export_with_wisps(beads_repo, txbd):
     assert bd("create", "Patrol the queue", "--ephemeral", "-p", "0", "--json").returncode == 0
     export = beads_repo / ".beads" / "issues.jsonl"
@@ -570,16 +574,12 @@ def test_preview_all_is_the_same_through_bd_and_the_export_with_wisps(beads_repo
     assert via_bd["total"] == via_file["total"]
 
 
-@pytest.mark.xfail(strict=True, reason="`bd update --status closed` fires only on_update (v1.x); "
-                   "install-hook writes only on_close and the hook ignores the update event")
 def test_update_status_closed_is_paid_by_the_hook(beads_repo, txbd):
     assert txbd("install-hook").code == 0
     assert bd("update", "tx-b71c", "--status", "closed").returncode == 0
     assert _paid(beads_repo) == {"tx-b71c": ("builder", "hook")}
 
 
-@pytest.mark.xfail(strict=True, reason="adapter takes the closer from git user.email; bd's actor is "
-                   "git user.name (main.go getActorWithGit)")
 def test_payee_falls_back_to_bds_actor_git_user_name(beads_repo, txbd):
     subprocess.run(["git", "config", "user.name", "spark"], cwd=beads_repo, check=True)
     subprocess.run(["git", "config", "user.email", "lambda@aygp-dr.ai"], cwd=beads_repo, check=True)
@@ -588,8 +588,6 @@ def test_payee_falls_back_to_bds_actor_git_user_name(beads_repo, txbd):
     assert d["agent"] == "spark" and d["payee_from"] == "actor"
 
 
-@pytest.mark.xfail(strict=True, reason="adapter prefers BEADS_ACTOR; bd 1.0.5 uses BD_ACTOR when both "
-                   "are set (viper binds BD_ACTOR to `actor`, main.go l.422/925)")
 def test_payee_actor_when_both_actor_variables_are_set(beads_repo, txbd, monkeypatch):
     monkeypatch.setenv("BEADS_ACTOR", "lambda")
     monkeypatch.setenv("BD_ACTOR", "spark")
@@ -618,8 +616,6 @@ def _worktree(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.chdir(wt)
 
 
-@pytest.mark.xfail(strict=True, reason="install-hook writes <toplevel>/.beads/hooks; bd runs the hooks "
-                   "of its RESOLVED beads dir (redirect target, main repo of a worktree)")
 @pytest.mark.parametrize("layout", ["redirect", "worktree"])
 def test_install_hook_writes_into_bds_resolved_beads_dir(beads_repo, txbd, tmp_path, monkeypatch, layout):
     if layout == "redirect":
@@ -631,8 +627,6 @@ def test_install_hook_writes_into_bds_resolved_beads_dir(beads_repo, txbd, tmp_p
     assert _paid(beads_repo) == {"tx-b71c": ("builder", "hook")}
 
 
-@pytest.mark.xfail(strict=True, reason="a file-based sync reads a stale export silently; it should warn "
-                   "(the database is newer) or run `bd export` first when bd is on PATH")
 def test_sync_from_a_stale_export_says_so_or_exports_first(beads_repo, txbd):
     export = beads_repo / ".beads" / "issues.jsonl"
     assert bd("close", "tx-b71c").returncode == 0
@@ -653,10 +647,14 @@ def test_install_hook_refuses_a_foreign_hook(beads_repo, txbd):
 
 
 def test_hook_shapes_and_events(beads_repo, txbd):
+    still_open = bd("show", "tx-b71c", "--json").stdout
+    assert txbd("hook", "tx-b71c", "update", input=still_open).code == 0  # an update of an open issue: nothing
+    assert txbd("hook", "tx-b71c", "create", input=still_open).code == 0  # other events: nothing
+    assert ledger_txns(beads_repo) == []
     assert bd("close", "tx-b71c").returncode == 0
     shown = bd("show", "tx-b71c", "--json").stdout
-    assert txbd("hook", "tx-b71c", "update", input=shown).code == 0  # other events: nothing
-    assert ledger_txns(beads_repo) == []
+    # (Changed by issue 14: an update event whose issue is closed now pays -- `bd update --status
+    # closed` fires only on_update -- see test_update_status_closed_is_paid_by_the_hook.)
     envelope = json.dumps({"schema_version": 1, "data": json.loads(shown)})
     r = txbd("hook", "tx-b71c", "close", input=envelope)
     assert r.code == 0 and "paid 450" in r.err
@@ -680,10 +678,479 @@ def test_usage_errors_exit_2_and_json_errors(beads_repo, txbd):
 
 def test_console_script_and_light_import(beads_repo):
     r = subprocess.run([sys.executable, "-c", "import sys, token_exchange.cli.bd; print('rich' in sys.modules)"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.stdout.strip() == "False", r.stderr
     exe = shutil.which("tx-bd")
     if exe:
-        r = subprocess.run([exe, "preview", "tx-b71c", "--json"], capture_output=True, text=True)
+        r = subprocess.run([exe, "preview", "tx-b71c", "--json"], capture_output=True, text=True, check=False)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["reward"] == 450
+
+
+# --------------------------------------------------------------------------- bd's hooks, end to end
+# Every test below goes through the stand-in's real hook firing: `tx-bd install-hook`, then plain bd
+# commands run the installed scripts as bd 1.0.5 does (hooks.go: `<hook> <id> <event>`, issue JSON on
+# stdin, bd's environment and cwd), waited for, cut off before they start (BD_STANDIN_CUT_HOOKS=1), or
+# left running on their own after bd exits (BD_STANDIN_CUT_HOOKS=detach).
+
+def hook_log(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait_for_detached(log: Path) -> None:
+    """Detached hooks outlive bd: wait (bounded) until every one of them has exited."""
+    import time
+
+    deadline = time.monotonic() + 120
+    for rec in hook_log(log):
+        if rec["outcome"] != "detached":
+            continue
+        while time.monotonic() < deadline:
+            try:
+                os.kill(rec["pid"], 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"hook {rec} still running")
+
+
+@pytest.mark.parametrize("cut", ["0", "1", "detach"])
+def test_bd_close_and_update_status_closed_each_pay_once_through_the_hooks(beads_repo, txbd, cut):
+    """`bd close` fires on_close, `bd update --status closed` only on_update: both pay at once, exactly
+    once; cut off, nothing is paid until `tx-bd sync`, which pays each once; a later sync pays nothing."""
+    r = txbd("install-hook", "--json")
+    assert r.code == 0, r.err
+    assert {Path(h).name for h in r.json()["hooks"]} == {"on_close", "on_update"}
+    log = beads_repo / "hooks.log"
+    env = {"BD_STANDIN_CUT_HOOKS": cut, "BD_STANDIN_HOOK_LOG": str(log)}
+    assert bd("close", "tx-b71c", env=env).returncode == 0
+    assert bd("update", "tx-c02d", "--status", "closed", env=env).returncode == 0
+    _wait_for_detached(log)
+    fired = [(x["hook"], x["argv"], x["outcome"]) for x in hook_log(log)]
+    expect = {"0": "exited", "1": "cut", "detach": "detached"}[cut]
+    assert fired == [("on_close", ["tx-b71c", "close"], expect), ("on_update", ["tx-c02d", "update"], expect)]
+    by_hook = {} if cut == "1" else {"tx-b71c": ("builder", "hook"), "tx-c02d": ("claude", "hook")}
+    assert _paid(beads_repo) == by_hook
+    if cut == "0":
+        assert all(x["exit_code"] == 0 for x in hook_log(log))
+    s = txbd("sync", "--json").json()
+    assert {x["id"] for x in s["paid"]} == ({"tx-b71c", "tx-c02d"} - set(by_hook)) | {"tx-a3f8.1.2"}
+    assert _paid(beads_repo)["tx-b71c"][0] == "builder" and _paid(beads_repo)["tx-c02d"][0] == "claude"
+    assert txbd("sync", "--json").json()["paid"] == []
+    issue_txns = [t["id"] for t in ledger_txns(beads_repo)]
+    assert sorted(issue_txns) == ["issue:tx-a3f8.1.2", "issue:tx-b71c", "issue:tx-c02d"]
+    assert balance(beads_repo, "builder") == 10450 and balance(beads_repo, "claude") == 10000 + 1000 + 120
+
+
+def test_every_later_hook_on_a_paid_issue_pays_nothing(beads_repo, txbd):
+    """Re-closing fires on_close again, any update of a closed issue fires on_update with it closed:
+    one payment, whatever the number of hooks."""
+    assert txbd("install-hook").code == 0
+    log = beads_repo / "hooks.log"
+    env = {"BD_STANDIN_HOOK_LOG": str(log)}
+    assert bd("close", "tx-b71c", env=env).returncode == 0
+    assert bd("close", "tx-b71c", "-r", "again", env=env).returncode == 0
+    assert bd("update", "tx-b71c", "--notes", "n", "--add-label", "x", env=env).returncode == 0
+    assert bd("update", "tx-b71c", "--status", "closed", env=env).returncode == 0
+    assert len(hook_log(log)) == 5 and all(x["exit_code"] == 0 for x in hook_log(log))
+    assert "already paid 450 to builder" in hook_log(log)[-1]["stderr"]
+    assert _paid(beads_repo) == {"tx-b71c": ("builder", "hook")}
+    assert balance(beads_repo, "builder") == 10450
+
+
+def test_tx_bd_close_with_both_hooks_installed_pays_once(beads_repo, txbd):
+    assert txbd("install-hook").code == 0
+    log = beads_repo / "hooks.log"
+    os.environ["BD_STANDIN_HOOK_LOG"] = str(log)
+    try:
+        assert txbd("close", "tx-b71c").code == 0
+    finally:
+        del os.environ["BD_STANDIN_HOOK_LOG"]
+    assert [(x["hook"], x["exit_code"], x["stderr"]) for x in hook_log(log)] == [("on_close", 0, "")]
+    assert _paid(beads_repo) == {"tx-b71c": ("builder", "close")}
+
+
+def test_wisps_are_never_paid_on_any_path(beads_repo, txbd, monkeypatch):
+    """bd list --json merges wisps, the hooks hand them over, an old export may carry one (legacy
+    `"wisp": true` too): none of them is ever paid or listed as open work."""
+    assert txbd("install-hook").code == 0
+    log = beads_repo / "hooks.log"
+    w = json.loads(bd("create", "Patrol", "--ephemeral", "-a", "builder@example.com", "--json").stdout)
+    assert bd("close", w["id"], env={"BD_STANDIN_HOOK_LOG": str(log)}).returncode == 0
+    (rec,) = hook_log(log)
+    assert rec["exit_code"] == 0 and json.loads(rec["stdin"])["ephemeral"] is True
+    r = txbd("hook", w["id"], "close", input=rec["stdin"])  # by hand as well
+    assert r.code == 0 and r.err == ""
+    assert txbd("sync", "--json").json()["not_work"] == 1
+    assert w["id"] not in _paid(beads_repo)
+    export = beads_repo / ".beads" / "issues.jsonl"
+    lines = export.read_text().splitlines()
+    for n, flag in enumerate(("ephemeral", "wisp")):
+        lines.append(json.dumps({"id": f"tx-wisp-{n}", "title": "w", "priority": 0, "status": "closed",
+                                 "closed_at": "2026-01-01T00:00:00Z", "assignee": "builder@example.com", flag: True}))
+        lines.append(json.dumps({"id": f"tx-wisp-open-{n}", "title": "w", "priority": 0, "status": "open", flag: True}))
+    export.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("PATH", _path_without_bd())
+    d = txbd("sync", "--json").json()
+    assert not {x["id"] for x in d["paid"]} & {"tx-wisp-0", "tx-wisp-1"}
+    assert not [i for i in txbd("preview-all", "--json").json()["issues"] if "wisp" in i["id"]]
+    p = txbd("preview", "tx-wisp-1", "--json").json()
+    assert p["work"] is False and p["reward"] == 0 and "wisp" in p["not_work"]
+    assert not [t for t in ledger_txns(beads_repo) if "wisp" in t["id"]]
+
+
+# --------------------------------------------------------------------------- reopen after payment (issue 15.3)
+
+def _later(monkeypatch: pytest.MonkeyPatch, seconds: int) -> None:
+    """Move bd's clock (the stand-in's BD_STANDIN_NOW): bd stores whole seconds."""
+    monkeypatch.setenv("BD_STANDIN_NOW", f"2026-02-01T12:{seconds // 60:02d}:{seconds % 60:02d}Z")
+
+
+def test_reopen_after_payment_is_reversed_once_and_a_later_close_pays_once(beads_repo, txbd, monkeypatch):
+    assert txbd("install-hook").code == 0
+    assert bd("close", "tx-b71c").returncode == 0
+    assert balance(beads_repo, "builder") == 10450
+    _later(monkeypatch, 60)
+    assert bd("reopen", "tx-b71c").returncode == 0  # fires on_update with the issue open
+    assert balance(beads_repo, "builder") == 10000
+    rev = next(t for t in ledger_txns(beads_repo) if t["kind"] == "reversal")
+    assert rev["id"] == "reversal:issue:tx-b71c" and rev["payer"] == "builder" and rev["payee"] == "world:rewards"
+    assert rev["amount"] == "450" and rev["source"] == {"type": "reversal", "reverses": "issue:tx-b71c",
+                                                         "issue": "tx-b71c"}
+    assert bd("update", "tx-b71c", "--notes", "still open").returncode == 0  # reversed once only
+    s = txbd("sync", "--json").json()
+    assert s["reversed"] == [] and "tx-b71c" not in {x["id"] for x in s["paid"]}
+    _later(monkeypatch, 120)
+    assert bd("close", "tx-b71c").returncode == 0
+    assert balance(beads_repo, "builder") == 10450
+    assert "tx-b71c" not in {x["id"] for x in txbd("sync", "--json").json()["paid"]}
+    ids = [t["id"] for t in ledger_txns(beads_repo) if "tx-b71c" in t["id"]]
+    assert ids == ["issue:tx-b71c", "reversal:issue:tx-b71c", "issue:tx-b71c:2"]
+    assert txbd("sync", "--json").json()["paid"] == []
+
+
+def test_a_reopen_the_hook_missed_is_reversed_by_sync_and_a_stale_export_reverses_nothing(beads_repo, txbd,
+                                                                                          monkeypatch):
+    export = beads_repo / ".beads" / "issues.jsonl"
+    assert bd("close", "tx-b71c").returncode == 0  # no hook installed: sync pays it
+    assert "tx-b71c" in {x["id"] for x in txbd("sync", "--json").json()["paid"]}
+    # an export written before the close still says "open": it is older than the close, nothing happens
+    d = txbd("sync", "--jsonl", str(export), "--json").json()
+    assert d["reversed"] == [] and balance(beads_repo, "builder") == 10450
+    _later(monkeypatch, 30)
+    assert bd("reopen", "tx-b71c").returncode == 0
+    d = txbd("sync", "--json").json()
+    assert [(x["id"], x["reversed"], x["reversed_amount"]) for x in d["reversed"]] == [("tx-b71c", True, 450)]
+    assert balance(beads_repo, "builder") == 10000
+    assert txbd("sync", "--json").json()["reversed"] == []
+    text = txbd("sync")
+    assert text.err.count("\n") == 1 and "synced" in text.err
+    # the exported close that was paid and reversed pays nothing again; a new close does
+    assert bd("export", "-o", str(export), env={"BD_STANDIN_NOW": "2026-02-01T12:00:00Z"}).returncode == 0
+
+
+def test_a_reversal_never_makes_a_wallet_negative(beads_repo, txbd, monkeypatch):
+    from token_exchange.ledger.ledger import LLM, make_txn
+    from token_exchange.services.exchange import Exchange
+
+    assert txbd("close", "tx-b71c").code == 0
+    ex = Exchange(beads_repo / ".exchange")
+    try:
+        ex.ledger.append(make_txn("spend:test-all", "spend", "builder", LLM, 10_400 * 10_000, agent="builder"))
+    finally:
+        ex.close()
+    _later(monkeypatch, 30)
+    assert bd("reopen", "tx-b71c").returncode == 0
+    d = txbd("sync", "--json").json()
+    (kept,) = d["reversed"]
+    assert kept["reversed"] is False and "below zero" in kept["note"] and "the payment stands" in kept["note"]
+    assert balance(beads_repo, "builder") == 50
+    _later(monkeypatch, 60)
+    assert bd("close", "tx-b71c").returncode == 0
+    assert "tx-b71c" not in {x["id"] for x in txbd("sync", "--json").json()["paid"]}  # it stood: nothing new
+    assert [t["id"] for t in ledger_txns(beads_repo) if "tx-b71c" in t["id"]] == ["issue:tx-b71c"]
+
+
+# --------------------------------------------------------------------------- payee: bd's actor, said plainly
+
+@pytest.mark.parametrize("case", [
+    {"flag": "spark", "env": {"BEADS_ACTOR": "lambda", "BD_ACTOR": "zero"}, "want": "spark", "source": "--actor"},
+    {"env": {"BEADS_ACTOR": "lambda", "BD_ACTOR": "spark"}, "want": "spark", "source": "BD_ACTOR"},
+    {"env": {"BEADS_ACTOR": "lambda"}, "config": "spark", "want": "spark", "source": "config.yaml actor"},
+    {"env": {"BEADS_ACTOR": "lambda"}, "want": "lambda", "source": "BEADS_ACTOR"},
+    {"env": {}, "dotenv": "BD_ACTOR=spark", "want": "spark", "source": "BD_ACTOR"},
+    {"env": {}, "git": "zero", "want": "zero", "source": "git user.name"},
+    {"env": {"USER": "observer"}, "want": "observer", "source": "$USER"},
+])
+def test_the_payee_is_bds_own_actor(beads_repo, txbd, monkeypatch, case):
+    """The actor tx-bd pays is the one the bd binary records (the stand-in's created_by, main.go order)."""
+    monkeypatch.delenv("USER", raising=False)
+    for k, v in case["env"].items():
+        monkeypatch.setenv(k, v)
+    if case.get("config"):
+        (beads_repo / ".beads" / "config.yaml").write_text(f"issue-prefix: tx\nactor: {case['config']}\n")
+    if case.get("dotenv"):
+        (beads_repo / ".beads" / ".env").write_text(case["dotenv"] + "\n")
+    if case.get("git"):
+        subprocess.run(["git", "config", "user.name", case["git"]], cwd=beads_repo, check=True)
+    flag = ["--actor", case["flag"]] if case.get("flag") else []
+    made = json.loads(bd(*flag, "create", "who", "--json").stdout)
+    assert made["created_by"] == case["want"]
+    assert bd("update", "tx-c02d", "--assignee", "mystery-agent").returncode == 0
+    d = txbd("close", "tx-c02d", *flag, "--json").json()["closed"][0]
+    assert d["agent"] == case["want"] and d["payee_from"] == "actor"
+    assert d["payee_detail"].startswith(f"{case['want']} (bd actor, from {case['source']}")
+    (t,) = ledger_txns(beads_repo)
+    assert t["breakdown"]["payee_from"] == "actor"
+
+
+def test_the_hook_pays_bds_actor_from_its_environment(beads_repo, txbd):
+    assert txbd("install-hook").code == 0
+    assert bd("update", "tx-c02d", "--assignee", "mystery-agent").returncode == 0
+    assert bd("close", "tx-c02d", env={"BD_ACTOR": "spark"}).returncode == 0
+    assert _paid(beads_repo) == {"tx-c02d": ("spark", "hook")}
+
+
+# --------------------------------------------------------------------------- the beads dir bd resolves
+
+def test_beads_dir_resolution_follows_bd(beads_repo, tmp_path, monkeypatch):
+    from token_exchange.beads import workspace
+
+    main = beads_repo / ".beads"
+    sub = beads_repo / "src" / "deep"
+    sub.mkdir(parents=True)
+    assert workspace.resolve(sub) == workspace.BeadsDir(main.resolve(), True, f".beads in {beads_repo.resolve()}")
+    empty = tmp_path / "empty-beads"
+    empty.mkdir()
+    monkeypatch.setenv("BEADS_DIR", str(empty))  # no database there: bd searches on (FindDatabasePath)
+    assert workspace.resolve(sub).path == main.resolve()
+    shared = tmp_path / "shared" / ".beads"
+    seed_bd_store(shared, SMALL)
+    monkeypatch.setenv("BEADS_DIR", str(shared))
+    assert workspace.resolve(sub) == workspace.BeadsDir(shared.resolve(), True, "$BEADS_DIR")
+    monkeypatch.delenv("BEADS_DIR")
+    _redirected(beads_repo, tmp_path)
+    found = workspace.resolve(beads_repo)
+    assert found is not None and found.path == shared.resolve() and "redirect" in found.how
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert workspace.resolve(outside) is None
+
+
+def test_beads_dir_of_a_worktree_is_the_main_repositorys(beads_repo, txbd, tmp_path, monkeypatch):
+    from token_exchange.beads import workspace
+
+    _worktree(beads_repo, tmp_path, monkeypatch)
+    found = workspace.resolve(Path.cwd())
+    assert found is not None and found.path == (beads_repo / ".beads").resolve() and "worktree" in found.how
+    r = txbd("install-hook", "--json").json()
+    assert r["beads_dir"] == str((beads_repo / ".beads").resolve()) and "worktree" in r["found_by"]
+    assert not (tmp_path / "wt" / ".beads" / "hooks").exists()
+    assert bd("update", "tx-b71c", "--status", "closed").returncode == 0
+    assert _paid(beads_repo) == {"tx-b71c": ("builder", "hook")}
+
+
+def test_install_hook_never_writes_through_a_symlink(beads_repo, txbd, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    hooks = beads_repo / ".beads" / "hooks"
+    hooks.mkdir()
+    (hooks / "on_update").symlink_to(victim)
+    assert "not ours" in one_line_error(txbd("install-hook"))
+    assert not (hooks / "on_close").exists()  # nothing installed when one hook is refused
+    assert txbd("install-hook", "--force").code == 0
+    assert victim.read_text() == "keep me\n" and not (hooks / "on_update").is_symlink()
+
+
+# --------------------------------------------------------------------------- sync: quiet, and honest about stale files
+
+def test_sync_is_one_line_unless_verbose(beads_repo, txbd):
+    assert bd("close", "tx-b71c").returncode == 0
+    r = txbd("sync")
+    assert r.code == 0 and r.out == ""
+    (line,) = r.err.splitlines()
+    assert line.startswith("tx-bd: synced 3 closed issues from bd (") and "paid 2 (570 tokens)" in line
+    assert "1 without an agent (--verbose lists them)" in line
+    v = txbd("sync", "--verbose")
+    assert "tx-d4e5: not paid (assignee 'mystery-agent' is not an agent" in v.err
+    assert len(v.err.splitlines()) == 2
+    assert bd("close", "tx-c02d").returncode == 0
+    v = txbd("sync", "-v")
+    assert "tx-c02d: paid 1000 tokens to claude" in v.err and len(v.err.splitlines()) == 3
+
+
+def test_sync_from_a_file_without_bd_warns_when_the_database_is_newer(beads_repo, txbd, no_bd):
+    export = beads_repo / ".beads" / "issues.jsonl"
+    store = beads_repo / ".beads" / "embeddeddolt"
+    os.utime(export, (2_000_000_000, 2_000_000_000))  # exported after the last write: no warning
+    r = txbd("sync", "--agent", "zero")
+    assert r.code == 0 and "warning" not in r.err
+    os.utime(store / "bd-standin.json", (2_000_000_100, 2_000_000_100))  # bd wrote after the export
+    r = txbd("sync", "--agent", "zero", "--json")
+    assert "changed after" in r.json()["warning"] and "bd export" in r.err
+
+
+# --------------------------------------------------------------------------- hostile input (issue 13)
+
+def _fake_bd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stdout: str, code: int = 0) -> Path:
+    """A `bd` that prints what it is told (stands for a broken or hostile bd on BEADS_PATH)."""
+    out = tmp_path / "fake-bd.out"
+    out.write_text(stdout)
+    fake = tmp_path / "fake-bd"
+    fake.write_text(f"#!/bin/sh\ncat {str(out)!r}\nexit {code}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("BEADS_PATH", str(fake))
+    return out
+
+
+def test_close_never_pays_an_issue_it_did_not_ask_for(beads_repo, txbd, tmp_path, monkeypatch):
+    closed = [{"id": i, "title": "x", "priority": 0, "status": "closed", "closed_at": "2026-01-01T00:00:00Z",
+               "assignee": "builder@example.com"} for i in ("tx-1", "tx-2", "tx-12")]
+    _fake_bd(tmp_path, monkeypatch, json.dumps(closed))
+    r = txbd("close", "tx-1", "--json")
+    assert r.code == 0, r.err
+    d = r.json()
+    assert [c["id"] for c in d["closed"]] == ["tx-1"] and d["ignored"] == ["tx-2", "tx-12"]
+    assert {t["id"] for t in ledger_txns(beads_repo)} == {"issue:tx-1"}
+    text = txbd("close", "tx-1")
+    assert "tx-2: bd returned it but it was not asked for; not paid here" in text.err
+    _fake_bd(tmp_path, monkeypatch, json.dumps([{**closed[1], "status": "open"}]))
+    r = txbd("close", "tx-2")
+    assert r.code == 1 and "tx-2: bd did not close it: bd answered with it open, not closed; not paid" in r.err
+    assert {t["id"] for t in ledger_txns(beads_repo)} == {"issue:tx-1"}
+
+
+def test_two_lines_that_are_json_only_when_joined_are_two_errors(beads_repo, txbd, no_bd):
+    path = beads_repo / ".beads" / "issues.jsonl"
+    good = path.read_text()
+    halves = ['{"id": "tx-x1", "title": "a", "priority": 0, "status": "closed"}, {"id": "tx-x2"',
+              '"title": "b", "priority": 0, "status": "closed", "assignee": "builder@example.com"}']
+    path.write_text(good + "\n".join(halves) + "\n")
+    line = one_line_error(txbd("sync", "--agent", "zero"))
+    assert "issues.jsonl line 11: invalid JSON" in line
+    assert ledger_txns(beads_repo) == []
+
+
+HOOK_TEXT = st.one_of(
+    st.text(max_size=300),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+                 lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=5),
+                 max_leaves=20).map(json.dumps),
+    st.fixed_dictionaries({"id": st.sampled_from(["tx-b71c", "tx-c02d", "", "../x", "tx-b71c\n"]),
+                           "title": st.one_of(st.text(max_size=10), st.integers()),
+                           "priority": st.one_of(st.integers(-3, 12), st.text(max_size=3), st.none()),
+                           "status": st.sampled_from(["closed", "open", "tombstone", "review", ""]),
+                           "closed_at": st.sampled_from(["2026-01-01T00:00:00Z", "soon", ""]),
+                           "assignee": st.sampled_from(["builder@example.com", "", "x" * 400])},
+                          optional={"labels": st.lists(st.text(max_size=5), max_size=3) | st.text(max_size=5),
+                                    "ephemeral": st.booleans()}).map(json.dumps),
+)
+
+
+def test_hostile_hook_input_is_one_line_and_never_pays_another_issue(beads_repo, txbd):
+    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(text=HOOK_TEXT, event=st.sampled_from(["close", "update"]))
+    def check(text: str, event: str) -> None:
+        before = {t["id"] for t in ledger_txns(beads_repo)}
+        r = txbd("hook", "tx-b71c", event, input=text)
+        assert "Traceback" not in r.err and r.code in (0, 1), (r.code, r.err)
+        after = {t["id"] for t in ledger_txns(beads_repo)}
+        if r.code == 1:
+            assert len(r.err.strip().splitlines()) == 1 and r.err.startswith("tx-bd: error: "), r.err
+            assert after == before
+        # a payment, reversal or new payment of the issue bd named, never of another one
+        assert {i.removeprefix("reversal:").split(":")[1] for i in after - before} <= {"tx-b71c"}
+
+    check()
+
+
+BD_OUTPUT = st.one_of(
+    st.text(max_size=200),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=5),
+                 max_leaves=20).map(json.dumps),
+    st.lists(st.fixed_dictionaries({"id": st.sampled_from(["tx-1", "tx-2", "tx-1.1", "bad id"]),
+                                    "title": st.just("t"), "priority": st.integers(-1, 6),
+                                    "status": st.sampled_from(["closed", "open", "weird"]),
+                                    "assignee": st.just("builder@example.com")}), max_size=3).map(json.dumps),
+)
+
+
+def test_hostile_bd_output_is_one_line_and_pays_only_what_was_asked(beads_repo, txbd, tmp_path, monkeypatch):
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(output=BD_OUTPUT, code=st.sampled_from([0, 1]), command=st.sampled_from(["close", "preview", "sync"]))
+    def check(output: str, code: int, command: str) -> None:
+        _fake_bd(tmp_path, monkeypatch, output, code)
+        before = {t["id"] for t in ledger_txns(beads_repo)}
+        args = {"close": ["close", "tx-1", "--agent", "zero"], "preview": ["preview", "tx-1"],
+                "sync": ["sync", "--agent", "zero"]}[command]
+        r = txbd(*args)
+        assert "Traceback" not in r.err and r.code in (0, 1), (r.code, r.err)
+        after = {t["id"] for t in ledger_txns(beads_repo)}
+        if r.code == 1 and "error" in r.err:
+            assert after == before, r.err
+        if command == "close":
+            assert after - before <= {"issue:tx-1"}
+        if command == "preview":
+            assert after == before
+
+    check()
+
+
+# --------------------------------------------------------------------------- pre_write: no new work when bankrupt
+
+def _pre_write(beads_repo: Path, request: object, raw: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed pre_write as bd runs it (prewrite.go): cwd = the repository root, an environment
+    of PATH only, the request on stdin."""
+    hook = beads_repo / ".beads" / "hooks" / "pre_write"
+    return subprocess.run([str(hook)], input=raw if raw is not None else json.dumps(request), capture_output=True,
+                          text=True, cwd=beads_repo, env={"PATH": os.environ["PATH"]}, check=False, timeout=60)
+
+
+def _claim(beads_repo: Path, operation: str = "issue.claim") -> dict:
+    return {"version": 1, "operation": operation,
+            "repository": {"root": str(beads_repo.resolve()), "beads_dir": str((beads_repo / ".beads").resolve())}}
+
+
+def test_pre_write_refuses_a_claim_by_an_agent_below_its_reserve(beads_repo, txbd):
+    from token_exchange.ledger.ledger import LLM, make_txn
+    from token_exchange.services.exchange import Exchange
+
+    r = txbd("install-hook", "--pre-write", "--json")
+    assert r.code == 0, r.err
+    assert {Path(h).name for h in r.json()["hooks"]} == {"on_close", "on_update", "pre_write"}
+    (beads_repo / ".beads" / "config.yaml").write_text("issue-prefix: tx\nactor: builder\n")  # bd's actor here
+
+    def answer(req: object, raw: str | None = None) -> dict:
+        p = _pre_write(beads_repo, req, raw)
+        assert p.returncode == 0, p.stderr
+        (line,) = p.stdout.splitlines()
+        d = json.loads(line)
+        assert set(d) <= {"allow", "reason"} and isinstance(d["allow"], bool)  # DisallowUnknownFields
+        return d
+
+    assert answer(_claim(beads_repo)) == {"allow": True}
+    ex = Exchange(beads_repo / ".exchange")
+    try:
+        ex.ledger.append(make_txn("spend:test-broke", "spend", "builder", LLM, 9_600 * 10_000, agent="builder"))
+    finally:
+        ex.close()
+    d = answer(_claim(beads_repo))
+    assert d["allow"] is False and "builder" in d["reason"] and "below its reserve of 500" in d["reason"]
+    assert answer(_claim(beads_repo, "issue.close")) == {"allow": True}  # closing work still pays
+    assert answer(_claim(beads_repo, "issue.update")) == {"allow": True}
+    for bad in ("", "{", "[]", json.dumps({"version": 2, "operation": "issue.claim"}), "x" * 40_000):
+        assert answer(None, bad) == {"allow": True}  # our trouble never blocks bd
+    (beads_repo / ".beads" / "config.yaml").write_text("issue-prefix: tx\nactor: somebody\n")
+    assert answer(_claim(beads_repo)) == {"allow": True}  # not an agent: not ours to gate
+
+
+def test_the_installed_hook_survives_bytes_that_are_not_utf8(beads_repo, txbd):
+    assert txbd("install-hook").code == 0
+    hook = beads_repo / ".beads" / "hooks" / "on_close"
+    p = subprocess.run([str(hook), "tx-b71c", "close"], input=b"\xff\xfe{\"id\": \"tx-b71c\"", capture_output=True,
+                       env={**os.environ, "LC_ALL": "C.UTF-8"}, check=False)
+    assert p.returncode == 1 and p.stderr.decode().count("\n") == 1 and b"Traceback" not in p.stderr
+    assert b"hook input for tx-b71c is not JSON" in p.stderr
+    assert ledger_txns(beads_repo) == []

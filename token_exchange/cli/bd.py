@@ -1,33 +1,43 @@
 """``tx-bd``: pay issue-close rewards from the beads (``bd``) issue tracker.
 
-A thin typer app: it parses, calls ``token_exchange.beads`` and prints.  Results go to
-stdout, messages to stderr, ``--json`` prints one document, exit 0 done / 1 refused / 2 usage.
-rich is imported only when a table is drawn, so the hook path stays light.
+A thin typer app: it parses, calls ``token_exchange.beads`` and prints.  Results go to stdout,
+messages to stderr, ``--json`` prints one document, exit 0 done / 1 refused / 2 usage.  rich is
+imported only when a table is drawn, so the hook path stays light.  Every payment decision is
+``rules.engine.plan_issue``'s, written by ``beads.payments.apply``.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from token_exchange import beads
-from token_exchange.cli import output as out
 from token_exchange.amounts import fmt, to_decimal
+from token_exchange.beads import client as bdc
+from token_exchange.beads import hooks as bdhooks
+from token_exchange.beads import issues as bdi
+from token_exchange.beads import payee as bdp
+from token_exchange.beads import payments as pay
+from token_exchange.beads import workspace
+from token_exchange.cli import output as out
+from token_exchange.cli.common import Json, state
 from token_exchange.errors import ConfigError, UserError
 
-from token_exchange.cli.common import Json, state
+if TYPE_CHECKING:
+    from token_exchange.rules.config import Config
+    from token_exchange.services.exchange import Exchange
 
 app = typer.Typer(help="tx-bd: token rewards for closing beads (bd) issues.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
-AgentOpt = Annotated[Optional[str], typer.Option("--agent", help="Pay this agent when the assignee is not one.")]
-JsonlOpt = Annotated[Optional[Path], typer.Option("--jsonl", help="Read this bd export instead of asking bd.")]
-HOOK_MARKER = "# token-exchange on_close hook"
+AgentOpt = Annotated[str | None, typer.Option("--agent", help="Pay this agent when the assignee is not one.")]
+ActorOpt = Annotated[str | None, typer.Option("--actor", help="bd's --actor: who is acting (else bd's own order:"
+                                              " BD_ACTOR, config.yaml actor, BEADS_ACTOR, git user.name, $USER).")]
+JsonlOpt = Annotated[Path | None, typer.Option("--jsonl", help="Read this bd export instead of asking bd.")]
+AGENT_ENV = "TX_BD_AGENT"  # the hook's --agent
 
 
 def _version(value: bool) -> None:
@@ -39,8 +49,8 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(home: Annotated[Optional[Path], typer.Option("--home", help="Exchange home (default: "
-                                                        "$TOKEN_EXCHANGE_HOME, else .exchange/ in this repo).")] = None,
+def _root(home: Annotated[Path | None, typer.Option("--home", help="Exchange home (default: "
+                                                     "$TOKEN_EXCHANGE_HOME, else .exchange/ in this repo).")] = None,
           debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (for bug reports).")
                            ] = False,
           version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", callback=_version,
@@ -51,13 +61,13 @@ def _root(home: Annotated[Optional[Path], typer.Option("--home", help="Exchange 
 
 # --------------------------------------------------------------------------- helpers
 
-def _exchange():  # type: ignore[no-untyped-def]
+def _exchange() -> Exchange:
     from token_exchange.cli.common import exchange
 
     return exchange()
 
 
-def _exchange_or_defaults():  # type: ignore[no-untyped-def]
+def _exchange_or_defaults() -> tuple[Config, Exchange | None]:
     """(config, exchange or None): previews work before `tx init`, with the default tables."""
     try:
         ex = _exchange()
@@ -72,36 +82,86 @@ def _exchange_or_defaults():  # type: ignore[no-untyped-def]
 
 
 def _repo() -> Path:
-    from token_exchange.git import toplevel
+    """The repository's main work tree (every worktree is one project, one ledger), else the cwd."""
+    from token_exchange import git
 
-    return toplevel() or Path.cwd()
+    w = git.where(Path.cwd())
+    top = (git.main_worktree(w) or w.toplevel) if w else None
+    return top or Path.cwd()
 
 
-def _project(cfg: Any) -> str:
+def _project(cfg: Config) -> str:
     from token_exchange.git import project_name
 
     return project_name(_repo(), cfg.project)
 
 
-def _outcome_line(o: beads.Outcome) -> str:
-    i = o.issue
-    if o.already is not None:
-        line = f"{i.id}: already paid {fmt(o.paid)} to {o.agent}; nothing new"
-        return line + (f" ({o.note})" if o.note else "")
-    if o.created:
-        return (f"{i.id}: paid {fmt(o.paid)} tokens to {o.agent} ({o.reward.reason};"
-                f" payee from {o.payee_source})")
-    return f"{i.id}: not paid"
+def _actor(flag: str | None) -> bdp.Actor:
+    found = workspace.resolve(Path.cwd())
+    return bdp.bd_actor(found.path if found else None, flag=flag, cwd=Path.cwd())
+
+
+def _view(ex: Exchange | None, ids: list[str] | None = None) -> pay.PaidIssues:
+    if ex is None:
+        return pay.PaidIssues({})
+    idx = ex.ledger.fresh()
+    return pay.PaidIssues.load(idx) if ids is None else pay.PaidIssues.of(idx, ids)
+
+
+def _stdin(limit: int) -> str:
+    """At most ``limit`` characters of stdin, whatever its bytes (invalid UTF-8 is replaced, never raised)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return ""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream without bytes under it (tests)
+        return sys.stdin.read(limit)
+    data: bytes = raw.read(limit * 4)
+    return data.decode("utf-8", "replace")[:limit]
 
 
 def _plain_rows(columns: list[str], rows: list[list[str]], right: set[str]) -> None:
     widths = [max([len(c)] + [len(r[n]) for r in rows]) for n, c in enumerate(columns)]
+
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if columns[n] in right else c.ljust(w)
-                         for n, (c, w) in enumerate(zip(cells, widths))).rstrip()
+                         for n, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
     w = sys.stdout.write
     w(line(columns) + "\n")
     w("\n".join(line(r) for r in rows) + ("\n" if rows else ""))
+
+
+def _stale_export(src: bdc.Source) -> str:
+    """A warning when the export read is older than bd's data ("" when it is not, or nobody can tell)."""
+    assert src.jsonl is not None
+    binary = bdc.find_bd()
+    here = workspace.resolve(Path.cwd())
+    ours = here is not None and here.database and here.path == src.jsonl.absolute().parent.resolve()
+    if binary and ours:  # bd is here and the file is its export: compare what bd holds with the file
+        try:
+            live = bdc.BdClient(binary, cwd=Path.cwd()).list_issues("--all")
+        except UserError:
+            live = []
+        written = {i.id: i for i in src.all_issues()}
+        from token_exchange.rules.engine import instant
+
+        changed = [i.id for i in live if i.is_work and (
+            i.id not in written or written[i.id].status != i.status
+            or (instant(written[i.id].updated_at) or (0, 0)) < (instant(i.updated_at) or (0, 0)))]
+        if changed:
+            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            return (f"{src.jsonl} is older than bd's data: {len(changed)} issue(s) changed since it was"
+                    f" exported ({shown}); run `bd export -o {src.jsonl}` first, or sync without --jsonl")
+        return ""
+    db = workspace.database_path(src.jsonl.absolute().parent)  # the database next to the export, if any
+    if db is not None:
+        try:
+            written_at = src.jsonl.stat().st_mtime
+        except OSError:
+            return ""
+        if workspace.newest_change(db) > written_at + 1:
+            return (f"bd's database ({db}) changed after {src.jsonl} was exported: closes since then are"
+                    f" not in it (run `bd export -o {src.jsonl}` where bd is installed)")
+    return ""
 
 
 # --------------------------------------------------------------------------- commands
@@ -110,7 +170,7 @@ def _plain_rows(columns: list[str], rows: list[list[str]], right: set[str]) -> N
 def rewards(as_json: Json = False) -> None:
     """The issue reward structure: priority tokens and type multipliers (highest applicable wins)."""
     cfg, _ex = _exchange_or_defaults()
-    data = {"priority": {k: v for k, v in cfg.issue_priority.items()}, "types": dict(cfg.issue_types),
+    data = {"priority": dict(cfg.issue_priority.items()), "types": dict(cfg.issue_types),
             "default_type_multiplier": cfg.default_type_multiplier,
             "rule": "reward = priority tokens x the highest multiplier of the issue's type and its labels "
                     "named after a type; other types use the default multiplier",
@@ -119,7 +179,7 @@ def rewards(as_json: Json = False) -> None:
         out.emit_json(data)
         return
     out.table("Issue close rewards", ["Priority", "Tokens"],
-              [(k, v) for k, v in cfg.issue_priority.items()], right=["Tokens"])
+              list(cfg.issue_priority.items()), right=["Tokens"])
     out.table("Type multipliers (type or label; highest wins)", ["Type", "Multiplier"],
               [(k, f"{v}x") for k, v in cfg.issue_types.items()]
               + [("(any other type)", f"{cfg.default_type_multiplier}x")], right=["Multiplier"])
@@ -128,28 +188,31 @@ def rewards(as_json: Json = False) -> None:
 
 @app.command()
 def preview(issue: Annotated[str, typer.Argument(help="Issue id, e.g. bd-a3f8.1")], agent: AgentOpt = None,
-            jsonl: JsonlOpt = None, as_json: Json = False) -> None:
+            actor: ActorOpt = None, jsonl: JsonlOpt = None, as_json: Json = False) -> None:
     """What closing ISSUE would pay, to whom, and why."""
-    src = beads.open_source(jsonl)
+    src = bdc.open_source(jsonl, actor=actor)
     cfg, ex = _exchange_or_defaults()
     i = src.issue(issue)
-    reward = beads.reward_for(cfg, i)
-    payee = beads.payee_for(cfg, i, agent, beads.actor())
-    paid = beads.paid_ids(ex).get(i.id) if ex is not None else None
-    data = beads.issue_json(i, reward)
-    data.update(agent=payee.agent, payee_from=payee.source or None, payee_detail=payee.detail,
-                work=i.is_work, already_paid=paid is not None, source=src.name)
-    if paid is not None:
-        data.update(paid_to=paid.agent, paid_amount=to_decimal(paid.amount), paid_at=paid.ts)
+    payee = bdp.payee_for(cfg, i, agent, _actor(actor))
+    p = pay.plan(cfg, i, payee, _view(ex, [i.id]), as_closed=True)
+    data = bdi.issue_json(i, p.reward)
+    data.update(agent=p.standing.agent if p.standing else payee.agent, payee_from=payee.source or None,
+                payee_detail=payee.detail, work=i.is_work, already_paid=p.action == "paid", source=src.name)
+    if not i.is_work:
+        data.update(reward=0, not_work=i.not_work)
+    if p.standing is not None and p.action == "paid":
+        data.update(paid_to=p.standing.agent, paid_amount=to_decimal(p.standing.amount), paid_at=p.standing.ts)
     if as_json:
         out.emit_json(data)
         return
     print(f"{i.id}  {i.title}")
-    print(f"  [{i.status}] {reward.reason} = {fmt(reward.amount)} tokens")
-    if not i.is_work:
-        print(f"  not work ({i.issue_type}{', template' if i.is_template else ''}): closing it pays nothing")
-    elif paid is not None:
-        print(f"  already paid {fmt(paid.amount)} to {paid.agent} at {paid.ts}: closing again pays nothing")
+    if p.reward is None:
+        print(f"  [{i.status}] {i.not_work} is not work: closing it pays nothing")
+        return
+    print(f"  [{i.status}] {p.reward.reason} = {fmt(p.reward.amount)} tokens")
+    if p.action == "paid" and p.standing is not None:
+        print(f"  already paid {fmt(p.standing.amount)} to {p.standing.agent} at {p.standing.ts}:"
+              " closing again pays nothing")
     elif payee.agent:
         print(f"  -> {payee.agent} (from {payee.source} {payee.detail})")
     else:
@@ -159,34 +222,37 @@ def preview(issue: Annotated[str, typer.Argument(help="Issue id, e.g. bd-a3f8.1"
 @app.command("preview-all")
 def preview_all(jsonl: JsonlOpt = None, as_json: Json = False) -> None:
     """Every open issue with its reward, highest first, and the total at stake."""
-    src = beads.open_source(jsonl)
+    src = bdc.open_source(jsonl)
     cfg, ex = _exchange_or_defaults()
     issues = src.open_issues()
-    paid = beads.paid_ids(ex) if ex is not None else {}
-    from token_exchange.rules.identities import agent_for
-
-    agents: dict[str, str | None] = {}
+    view = _view(ex)
+    payees: dict[str, Any] = {}  # the payee depends only on the assignee here (no --agent, no actor)
     rows = []
-    for i, r in zip(issues, beads.rewards_for(cfg, issues)):
-        if i.assignee not in agents:
-            agents[i.assignee] = agent_for(cfg, i.assignee) if i.assignee else None
-        rows.append((i, r, agents[i.assignee], paid.get(i.id)))
-    rows.sort(key=lambda t: (-t[1].amount, t[0].priority_label, t[0].id))
-    total = sum(r.amount for _i, r, _a, p in rows if p is None)
+    for i in issues:
+        payee = payees.get(i.assignee)
+        if payee is None:
+            payee = payees[i.assignee] = bdp.payee_for(cfg, i, None, None)
+        p = pay.plan(cfg, i, payee, view, as_closed=True)
+        assert p.reward is not None
+        rows.append((i, p))
+    rows.sort(key=lambda t: (-(t[1].reward.amount if t[1].reward else 0), t[0].priority_label, t[0].id))
+    total = sum(p.reward.amount for _i, p in rows if p.reward is not None and p.action != "paid")
     if as_json:
         items = []
-        parts: dict[int, dict[str, Any]] = {}  # rewards are shared by many issues: encode each once
-        for i, r, a, p in rows:
-            part = parts.get(id(r))
+        parts: dict[Any, dict[str, Any]] = {}  # equal rewards are shared by many issues: encode each once
+        for i, p in rows:
+            assert p.reward is not None
+            part = parts.get(p.reward)
             if part is None:
-                part = parts[id(r)] = beads.reward_json(r)
-            d = beads.issue_json(i, r, part)
-            d.update(agent=a, already_paid=p is not None)
+                part = parts[p.reward] = bdi.reward_json(p.reward)
+            d = bdi.issue_json(i, p.reward, part)
+            d.update(agent=p.payee.agent, already_paid=p.action == "paid")
             items.append(d)
         out.emit_json({"issues": items, "count": len(items), "total": to_decimal(total), "source": src.name})
         return
-    table_rows = [[i.id, i.priority_label, r.issue_type, i.status, fmt(r.amount) + (" (paid)" if p else ""),
-                   a or "-", i.title[:60]] for i, r, a, p in rows]
+    table_rows = [[i.id, i.priority_label, p.reward.issue_type if p.reward else i.issue_type, i.status,
+                   fmt(p.reward.amount if p.reward else 0) + (" (paid)" if p.action == "paid" else ""),
+                   p.payee.agent or "-", i.title[:60]] for i, p in rows]
     cols = ["Issue", "Pri", "Type", "Status", "Reward", "Agent", "Title"]
     if sys.stdout.isatty() and len(table_rows) <= 2000:
         out.table("Open issues", cols, table_rows, right=["Reward"])
@@ -197,159 +263,220 @@ def preview_all(jsonl: JsonlOpt = None, as_json: Json = False) -> None:
 
 @app.command()
 def close(issues: Annotated[list[str], typer.Argument(help="Issue ids to close.")],
-          reason: Annotated[Optional[str], typer.Option("--reason", "-r", help="Close reason.")] = None,
-          agent: AgentOpt = None, as_json: Json = False) -> None:
-    """Close issues through `bd close --json`, then pay each issue bd actually closed."""
+          reason: Annotated[str | None, typer.Option("--reason", "-r", help="Close reason.")] = None,
+          agent: AgentOpt = None, actor: ActorOpt = None, as_json: Json = False) -> None:
+    """Close issues through `bd close --json`, then pay each issue bd actually closed (and only those)."""
     ex = _exchange()
     cfg = ex.cfg
-    src = beads.open_source(need_bd=True, cwd=Path.cwd())
+    src = bdc.open_source(need_bd=True, cwd=Path.cwd(), actor=actor)
     assert src.client is not None
     if agent:
         cfg.agent(agent)
-    closer = beads.actor()
-    fallback = agent or (closer and beads.agent_for(cfg, closer))
-    if not fallback:  # make sure every issue has a payee BEFORE closing anything
+    who = _actor(actor)
+    from token_exchange.rules.identities import agent_for
+
+    if not (agent or agent_for(cfg, who.name)):  # make sure every issue has a payee BEFORE closing anything
         for ident in issues:
             try:
                 i = src.client.show(ident)
             except UserError as e:
                 raise UserError(f"{ident[:60]}: {e}; nothing closed, nothing paid") from None
-            p = beads.payee_for(cfg, i, agent, closer)
+            p = bdp.payee_for(cfg, i, agent, who)
             if p.agent is None and i.is_work:
                 raise UserError(f"nobody to pay for {i.id} ({p.detail}): pass --agent or set BD_ACTOR;"
                                 f" nothing closed, nothing paid")
-    closed, stderr, error = src.client.close(issues, reason, {beads.CLOSING_ENV: "1"})
-    refused = beads.refusals(issues, closed, stderr, error)
-    work = [i for i in closed if i.is_work]
+    returned, stderr, error = src.client.close(issues, reason, {bdc.CLOSING_ENV: "1"})
+    mine, extra = bdc.answered(issues, returned)
+    still_open = [i for i in mine if i.status != "closed"]
+    closed = [i for i in mine if i.status == "closed"]
+    refused = bdc.refusals(issues, mine, stderr, error) + [
+        (i.id, f"bd answered with it {i.status}, not closed") for i in still_open]
     try:
-        plans = beads.plan(cfg, work, agent, closer)
+        outcomes = pay.apply(ex, [(i, bdp.payee_for(cfg, i, agent, who)) for i in closed], _project(cfg), "close")
     except UserError as e:
         raise UserError(f"bd closed {', '.join(i.id for i in closed)} but it cannot be paid: {e};"
                         f" fix it, then run `tx-bd sync`") from None
-    outcomes = beads.pay(ex, plans, _project(cfg), "close")
-    unpaid = [o for o in outcomes if not o.created and o.already is None]
+    work = [o for o in outcomes if o.action != "not-work"]
+    unpaid = [o for o in work if o.action == "unpaid"]
     if as_json:
-        out.emit_json({"closed": [o.to_json() for o in outcomes],
-                       "not_work": [i.id for i in closed if not i.is_work],
+        out.emit_json({"closed": [o.to_json() for o in work],
+                       "not_work": [o.issue.id for o in outcomes if o.action == "not-work"],
                        "refused": [{"id": r, "reason": why} for r, why in refused],
                        "unpaid": [{"id": o.issue.id, "reason": "no agent to pay"} for o in unpaid],
-                       "total_paid": to_decimal(sum(o.paid for o in outcomes if o.created))})
+                       "ignored": [i.id for i in extra],
+                       "total_paid": to_decimal(sum(o.plan.amount for o in work if o.created))})
     else:
         for o in outcomes:
-            if o.created or o.already is not None:
-                out.message("tx-bd: " + _outcome_line(o))
-        for i in closed:
-            if not i.is_work:
-                out.message(f"tx-bd: {i.id}: closed; a {i.issue_type} is not work, nothing paid")
+            if o.action != "unpaid":
+                out.message("tx-bd: " + (o.line() if o.action != "not-work" else
+                                         f"{o.issue.id}: closed; {o.issue.not_work} is not work, nothing paid"))
     for o in unpaid:
         out.message(f"tx-bd: {o.issue.id}: closed but not paid: no agent to pay; run `tx-bd sync --agent A`")
     for ident, why in refused:
         out.message(f"tx-bd: {ident}: bd did not close it: {why}; not paid")
+    for i in extra:
+        out.message(f"tx-bd: {i.id}: bd returned it but it was not asked for; not paid here"
+                    " (`tx-bd sync` pays real closes)")
     if refused or unpaid:
         raise typer.Exit(1)
 
 
 @app.command()
-def sync(agent: AgentOpt = None, jsonl: JsonlOpt = None, as_json: Json = False) -> None:
-    """Pay every closed issue not paid yet (closed with plain `bd close`, elsewhere, or missed by the hook)."""
+def sync(agent: AgentOpt = None, actor: ActorOpt = None, jsonl: JsonlOpt = None,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="One line per issue paid, reversed or"
+                                               " left unpaid.")] = False,
+         as_json: Json = False) -> None:
+    """Pay every closed issue not paid yet (plain `bd close`, elsewhere, or missed by a hook); reverse the
+    payment of an issue reopened after it was paid.  Quiet: one summary line (--verbose lists)."""
     ex = _exchange()
     cfg = ex.cfg
     if agent:
         cfg.agent(agent)
-    src = beads.open_source(jsonl)
-    closed = src.closed_issues()  # every record validated before anything is paid
+    src = bdc.open_source(jsonl, actor=actor)
+    issues = src.all_issues()  # every record validated before anything is paid
+    warning = _stale_export(src) if src.jsonl is not None else ""
+    who = _actor(actor)
+    view = _view(ex)
+    closed = [i for i in issues if i.status == "closed"]
     work = [i for i in closed if i.is_work]
-    paid = beads.paid_ids(ex)
-    todo = [i for i in work if i.id not in paid]
-    plans = beads.plan(cfg, todo, agent, beads.actor())
-    outcomes = beads.pay(ex, [p for p in plans if p.payee.agent], _project(cfg), "sync") if todo else []
-    unpaid = [p for p in plans if p.payee.agent is None]
-    new = [o for o in outcomes if o.created]
-    total = sum(o.paid for o in new)
+    standing = {i.id for i in issues if view.standing(i.id) is not None}
+    todo = [i for i in work if i.id not in standing] + [i for i in issues if i.status != "closed" and i.id in standing]
+    outcomes = pay.apply(ex, [(i, bdp.payee_for(cfg, i, agent, who)) for i in todo], _project(cfg), "sync") \
+        if todo else []
+    new = [o for o in outcomes if o.action == "pay" and o.created]
+    reversed_ = [o for o in outcomes if o.action == "reverse" and o.created]
+    unpaid = [o for o in outcomes if o.action == "unpaid"]
+    kept = [o for o in outcomes if o.action == "reverse" and o.note]
+    total = sum(o.plan.amount for o in new)
+    already = len([i for i in work if i.id in standing])
+    if warning:
+        out.message("tx-bd: warning: " + warning)
     if as_json:
-        out.emit_json({"paid": [o.to_json() for o in new], "already_paid": len(work) - len(todo),
-                       "unpaid": [{"id": p.issue.id, "reward": to_decimal(p.reward.amount), "reason": p.payee.detail}
-                                  for p in unpaid],
-                       "not_work": len(closed) - len(work), "total_paid": to_decimal(total), "source": src.name})
-    else:
-        for o in new:
-            out.message("tx-bd: " + _outcome_line(o))
-    for p in unpaid:
-        out.message(f"tx-bd: {p.issue.id}: not paid ({p.payee.detail}); assign it to an agent or pass --agent")
+        out.emit_json({"paid": [o.to_json() for o in new], "already_paid": already,
+                       "unpaid": [{"id": o.issue.id, "reward": to_decimal(o.plan.reward.amount if o.plan.reward
+                                                                           else 0),
+                                   "reason": o.plan.payee.detail} for o in unpaid],
+                       "reversed": [o.to_json() for o in reversed_ + kept],
+                       "not_work": len(closed) - len(work), "total_paid": to_decimal(total), "source": src.name,
+                       **({"warning": warning} if warning else {})})
+        return
+    if verbose:
+        for o in new + reversed_ + kept:
+            out.message("tx-bd: " + o.line())
+        for o in unpaid:
+            out.message(f"tx-bd: {o.issue.id}: not paid ({o.plan.payee.detail}); assign it to an agent or pass"
+                        " --agent")
+    extras = "".join([f", {len(reversed_)} reopened and reversed" if reversed_ else "",
+                      f", {len(kept)} reopened but not reversible" if kept else ""])
+    hint = " (--verbose lists them)" if unpaid and not verbose else ""
     out.message(f"tx-bd: synced {len(closed)} closed issues from {src.name}: paid {len(new)} ({fmt(total)} tokens),"
-                f" {len(work) - len(todo)} already paid, {len(unpaid)} without an agent")
+                f" {already} already paid, {len(unpaid)} without an agent{hint}{extras}")
 
 
 @app.command("install-hook")
-def install_hook(force: Annotated[bool, typer.Option("--force", help="Replace an existing on_close hook.")] = False,
+def install_hook(force: Annotated[bool, typer.Option("--force", help="Replace existing hooks that are not ours.")
+                                  ] = False,
+                 pre_write: Annotated[bool, typer.Option("--pre-write", help="Also install bd's synchronous"
+                                                         " pre_write hook: refuse a claim by an agent below its"
+                                                         " reserve.")] = False,
                  as_json: Json = False) -> None:
-    """Write .beads/hooks/on_close so closing an issue with plain `bd close` pays at once."""
+    """Write on_close and on_update into bd's hooks dir, so `bd close` and `bd update --status closed` pay at once."""
+    found = workspace.resolve(Path.cwd())
+    if found is None or not found.path.is_dir():
+        raise UserError("no beads directory here (run `bd init` first, or set BEADS_DIR)")
     repo = _repo()
-    beads_dir = Path(os.environ["BEADS_DIR"]).expanduser() if os.environ.get("BEADS_DIR") else repo / ".beads"
-    if not beads_dir.is_dir():
-        raise UserError(f"no beads directory at {beads_dir} (run `bd init` first, or set BEADS_DIR)")
-    path = beads_dir / "hooks" / "on_close"
-    if path.exists() and not force:
-        try:
-            ours = HOOK_MARKER in path.read_text("utf-8", "replace")
-        except OSError:
-            ours = False
-        if not ours:
-            raise UserError(f"{path} exists and is not ours; pass --force to replace it")
-    home = ["--home", str(Path(state.home).absolute())] if state.home else []
-    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "token_exchange.cli.bd", *home, "hook"])
-    script = f"""#!/bin/sh
-{HOOK_MARKER} (written by `tx-bd install-hook`; rerun it to update).
-# bd runs this as `on_close <issue-id> close` with the issue JSON on stdin. bd fires hooks
-# asynchronously with a short timeout and may cut them off when it exits, so a close can be
-# missed: run `tx-bd sync` (cron, CI) to pay those. Paying is idempotent by issue id.
-[ "${{{beads.CLOSING_ENV}:-}}" = 1 ] && exit 0  # `tx-bd close` is paying this one itself
-cd {shlex.quote(str(repo))} || exit 0
-exec {cmd} "$@"
-"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".on_close.tmp")
-    tmp.write_text(script, "utf-8")
-    tmp.chmod(0o755)
-    tmp.replace(path)
+    home = Path(state.home).absolute() if state.home else None
+    scripts = {f"on_{e}": bdhooks.event_script(e, repo, home, bdc.CLOSING_ENV) for e in bdhooks.EVENTS}
+    if pre_write:
+        from token_exchange.services.home import find_home
+
+        gate_home = home or find_home(None, Path.cwd())
+        if not (gate_home / "config.toml").exists():
+            raise UserError(f"no exchange at {gate_home} (run `tx init`): the pre_write hook needs one")
+        scripts[bdhooks.PRE_WRITE] = bdhooks.pre_write_script(repo, gate_home)
+    for name in scripts:
+        path = found.hooks / name
+        if (path.exists() or path.is_symlink()) and not force and not bdhooks.is_ours(path):
+            raise UserError(f"{path} exists and is not ours; pass --force to replace it (nothing installed)")
+    for name, text in scripts.items():
+        path = found.hooks / name
+        if force and path.is_symlink():
+            path.unlink()
+        bdhooks.write_script(path, text)
     if as_json:
-        out.emit_json({"hook": str(path), "repo": str(repo)})
+        out.emit_json({"hooks": [str(found.hooks / n) for n in scripts], "beads_dir": str(found.path),
+                       "found_by": found.how, "repo": str(repo)})
     else:
-        out.message(f"tx-bd: installed {path}; bd fires it asynchronously, so also run `tx-bd sync` from cron/CI")
+        out.message(f"tx-bd: installed {', '.join(scripts)} in {found.hooks} (bd's beads dir, from {found.how});"
+                    " bd fires on_close/on_update asynchronously, so also run `tx-bd sync` from cron/CI")
 
 
 @app.command(hidden=True)
 def hook(issue: Annotated[str, typer.Argument(help="Issue id bd passes to the hook.")],
          event: Annotated[str, typer.Argument(help="Hook event bd passes (close, update).")] = "close",
          as_json: Json = False) -> None:
-    """Called by bd as `on_close <id> close` with the issue JSON on stdin: pay at once."""
-    if event != "close" or os.environ.get(beads.CLOSING_ENV) == "1":
+    """Called by bd as `on_close <id> close` / `on_update <id> update` with the issue JSON on stdin: pay a
+    close at once (or reverse the payment of a reopened issue)."""
+    if event not in bdhooks.EVENTS or os.environ.get(bdc.CLOSING_ENV) == "1":
         return
-    text = sys.stdin.read(beads.MAX_LINE + 1) if not sys.stdin.isatty() else ""
-    i = beads.issue_from_hook(issue, text)
+    i = bdhooks.issue_from_hook(issue, _stdin(bdi.MAX_LINE + 1))
     if i is None:
-        src = beads.open_source(need_bd=True)
+        src = bdc.open_source(need_bd=True)
         assert src.client is not None
         i = src.client.show(issue)
-    if i.status != "closed":
-        out.message(f"tx-bd: {i.id} is {i.status}, not closed; nothing paid")
-        return
-    if not i.is_work:
-        return
+    if i.ephemeral:
+        return  # wisps are never paid (nor reversed)
     ex = _exchange()
-    (p,) = beads.plan(ex.cfg, [i], os.environ.get("TX_BD_AGENT") or None, beads.actor())
-    if p.payee.agent is None:
-        raise UserError(f"nobody to pay for {i.id} ({p.payee.detail}); `tx-bd sync --agent A` can pay it later")
-    (o,) = beads.pay(ex, [p], _project(ex.cfg), "hook")
+    payee = bdp.payee_for(ex.cfg, i, os.environ.get(AGENT_ENV) or None, _actor(None))
+    (o,) = pay.apply(ex, [(i, payee)], _project(ex.cfg), "hook")
+    if o.action == "unpaid":
+        raise UserError(f"nobody to pay for {i.id} ({payee.detail}); `tx-bd sync --agent A` can pay it later")
+    if o.action in ("open", "not-work"):
+        if event == "close" and o.action == "open":
+            out.message(f"tx-bd: {i.id} is {i.status}, not closed; nothing paid")
+        return
     if as_json:
         out.emit_json(o.to_json())
     else:
-        out.message("tx-bd: " + _outcome_line(o))
+        out.message("tx-bd: " + o.line())
+
+
+@app.command("pre-write", hidden=True)
+def pre_write_hook(as_json: Json = False) -> None:
+    """Called by bd as `pre_write` before a write: answer {"allow": ...}; refuse only a claim by an agent
+    whose balance is below its reserve.  Always answers, in JSON (our own trouble allows the write and
+    says why on stderr)."""
+    allow, reason = True, ""
+    try:
+        req = bdhooks.parse_pre_write(_stdin(bdhooks.MAX_PRE_WRITE_REQUEST + 1))
+        if bdhooks.is_claim(req.operation):
+            allow, reason = _claim_allowed(req)
+    except (UserError, OSError) as e:
+        out.message(f"tx-bd: pre_write: {e}; allowing the write")
+    sys.stdout.write(bdhooks.answer(allow, reason) + "\n")
+
+
+def _claim_allowed(req: bdhooks.PreWriteRequest) -> tuple[bool, str]:
+    from token_exchange.rules.identities import agent_for
+
+    beads_dir = Path(req.beads_dir) if req.beads_dir else None
+    cwd = Path(req.root) if req.root and Path(req.root).is_dir() else Path.cwd()
+    who = bdp.bd_actor(beads_dir, cwd=cwd)
+    ex = _exchange()
+    name = agent_for(ex.cfg, who.name)
+    if name is None:
+        return True, ""
+    balance = ex.balance(name).balance
+    reserve = ex.cfg.agents[name].limits.reserve
+    if balance < reserve:
+        return False, (f"{name} (bd actor, from {who.source}) has {fmt(balance)} tokens, below its reserve of"
+                       f" {fmt(reserve)}: it cannot take new work until it earns or is given tokens")
+    return True, ""
 
 
 class _ExitCodes:
     """Called with standalone_mode=False, click *returns* a command's typer.Exit code instead of
-    raising it; re-raise it so run_cli sees it (close/sync exit 1 on refusals)."""
+    raising it; re-raise it so run_cli sees it (close exits 1 on refusals)."""
 
     def __call__(self, **kw: Any) -> Any:
         rv = app(**kw)

@@ -253,3 +253,173 @@ class NothingPaid:
 
     def earned(self, agent: str, source: str, since_us: int) -> Units:
         return 0
+
+
+# --------------------------------------------------------------------------- issues (bd)
+# What closing a tracker issue pays.  Appended as one block (per-source caps are added to the commit
+# side in parallel); the import sits here so that block merges cleanly.
+from datetime import datetime
+
+from token_exchange.rules.rewards import IssueReward, issue_reward
+
+ISSUE_REF = "issue:"
+REVERSAL_PREFIX = "reversal:"
+
+
+class IssueFacts(NamedTuple):
+    """What the engine needs to know about one issue (the bd adapter reads it; the engine never asks bd)."""
+
+    id: str
+    title: str
+    status: str
+    priority: str  # the label users see, P0-P9
+    issue_type: str
+    labels: tuple[str, ...] = ()
+    closed_at: str = ""  # RFC 3339, as bd gave it
+    updated_at: str = ""
+    project: str = ""
+    not_work: str = ""  # why closing it is not work ("a wisp (ephemeral)", "a gate", "a template"); "" if work
+
+
+class IssuePayee(NamedTuple):
+    """Who would be paid, and where that came from (resolved by the adapter as bd resolves its actor)."""
+
+    agent: str | None
+    source: str  # "assignee", "--agent" or "actor" (bd's actor); "" when nobody
+    detail: str  # what it came from ("spark (bd actor, from BD_ACTOR)"), or why nobody
+
+
+class IssuePayment(NamedTuple):
+    """One payment of an issue already in the ledger."""
+
+    id: str  # issue:<id>, then issue:<id>:2, ... after reversals
+    agent: str
+    amount: Units
+    closed_at: str = ""  # the close it paid
+    priority: str = ""
+    issue_type: str = ""
+    ts: str = ""
+    payee_from: str = ""
+    project: str = ""
+    reversed_by: str = ""  # the reversal's id; "" while the payment stands
+
+
+class IssueLedgerView(Protocol):
+    """The read-only ledger facts an issue plan depends on."""
+
+    def issue_payments(self, issue_id: str) -> Sequence[IssuePayment]:
+        """Every payment of the issue, oldest first, each with its reversal if it has one."""
+        ...
+
+
+class IssuePlan(NamedTuple):
+    """What the ledger should do about one issue as it is now, decided before anything is written.
+
+    ``action``: ``pay`` (write ``txn_id`` for ``amount`` to the payee), ``paid`` (a payment stands:
+    nothing new), ``unpaid`` (nobody to pay), ``not-work`` (a wisp, gate, template...: never paid),
+    ``open`` (not closed: nothing to do), ``reverse`` (reopened after it was paid: write ``txn_id``,
+    the reversal of ``standing``), ``reversed`` (this close was paid and reversed: nothing until a
+    later close).
+    """
+
+    facts: IssueFacts
+    payee: IssuePayee
+    action: str
+    reward: IssueReward | None = None
+    txn_id: str = ""
+    amount: Units = 0
+    standing: IssuePayment | None = None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def breakdown(self) -> dict[str, str]:
+        """Why this amount: the reward's terms and where the payee came from (stored with the payment)."""
+        if self.reward is None:
+            return {}
+        r = self.reward
+        return {"priority": r.priority, "priority_tokens": str(r.base), "issue_type": r.issue_type,
+                "multiplier": str(r.multiplier), "multiplier_from": r.multiplier_from, "payee_from": self.payee.source}
+
+    def describe(self) -> str:
+        """One line: what happens and why."""
+        i = self.facts.id
+        if self.action == "pay":
+            assert self.reward is not None
+            return (f"{i}: paid {fmt(self.amount)} tokens to {self.payee.agent} ({self.reward.reason};"
+                    f" payee from {self.payee.source})")
+        return f"{i}: " + "; ".join(self.reasons)
+
+
+def issue_payment_id(issue_id: str, n: int) -> str:
+    """The n-th payment of an issue (n >= 1): ``issue:ID``, then ``issue:ID:2`` after a reversal, ..."""
+    return ISSUE_REF + issue_id + ("" if n == 1 else f":{n}")
+
+
+def instant(ts: str) -> tuple[int, int] | None:
+    """(UTC seconds, nanoseconds) of an RFC 3339 time; None if it is not one (then nothing is inferred)."""
+    zone = "+00:00" if ts.endswith("Z") else ts[-6:] if ts[-6:-5] in ("+", "-") and ts[-3:-2] == ":" else ""
+    head = ts[:-1] if ts.endswith("Z") else ts[:-6]
+    head, _, frac = head.partition(".")
+    if not zone or len(head) != 19 or len(frac) > 9 or (frac and not frac.isdigit()):
+        return None
+    try:
+        moment = datetime.fromisoformat(head.replace(" ", "T") + zone)
+    except ValueError:
+        return None
+    return int(moment.timestamp()), int(frac.ljust(9, "0") or "0")
+
+
+def _changed(reward: IssueReward, paid: IssuePayment) -> str:
+    """A note when the issue would now earn something else than it was paid (the first payment stands)."""
+    if paid.amount == reward.amount and paid.priority == reward.priority and paid.issue_type == reward.issue_type:
+        return ""
+    return (f"it is now {reward.priority} {reward.issue_type} ({fmt(reward.amount)} tokens) but was paid as "
+            f"{paid.priority or '?'} {paid.issue_type or '?'} ({fmt(paid.amount)}): the first payment stands")
+
+
+def plan_issue(cfg: Config, facts: IssueFacts, payee: IssuePayee, view: IssueLedgerView) -> IssuePlan:
+    """Price one issue under ``cfg`` against what ``view`` says is already paid.
+
+    An issue is paid once per close that stands: a closed issue with a standing payment earns nothing
+    new (if its priority or type changed since, the first payment stands); a closed issue without one
+    pays priority tokens x the highest type multiplier to ``payee``.  An issue seen open again after it
+    was paid (its record is at least as new as the close that was paid) is reversed, exactly that
+    payment, once; a later close (a newer ``closed_at``) then pays again, once -- the close that was
+    reversed, seen again in a stale record or after ``tx reverse``, never does.  Ephemeral issues
+    (wisps), gates, identity beads, messages and templates are never paid.  Pure: no I/O, no clock.
+    Raises ``UserError`` for a priority with no reward.
+    """
+    payments = view.issue_payments(facts.id)
+    standing = next((p for p in reversed(payments) if not p.reversed_by), None)
+    if facts.status != "closed":
+        if standing is None:
+            return IssuePlan(facts, payee, "open", reasons=(f"{facts.status}, not closed: nothing to pay",))
+        seen, paid_close = instant(facts.updated_at), instant(standing.closed_at)
+        if seen is None or paid_close is None or seen < paid_close:
+            return IssuePlan(facts, payee, "open", standing=standing,
+                             reasons=((f"{facts.status} in a record older than the close paid to {standing.agent}"
+                                       f" ({standing.closed_at or 'unknown time'}): the payment stands"),))
+        return IssuePlan(facts, payee, "reverse", txn_id=REVERSAL_PREFIX + standing.id, amount=standing.amount,
+                         standing=standing,
+                         reasons=((f"reopened ({facts.status}) after {fmt(standing.amount)} tokens were paid to"
+                                   f" {standing.agent} for closing it: that payment is reversed; closing it again"
+                                   " pays again, once"),))
+    if facts.not_work:
+        return IssuePlan(facts, payee, "not-work", reasons=(f"{facts.not_work} is not work: nothing paid",))
+    reward = issue_reward(cfg, facts.priority, facts.issue_type, facts.labels)
+    if standing is not None:
+        note = _changed(reward, standing)
+        why = f"already paid {fmt(standing.amount)} to {standing.agent}; nothing new"
+        return IssuePlan(facts, payee, "paid", reward, amount=standing.amount, standing=standing,
+                         reasons=(why, note) if note else (why,))
+    if payments:  # every payment so far was reversed: only a NEW close pays again
+        last = payments[-1]
+        closed, before = instant(facts.closed_at), instant(last.closed_at)
+        if closed is None or before is None or closed <= before:
+            return IssuePlan(facts, payee, "reversed", reward,
+                             reasons=((f"the close of {facts.closed_at or 'unknown time'} was paid ({last.id}) and"
+                                       f" reversed ({last.reversed_by}); only a later close pays again"),))
+    if payee.agent is None:
+        return IssuePlan(facts, payee, "unpaid", reward, reasons=(f"nobody to pay ({payee.detail})",))
+    return IssuePlan(facts, payee, "pay", reward, txn_id=issue_payment_id(facts.id, len(payments) + 1),
+                     amount=reward.amount, reasons=(reward.reason, f"payee from {payee.source} {payee.detail}"))
