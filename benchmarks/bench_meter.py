@@ -1,4 +1,4 @@
-"""Claude Code meter benchmark: the incremental read of a hook on a 10,000-line transcript.
+"""Claude Code meter benchmark: the Stop hook on a 10,000-line transcript with 10 new lines.
 
 Run: python3 benchmarks/bench_meter.py [--lines 10000] [--new 10] [--runs 50] [--no-subprocess]
 Writes benchmarks/results/meter.json.  Budget (issue 18): p95 at most 50 ms for a hook on a
@@ -7,13 +7,19 @@ Writes benchmarks/results/meter.json.  Budget (issue 18): p95 at most 50 ms for 
 The transcript is written in Claude Code's line format (one ``assistant`` line per content
 block, tool results as ``user`` lines with realistic payload sizes) with two subagent files next
 to it.  A first full read creates the offsets state; then each run appends one turn of 10 lines
-(a prompt, two responses of three blocks, tool results) and times what the ``Stop`` hook does:
-parse the hook's stdin JSON, load the state, find the session's files, read what is new, save
-the state (atomically, with fsync).  Measured in-process (what a warm hook server pays), and as a
-fresh ``python`` process per run (what Claude Code spawns without one): with ``site`` as a plain
-``python -c`` gets it, and with ``-S -P`` as the project's hook bootstrap (hookclient.BOOTSTRAP)
-runs hooks; next to the bare interpreter start-up for comparison.  No ledger work is included:
-charging the records is the caller's part.
+(a prompt, two responses of three blocks, tool results) and times the hook.
+
+- ``in_process*``: the parse + state + read + save of ``token_exchange.meter`` alone (no ledger).
+- ``hook_process``: the real hook, ``tx-meter claude-code`` as Claude Code starts it (a fresh
+  process per event): find the home from the session's cwd, load the config, lock the session's
+  state, read what is new, charge the two responses into the ledger (one fsynced append), save
+  the state.  Paired, in the same rounds, with a bare ``python -c pass`` (``python_startup``) of
+  the same interpreter and site setup; ``hook_minus_startup`` is the per-round difference.  The
+  interpreter is a scratch venv whose ``.pth`` puts this checkout and the dependencies on the
+  path, as a regular install does (an editable install's import hook would add its own cost).
+- ``cpu_*``: user + system CPU time of the same processes (a loaded machine inflates wall time
+  far more than CPU time).
+- ``hook_imports``: ``python -X importtime`` of one hook run, the slowest top-level imports.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ import json
 import os
 import platform
 import random
+import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,17 +42,7 @@ RESULTS = Path(__file__).parent / "results"
 SID = "0b5e3a52-8a8f-4d2c-9a51-3f0d3e1c2b7a"
 ROOT = Path(__file__).resolve().parent.parent
 
-HOOK_SCRIPT = """
-import sys
-from token_exchange.meter import claude_code as cc, offsets
-hook = cc.parse_hook_input(sys.stdin.buffer.read())
-state_path = sys.argv[1]
-files = cc.files_for_hook(hook)
-r = cc.read_session(files, offsets.load(state_path), session_id=hook.session_id,
-                    final_files=cc.final_files_for(hook, files))
-offsets.save(state_path, r.state)
-print(len(r.records))
-"""
+HOOK_ENTRY = "from token_exchange.hooks.meter import meter_main; meter_main()"
 
 
 class Writer:
@@ -75,7 +71,8 @@ class Writer:
         for b in range(blocks):
             line = self._base("assistant", side)
             kind = ("thinking", "text", "tool_use")[b % 3]
-            content = ({"type": "thinking", "thinking": "Let me look at the failing assertion. " * 8, "signature": "s" * 200}
+            content = ({"type": "thinking", "thinking": "Let me look at the failing assertion. " * 8,
+                        "signature": "s" * 200}
                        if kind == "thinking" else {"type": "text", "text": "I'll run the tests first. " * 4}
                        if kind == "text" else {"type": "tool_use", "id": f"toolu_{mid}_{b}", "name": "Bash",
                                                "input": {"command": "python -m pytest -q tests/test_api.py"}})
@@ -83,7 +80,8 @@ class Writer:
                                "content": [content], "stop_reason": "tool_use", "stop_sequence": None,
                                "usage": {"input_tokens": self.rng.randint(1, 20), "cache_creation_input_tokens": cw,
                                          "cache_read_input_tokens": cr,
-                                         "cache_creation": {"ephemeral_5m_input_tokens": cw, "ephemeral_1h_input_tokens": 0},
+                                         "cache_creation": {"ephemeral_5m_input_tokens": cw,
+                                                            "ephemeral_1h_input_tokens": 0},
                                          "output_tokens": out, "service_tier": "standard"}}
             line["requestId"] = f"req_{mid}"
             lines.append(json.dumps(line))
@@ -132,6 +130,99 @@ def build(d: Path, lines: int) -> tuple[Path, Writer]:
         (sub / f"agent-{agent}.jsonl").write_text("\n".join(body) + "\n")
         (sub / f"agent-{agent}.meta.json").write_text('{"agentType": "Explore"}')
     return main, w
+
+
+def scratch_python(d: Path) -> tuple[str, dict[str, str]]:
+    """A venv interpreter whose site-packages ``.pth`` holds this checkout and the dependencies."""
+    import venv
+
+    import orjson
+
+    env_dir = d / "venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    site_dir = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    deps = str(Path(orjson.__file__).resolve().parent.parent)
+    Path(site_dir, "token_exchange_bench.pth").write_text(f"{ROOT}\n{deps}\n")
+    # Bytecode as an installed package has it (pip compiles on install), whatever PYTHONDONTWRITEBYTECODE says.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
+    env.update(PYTHONPYCACHEPREFIX=str(d / "pycache"), TOKEN_EXCHANGE_AGENT="claude")
+    for k in ("TOKEN_EXCHANGE_HOME", "TOKEN_EXCHANGE_NOW", "TOKEN_EXCHANGE_SKIP"):
+        env.pop(k, None)
+    return str(py), env
+
+
+def hook_process(d: Path, writer: Writer, transcript: Path, stdin: bytes, runs: int, turns: int) -> dict[str, object]:
+    """The real hook as a fresh process, paired with a bare interpreter start-up, round by round."""
+    from token_exchange.rules.config import default_text
+
+    home = d / "repo" / ".exchange"
+    home.mkdir(parents=True)
+    (d / "repo" / ".git").mkdir()  # the home is found from the session's cwd, as in a repository
+    (home / "config.toml").write_text(default_text())
+    hook = json.loads(stdin)
+    hook["cwd"] = str(d / "repo")
+    hook_in = json.dumps(hook).encode()
+    py, env = scratch_python(d)
+    hook_cmd = [py, "-c", HOOK_ENTRY, "claude-code"]
+    anchor_cmd = [py, "-c", "pass"]
+    state = home / "meter" / "claude-code" / f"{SID}.json"
+    t0 = time.perf_counter()
+    first = subprocess.run(hook_cmd, input=hook_in, capture_output=True, env=env)  # the full read: ~2,000 charges
+    first_ms = (time.perf_counter() - t0) * 1000
+    assert first.returncode == 0 and state.exists(), first.stderr
+    subprocess.run(anchor_cmd, capture_output=True, check=True, env=env)
+    hook_ms: list[float] = []
+    anchor_ms: list[float] = []
+    hook_cpu: list[float] = []
+    anchor_cpu: list[float] = []
+    for run in range(runs):
+        with transcript.open("a") as f:
+            for k in range(turns):
+                f.write("\n".join(writer.turn(f"hook{run}_{k}")) + "\n")
+        order = (hook_cmd, anchor_cmd) if run % 2 == 0 else (anchor_cmd, hook_cmd)  # no order bias
+        for cmd in order:
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, input=hook_in if cmd is hook_cmd else b"", capture_output=True, env=env)
+            ms = (time.perf_counter() - t0) * 1000
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) * 1000
+            if cmd is hook_cmd:
+                assert done.returncode == 0 and b"charged %d responses" % (2 * turns) in done.stderr, done.stderr
+                hook_ms.append(ms)
+                hook_cpu.append(cpu)
+            else:
+                anchor_ms.append(ms)
+                anchor_cpu.append(cpu)
+    with transcript.open("a") as f:
+        f.write("\n".join(writer.turn("importtime")) + "\n")
+    prof = subprocess.run([py, "-X", "importtime", "-c", HOOK_ENTRY, "claude-code"], input=hook_in.decode(),
+                          capture_output=True, env=env, text=True)
+    tops: list[tuple[str, int]] = []
+    for line in prof.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line and "self [us]" not in line:
+            _, cumulative, name = line[len("import time:"):].split("|")
+            if not name.startswith("  "):
+                tops.append((name.strip(), int(cumulative)))
+    from token_exchange.ledger.backends.toml import TomlJournal
+    from token_exchange.ledger.ledger import Ledger
+
+    ledger = Ledger(TomlJournal(home), home / "index.sqlite")
+    charged = ledger.fresh().count()
+    ledger.close()
+    return {
+        "hook_first_full_read_and_charge_ms": round(first_ms, 1),
+        "ledger_transactions_after": charged,
+        "python_startup": stats(anchor_ms),
+        "hook_process": stats(hook_ms),
+        "hook_minus_startup": stats([h - a for h, a in zip(hook_ms, anchor_ms, strict=True)]),
+        "cpu_python_startup": stats(anchor_cpu),  # user + system time: what load on the machine inflates least
+        "cpu_hook_process": stats(hook_cpu),
+        "hook_imports": {"total_top_level_ms": round(sum(c for _, c in tops) / 1000, 2),
+                         "slowest": {n: round(c / 1000, 2) for n, c in sorted(tops, key=lambda t: -t[1])[:12]}},
+    }
 
 
 def main() -> int:
@@ -195,32 +286,7 @@ def main() -> int:
             "budget_p95_ms": 50,
         }
         if not args.no_subprocess:
-            import orjson
-
-            site_packages = str(Path(orjson.__file__).resolve().parent.parent)
-            # Bytecode as an installed package has it (pip compiles on install): cached in a private
-            # prefix, whatever PYTHONDONTWRITEBYTECODE says in the caller's environment.
-            env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-            env.update(PYTHONPATH=os.pathsep.join([str(ROOT), site_packages]), PYTHONPYCACHEPREFIX=str(d / "pycache"))
-            variants = {"bare_python_startup": ([sys.executable, "-c", "pass"], False),
-                        "fresh_process": ([sys.executable, "-c", HOOK_SCRIPT, str(state_path)], True),
-                        "fresh_process_no_site": ([sys.executable, "-S", "-P", "-c", HOOK_SCRIPT, str(state_path)], True)}
-            times: dict[str, list[float]] = {name: [] for name in variants}
-            for cmd, _ in variants.values():  # warm-up (nothing new to read): writes the bytecode cache
-                subprocess.run(cmd, input=stdin, capture_output=True, check=True, env=env)
-            for run in range(args.runs):
-                for name, (cmd, reads) in variants.items():
-                    if reads:
-                        with transcript.open("a") as f:
-                            for k in range(turns):
-                                f.write("\n".join(writer.turn(f"{name}{run}_{k}")) + "\n")
-                    t0 = time.perf_counter()
-                    done = subprocess.run(cmd, input=stdin, capture_output=True, check=True, env=env)
-                    times[name].append((time.perf_counter() - t0) * 1000)
-                    if reads:
-                        assert done.stdout.strip() == str(2 * turns).encode(), done.stdout
-            for name, values in times.items():
-                result[name] = stats(values)
+            result.update(hook_process(d, writer, transcript, stdin, args.runs, turns))
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "meter.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from token_exchange.amounts import SCALE  # noqa: E402
 from token_exchange.services.exchange import Exchange  # noqa: E402
 from token_exchange.services.setup import init_home  # noqa: E402
-from token_exchange.ledger.ledger import REWARDS, make_txn, ts_text  # noqa: E402
+from token_exchange.ledger.txn import REWARDS, make_txn, ts_text  # noqa: E402
 
 ENV = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com", "GIT_COMMITTER_NAME": "Bench",
        "GIT_COMMITTER_EMAIL": "bench@example.com", "GIT_CONFIG_NOSYSTEM": "1"}

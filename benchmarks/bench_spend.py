@@ -27,7 +27,7 @@ from token_exchange.rules import config as config_mod
 from token_exchange.rules import limits
 from token_exchange.services import spending as llm
 from token_exchange.services.exchange import Exchange
-from token_exchange.ledger.ledger import LLM, REWARDS, make_txn, ts_text
+from token_exchange.ledger.txn import LLM, REWARDS, make_txn, ts_text
 
 RESULTS = Path(__file__).parent / "results"
 AGENTS = ["claude", "builder", "lambda", "spark", "observer", "zero"]

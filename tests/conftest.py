@@ -85,7 +85,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pre_commit_hom
     monkeypatch.setenv("PRE_COMMIT_HOME", str(pre_commit_home))
     for k, v in GIT_ENV.items():
         monkeypatch.setenv(k, v)
-    for k in ("TOKEN_EXCHANGE_HOME", "TOKEN_EXCHANGE_NOW", "GIT_DIR", "GIT_WORK_TREE", "BEADS_DIR", "BD_ACTOR",
+    for k in ("TOKEN_EXCHANGE_HOME", "GIT_DIR", "GIT_WORK_TREE", "BEADS_DIR", "BD_ACTOR",
               "BEADS_ACTOR", "BD_JSON_ENVELOPE", "GIT_NOTES_REF", "PRE_COMMIT", "BEADS_DB", "BD_NO_HOOKS",
               "BD_STANDIN_CUT_HOOKS", "BD_STANDIN_HOOK_TIMEOUT", "BD_STANDIN_HOOK_LOG", "CLAUDE_SESSION_ID"):
         monkeypatch.delenv(k, raising=False)
@@ -172,6 +172,16 @@ def tx_inproc(*args: str) -> Result:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = run_tx(list(args))
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def tx_at(when: str, *args: str) -> Result:
+    """`tx` in this process with "now" fixed at ``when`` (ISO 8601).  No production path reads a time from
+    the environment (an agent could move it), so tests inject the clock in-process instead."""
+    from token_exchange import clock
+
+    moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    with clock.injected(lambda: moment):
+        return tx_inproc(*args)
 
 
 @pytest.fixture

@@ -851,7 +851,7 @@ def test_a_reopen_the_hook_missed_is_reversed_by_sync_and_a_stale_export_reverse
 
 
 def test_a_reversal_never_makes_a_wallet_negative(beads_repo, txbd, monkeypatch):
-    from token_exchange.ledger.ledger import LLM, make_txn
+    from token_exchange.ledger.txn import LLM, make_txn
     from token_exchange.services.exchange import Exchange
 
     assert txbd("close", "tx-b71c").code == 0
@@ -1114,7 +1114,7 @@ def _claim(beads_repo: Path, operation: str = "issue.claim") -> dict:
 
 
 def test_pre_write_refuses_a_claim_by_an_agent_below_its_reserve(beads_repo, txbd):
-    from token_exchange.ledger.ledger import LLM, make_txn
+    from token_exchange.ledger.txn import LLM, make_txn
     from token_exchange.services.exchange import Exchange
 
     r = txbd("install-hook", "--pre-write", "--json")

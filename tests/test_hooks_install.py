@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import stat
 import sys
 from decimal import Decimal
 from pathlib import Path
 
-from tests.conftest import ROOT, git, tx
+from tests.conftest import git, tx
 from tests.test_hooks import change, commit, earned
 from token_exchange.hooks.install import HOOK_TYPES, MARKER, render
 

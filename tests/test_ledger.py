@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from token_exchange.amounts import SCALE
-from token_exchange.ledger.doctor import check
 from token_exchange.errors import IdConflict, UserError
+from token_exchange.ledger.backends.toml import TomlJournal
+from token_exchange.ledger.doctor import check
+from token_exchange.ledger.txn import REWARDS, make_txn
 from token_exchange.services.exchange import Exchange
 from token_exchange.services.setup import init_home
-from token_exchange.ledger.backends.toml import TomlJournal
-from token_exchange.ledger.ledger import REWARDS, make_txn
 
 AGENTS = ["claude", "builder", "zero"]
 
@@ -64,7 +64,7 @@ def test_ledger_file_is_valid_toml_and_chained(tmp_path: Path) -> None:
     assert len(txns) == 6 + 2
     assert all(t["prev"] == p["hash"] for p, t in zip(txns, txns[1:]))
     assert txns[-1]["amount"] == "450" and txns[-1]["breakdown"]["keyword"] == "fix"
-    fast, _ = TomlJournal(tmp_path / "h").read_all()
+    fast = TomlJournal(tmp_path / "h").read_all().txns
     assert [t.to_json() for t in fast][-1]["description"] == txns[-1]["description"]
 
 
@@ -206,7 +206,7 @@ WRITER = """
 import sys
 from pathlib import Path
 from token_exchange.services.exchange import Exchange
-from token_exchange.ledger.ledger import REWARDS, make_txn
+from token_exchange.ledger.txn import REWARDS, make_txn
 ex = Exchange(Path(sys.argv[1]))
 n = int(sys.argv[2])
 for _ in range(150):  # bounded: on a fast disk an unbounded writer makes every later doctor run slow

@@ -16,9 +16,9 @@ from token_exchange.amounts import SCALE
 from token_exchange.rules.config import Limits
 from token_exchange.errors import UserError
 from token_exchange.services.exchange import Exchange
-from token_exchange.ledger.ledger import ts_micros
+from token_exchange.ledger.txn import ts_micros
 from token_exchange.rules.limits import LimitRefused, Usage, check
-from tests.conftest import Clock, make_ex, tx
+from tests.conftest import Clock, make_ex, tx, tx_at
 
 SEED = Limits(hourly=1000 * SCALE, daily=10000 * SCALE, burst=500 * SCALE, reserve=500 * SCALE)
 
@@ -150,10 +150,9 @@ def test_refusal_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_tx_limits(home: Path) -> None:
-    env = {"TOKEN_EXCHANGE_NOW": "2026-01-01T12:00:00Z"}
-    assert tx("--home", str(home), "llm", "claude", "coding", "20000", env=env).code == 0  # 300
-    assert tx("--home", str(home), "llm", "reserve", "claude", "coding", "10000", "--id", "r1", env=env).code == 0
-    r = tx("--home", str(home), "limits", "claude", "--json", env={"TOKEN_EXCHANGE_NOW": "2026-01-01T12:10:00Z"})
+    assert tx_at("2026-01-01T12:00:00Z", "--home", str(home), "llm", "claude", "coding", "20000").code == 0  # 300
+    assert tx_at("2026-01-01T12:00:00Z", "--home", str(home), "llm", "reserve", "claude", "coding", "10000", "--id", "r1").code == 0
+    r = tx_at("2026-01-01T12:10:00Z", "--home", str(home), "limits", "claude", "--json")
     assert r.code == 0, r.err
     d = r.json()
     assert d["balance"] == 9550 and d["reserved"] == 150
@@ -164,9 +163,9 @@ def test_tx_limits(home: Path) -> None:
     assert d["available"] == 500
     assert [(x["id"], x["amount"], x["expires"]) for x in d["reservations"]] == [("r1", 150, "2026-01-01T12:15:00Z")]
     # after its TTL the reservation is expired by `tx limits` itself (lazily, under the lock)
-    r = tx("--home", str(home), "limits", "claude", "--json", env={"TOKEN_EXCHANGE_NOW": "2026-01-01T12:15:00Z"})
+    r = tx_at("2026-01-01T12:15:00Z", "--home", str(home), "limits", "claude", "--json")
     assert r.json()["reserved"] == 0 and r.json()["balance"] == 9700 and r.json()["hourly"]["used"] == 300
-    r = tx("--home", str(home), "limits", "claude", env={"TOKEN_EXCHANGE_NOW": "2026-01-01T12:10:00Z"})
+    r = tx_at("2026-01-01T12:10:00Z", "--home", str(home), "limits", "claude")
     assert r.code == 0 and "hourly" in r.out and "balance 9700, reserved 0" in r.out
     r = tx("--home", str(home), "limits", "nobody")
     assert r.code == 1 and "unknown agent" in r.err

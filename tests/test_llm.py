@@ -13,7 +13,7 @@ from token_exchange.amounts import SCALE, to_units
 from token_exchange.errors import IdConflict, Refused, UserError
 from token_exchange.services.exchange import Exchange
 from token_exchange.rules.limits import LimitRefused
-from tests.conftest import Clock, make_ex, tx
+from tests.conftest import Clock, make_ex, tx, tx_at
 
 NOW = "2026-01-01T12:00:00Z"
 
@@ -238,22 +238,20 @@ def test_context_manager_explicit_settle(ex: Exchange) -> None:
 def test_cli_direct_and_spend_spellings(home: Path) -> None:
 
 
-    env = {"TOKEN_EXCHANGE_NOW": NOW}
-    r = tx("--home", str(home), "llm", "claude", "coding", "5000", env=env)
+    r = tx_at(NOW, "--home", str(home), "llm", "claude", "coding", "5000")
     assert r.code == 0, r.err
     assert "claude used 75 for 5000 tokens" in r.err
-    r = tx("--home", str(home), "llm", "spend", "claude", "coding", "5000", "--json", env=env)
+    r = tx_at(NOW, "--home", str(home), "llm", "spend", "claude", "coding", "5000", "--json")
     assert r.code == 0, r.err
     d = r.json()
     assert d["cost"] == 75 and d["model"] == "claude-opus" and d["tokens"] == 5000 and d["balance"] == 9850
-    r = tx("--home", str(home), "llm", "--json", "claude", "coding", "1000", env=env)
+    r = tx_at(NOW, "--home", str(home), "llm", "--json", "claude", "coding", "1000")
     assert r.code == 0 and r.json()["cost"] == 15
 
 
 def test_cli_refusals_are_one_line_exit_1(home: Path) -> None:
 
 
-    env = {"TOKEN_EXCHANGE_NOW": NOW}
     before = (home / "ledger.toml").read_bytes()
     cases = [(["claude", "coding", "44000"], "Exceeds burst limit (660.0 > 500)"),
              (["claude", "coding", "0"], "greater than 0"),
@@ -262,10 +260,10 @@ def test_cli_refusals_are_one_line_exit_1(home: Path) -> None:
              (["nobody", "coding", "5"], "unknown agent"),
              (["claude", "coding", "5", "--model", "gpt"], "unknown model")]
     for args, msg in cases:
-        r = tx("--home", str(home), "llm", *args, env=env)
+        r = tx_at(NOW, "--home", str(home), "llm", *args)
         assert r.code == 1, (args, r.err)
         assert msg in r.err and len(r.err.strip().splitlines()) == 1, r.err
-    r = tx("--home", str(home), "llm", "claude", "coding", "44000", "--json", env=env)
+    r = tx_at(NOW, "--home", str(home), "llm", "claude", "coding", "44000", "--json")
     assert r.code == 1 and r.json() == {"error": "Exceeds burst limit (660.0 > 500); split the request or use a "
                                                  "team pool"}
     assert (home / "ledger.toml").read_bytes() == before
@@ -274,26 +272,25 @@ def test_cli_refusals_are_one_line_exit_1(home: Path) -> None:
 def test_cli_reserve_settle_void(home: Path) -> None:
 
 
-    env = {"TOKEN_EXCHANGE_NOW": NOW}
-    r = tx("--home", str(home), "llm", "reserve", "claude", "coding", "20000", env=env)
+    r = tx_at(NOW, "--home", str(home), "llm", "reserve", "claude", "coding", "20000")
     assert r.code == 0, r.err
     rid = r.out.strip()
     assert "reserved 300" in r.err
-    r = tx("--home", str(home), "llm", "settle", rid, "--tokens", "5000", "--json", env=env)
+    r = tx_at(NOW, "--home", str(home), "llm", "settle", rid, "--tokens", "5000", "--json")
     assert r.code == 0, r.err
     assert r.json()["state"] == "settled" and r.json()["cost"] == 75 and r.json()["released"] == 225
-    r = tx("--home", str(home), "llm", "settle", rid, "--tokens", "5000", env=env)
+    r = tx_at(NOW, "--home", str(home), "llm", "settle", rid, "--tokens", "5000")
     assert r.code == 1 and "already settled" in r.err
-    r = tx("--home", str(home), "llm", "reserve", "claude", "coding", "1000", "--id", "r2", "--json", env=env)
+    r = tx_at(NOW, "--home", str(home), "llm", "reserve", "claude", "coding", "1000", "--id", "r2", "--json")
     assert r.json()["id"] == "r2" and r.json()["held"] == 15
-    assert tx("--home", str(home), "llm", "void", "r2", env=env).code == 0
-    r = tx("--home", str(home), "llm", "settle", "r2", "--tokens", "5", env=env)
+    assert tx_at(NOW, "--home", str(home), "llm", "void", "r2").code == 0
+    r = tx_at(NOW, "--home", str(home), "llm", "settle", "r2", "--tokens", "5")
     assert r.code == 1 and "voided" in r.err
-    r = tx("--home", str(home), "llm", "void", "missing", env=env)
+    r = tx_at(NOW, "--home", str(home), "llm", "void", "missing")
     assert r.code == 1 and "unknown reservation" in r.err
     # later, after the TTL, an open reservation is expired by the next operation
-    tx("--home", str(home), "llm", "reserve", "claude", "coding", "1000", "--id", "r3", env=env)
-    r = tx("--home", str(home), "llm", "show", "r3", "--json", env={"TOKEN_EXCHANGE_NOW": "2026-01-01T12:15:00Z"})
+    tx_at(NOW, "--home", str(home), "llm", "reserve", "claude", "coding", "1000", "--id", "r3")
+    r = tx_at("2026-01-01T12:15:00Z", "--home", str(home), "llm", "show", "r3", "--json")
     assert r.json()["state"] == "expired"
     r = tx("--home", str(home), "balance", "claude", "--json")
     assert r.json()["balance"] == 9925

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from token_exchange.errors import IdConflict
-from token_exchange.ledger.ledger import LLM, REWARDS, Index, Txn, make_txn, ts_text
+from token_exchange.ledger.index import SqliteIndex as Index
 from token_exchange.ledger.memindex import MemoryIndex
-from datetime import UTC, datetime, timedelta
+from token_exchange.ledger.txn import LLM, REWARDS, Txn, make_txn, ts_text
 
 AGENTS = ["claude", "zero", "spark"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -52,6 +53,7 @@ def test_memory_index_matches_sqlite(tmp_path_factory: pytest.TempPathFactory, d
     for batch in (txns[:cut], txns[cut:], txns[: cut // 2]):  # the last batch is all duplicates
         assert sql.add(batch, "p", "h") == mem.add(batch, "p", "h")
     since = int((T0 + timedelta(seconds=data.draw(st.integers(0, 3 * 86400)))).timestamp()) * 1_000_000
+    until = since + data.draw(st.sampled_from([0, 3600, 10**12])) * 1_000_000  # windows are (now - w, now]
     kinds = data.draw(st.lists(st.sampled_from(["spend", "settle", "hold", "contribute", "earn"]), min_size=1))
     assert sql.count() == mem.count()
     assert sql.accounts() == mem.accounts() and sql.accounts("hold:") == mem.accounts("hold:")
@@ -59,8 +61,8 @@ def test_memory_index_matches_sqlite(tmp_path_factory: pytest.TempPathFactory, d
     for a in AGENTS:
         assert sql.balance(a) == mem.balance(a)
         assert sql.history(a, 5) == mem.history(a, 5)
-        assert sql.window_sum(a, kinds, since) == mem.window_sum(a, kinds, since)
-        assert sorted(sql.window_entries(a, kinds, since)) == sorted(mem.window_entries(a, kinds, since))
+        assert sql.window_sum(a, kinds, since, until) == mem.window_sum(a, kinds, since, until)
+        assert sorted(sql.window_entries(a, kinds, since, until)) == sorted(mem.window_entries(a, kinds, since, until))
         assert sql.open_holds(a) == mem.open_holds(a)
     assert sql.expired_holds(since) == mem.expired_holds(since)
     for ref in ("commit:1", "commit:2", "pool:p0", "pool:p1", ""):

@@ -127,3 +127,18 @@ def test_hostile_price_tables_raise_only_config_error(data: dict[str, object]) -
 def test_match_model_never_raises(patterns: dict[str, str], model: str) -> None:
     name = match_model(patterns, model)
     assert name is None or name in patterns.values()
+
+
+# --- matching without compiling every pattern (the hook's start-up) ---------------------------
+@settings(max_examples=300, deadline=None)
+@given(pattern=st.text(alphabet="ab-*?[]!4.", max_size=12), model=st.text(alphabet="ab-4.", max_size=10))
+def test_specificity_counts_like_the_regex_and_the_prefilter_never_drops_a_match(pattern: str, model: str) -> None:
+    import fnmatch
+    import re
+
+    from token_exchange.meter import pricing
+
+    wild = re.compile(r"\[[^\]]*\]|[*?]")
+    assert pricing._specificity(pattern) == (len(wild.sub("", pattern)), -len(wild.findall(pattern)))
+    if fnmatch.fnmatchcase(model, pattern):
+        assert pricing._may_match(model, pattern)

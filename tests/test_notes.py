@@ -21,7 +21,7 @@ from token_exchange.errors import UserError
 from token_exchange.services.exchange import Exchange
 from token_exchange.services.setup import init_home
 from token_exchange.ledger.backends.notes import ANCHOR_DIR, NotesJournal, anchor_text, object_id, sync
-from token_exchange.ledger.ledger import make_txn
+from token_exchange.ledger.txn import make_txn
 
 REF = "refs/notes/token-exchange"
 START = 10_000 * SCALE  # the seed's starting balance
@@ -52,7 +52,7 @@ def ex_for(clone: Path) -> Exchange:
 def record_lines(clone: Path) -> list[dict]:
     """Every record line in every note (raw, duplicates included)."""
     j = NotesJournal(clone / ".exchange", ex_for(clone).cfg)
-    txns, _ = j.read_all()
+    txns = j.read_all().txns
     return [t.to_json() for t in txns]
 
 
@@ -155,14 +155,14 @@ def test_read_from_is_incremental_and_survives_merges(tmp_path: Path) -> None:
     ex.award("claude", SCALE, "t", "one", id="award:one")
     pos = j.end()
     ex.award("claude", SCALE, "t", "two", id="award:two")
-    txns, end, torn = j.read_from(pos)
+    txns, end, torn, _ = j.read_from(pos)
     assert [t.id for t in txns] == ["award:two"] and end == j.end() and torn is None
     # A diverged history: b writes, a merges b's notes; the old position is no longer the tip's parent
     exb = ex_for(b)
     exb.award("builder", SCALE, "t", "three", id="award:three")
     sync(exb.ledger)
     sync(ex.ledger)
-    txns, _, _ = j.read_from(pos)
+    txns, _, _, _ = j.read_from(pos)
     assert {"award:two", "award:three"} <= {t.id for t in txns}
     assert ex.ledger.fresh().get("award:three") is not None
     ex.close()
@@ -499,7 +499,7 @@ def test_anchors_survive_gc_and_notes_prune_in_other_clones(tmp_path: Path) -> N
     git(b, "notes", "--ref", REF, "prune")
     exb.close()
     exb = ex_for(b)
-    txns, _ = exb.ledger.journal.read_all()
+    txns = exb.ledger.journal.read_all().txns
     assert "award:anchored" in {t.id for t in txns}
     exb.close()
 

@@ -15,7 +15,7 @@ from token_exchange.ledger.doctor import check
 from token_exchange.errors import IdConflict, Refused, UserError
 from token_exchange.services.exchange import Exchange
 from token_exchange.rules.limits import LimitRefused
-from tests.conftest import Clock, make_ex, tx
+from tests.conftest import Clock, Result, make_ex, tx, tx_at
 
 
 
@@ -186,11 +186,11 @@ def test_pool_state_survives_an_index_rebuild(ex: Exchange, clock: Clock) -> Non
 
 
 def test_cli_pool_commands(home: Path) -> None:
-    env = {"TOKEN_EXCHANGE_NOW": "2026-01-01T12:00:00Z"}
-    later = {"TOKEN_EXCHANGE_NOW": "2026-01-01T13:00:00Z"}
+    env = "2026-01-01T12:00:00Z"
+    later = "2026-01-01T13:00:00Z"
 
-    def run(*args: str, env: dict[str, str] = env) -> object:
-        return tx("--home", str(home), "pool", *args, env=env)
+    def run(*args: str, env: str = env) -> Result:
+        return tx_at(env, "--home", str(home), "pool", *args)
 
     assert run("create", "opus-team", "claude", "100").code == 0
     assert run("join", "opus-team", "builder").code == 0

@@ -7,6 +7,7 @@ commit (x1.5) pays 450, "docs:" (x1.1) 330, a message without a keyword 300 and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import git, tx
+from tests.conftest import git, tx, tx_at
 from tests.test_hooks import change, commit
 from token_exchange.services.exchange import Exchange
 
@@ -50,8 +51,14 @@ def on_merge(repo: Path, backend: str = "toml", *, ttl: int | None = None, caps:
     return repo
 
 
-def settle(repo: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    r = tx("settle", "--json", *args, cwd=repo, env=env)
+def settle(repo: Path, *args: str, at: datetime | None = None) -> dict[str, Any]:
+    """`tx settle --json` in ``repo``; ``at``: in this process with "now" fixed there (no production path
+    reads a time from the environment)."""
+    if at is None:
+        r = tx("settle", "--json", *args, cwd=repo)
+    else:
+        with contextlib.chdir(repo):
+            r = tx_at(at.isoformat(), "settle", "--json", *args)
     assert r.code == 0, r.err
     data = json.loads(r.out, parse_float=Decimal)
     assert isinstance(data, dict)
@@ -153,16 +160,16 @@ def test_never_merged_branch_expires_after_the_ttl(repo: Path) -> None:
     one(repo, "a.py", "fix: never merged")
     git(repo, "switch", "-q", "main")
     assert wallet(repo)["provisional"] == 450
-    soon = (datetime.now(UTC) + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert settle(repo, env={"TOKEN_EXCHANGE_NOW": soon})["expired"] == []
+    soon = datetime.now(UTC) + timedelta(minutes=30)
+    assert settle(repo, at=soon)["expired"] == []
     assert wallet(repo)["provisional"] == 450
-    later = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    data = settle(repo, env={"TOKEN_EXCHANGE_NOW": later})
+    later = datetime.now(UTC) + timedelta(hours=2)
+    data = settle(repo, at=later)
     assert [(e["agent"], e["amount"]) for e in data["expired"]] == [("claude", 450)]
     assert data["totals"]["expired"] == 450
     w = wallet(repo)
     assert (w["balance"], w["provisional"], w["earned"]) == (10000, 0, 0)
-    assert settle(repo, env={"TOKEN_EXCHANGE_NOW": later})["expired"] == []  # once
+    assert settle(repo, at=later)["expired"] == []  # once
     assert len(kinds(repo, "void")) == 1
     doctor_ok(repo)
 
@@ -172,10 +179,10 @@ def test_a_late_landing_after_expiry_still_settles(repo: Path) -> None:
     git(repo, "switch", "-q", "-c", "slow")
     one(repo, "a.py", "fix: reviewed slowly")
     git(repo, "switch", "-q", "main")
-    later = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert settle(repo, env={"TOKEN_EXCHANGE_NOW": later})["totals"]["expired"] == 450
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert settle(repo, at=later)["totals"]["expired"] == 450
     merge(repo, "slow", "merge")
-    data = settle(repo, env={"TOKEN_EXCHANGE_NOW": later})
+    data = settle(repo, at=later)
     assert [(c["settled"], c["provisional"], c["flag"]) for c in work(data)] == [
         (450, 0, "never provisionally paid")]
     assert wallet(repo)["balance"] == 10450
@@ -308,12 +315,11 @@ def test_provisional_tokens_are_held_back_from_spending(repo: Path) -> None:
     assert lim["available"] == 500  # the burst limit; the reserve is measured on the settled 10000
     # spend all but the reserve of the settled tokens: 9500 in burst-sized steps on a fixed clock's days
     day = datetime(2026, 3, 1, tzinfo=UTC)
-    for n in range(19):
-        when = (day + timedelta(days=n)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        r = tx("llm", "claude", "coding", "33333", "--id", f"r{n}", cwd=repo, env={"TOKEN_EXCHANGE_NOW": when})
-        assert r.code == 0, r.err
-    when = (day + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    r = tx("llm", "claude", "coding", "1000", cwd=repo, env={"TOKEN_EXCHANGE_NOW": when})
+    with contextlib.chdir(repo):
+        for n in range(19):
+            r = tx_at((day + timedelta(days=n)).isoformat(), "llm", "claude", "coding", "33333", "--id", f"r{n}")
+            assert r.code == 0, r.err
+        r = tx_at((day + timedelta(days=30)).isoformat(), "llm", "claude", "coding", "1000")
     assert r.code == 1
     assert "emergency reserve" in r.err and "450.0 provisional not spendable until settled" in r.err
 

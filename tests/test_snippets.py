@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
-from tests.conftest import ROOT, git, run, tx
+from tests.conftest import ROOT, git, run, tx, tx_at
 from tests.test_hooks import change
 from tests.test_hooks_precommit import snapshot  # noqa: F401  (its module fixture, asked for by name below)
 
@@ -82,6 +82,8 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("docs/settlement.md", "tx settle [--branch"): "test_synopses",
     ("docs/simulation.md", "tx simulate [--hours"): "test_synopses",
     ("docs/spending.md", "tx llm AGENT TASK_TYPE TOKENS"): "test_synopses",
+    ("docs/spending.md", "tx meter install claude-code"): "test_synopses",
+    ("docs/ledger.md", "# token-exchange ledger v2."): "test_toml_journal_layout_is_what_the_journal_writes",
     ("docs/bd.md", "tx-bd rewards "): "test_synopses",
     ("docs/notes.md", "tx init --backend notes "): "test_notes_quick_start",
     ("docs/notes.md", "git config --add notes.rewriteRef"): "test_notes_git_config_is_what_init_sets",
@@ -367,10 +369,10 @@ def test_spending_session(tmp_path: Path) -> None:
     for n, (cmd, shown) in enumerate(session):
         if n == 2:
             for k in range(2):
-                r = tx("--home", str(home), "llm", "claude", "coding", "24500", "--id", f"hidden{k}",
-                       env={"TOKEN_EXCHANGE_NOW": "2026-01-01T13:00:00Z"})
+                r = tx_at("2026-01-01T13:00:00Z", "--home", str(home), "llm", "claude", "coding", "24500", "--id",
+                          f"hidden{k}")
                 assert r.code == 0, r.err
-        r = tx("--home", str(home), *shlex.split(cmd)[1:], env={"TOKEN_EXCHANGE_NOW": at[n]})
+        r = tx_at(at[n], "--home", str(home), *shlex.split(cmd)[1:])
         assert (r.out + r.err).strip() == shown, (cmd, r.out + r.err)
 
 
@@ -404,15 +406,22 @@ def test_spending_agent_code(tmp_path: Path) -> None:
 
 
 # --- docs/api.md (also run by tests/test_api.py::test_docs_example_runs_verbatim) -------------------------
-def test_api_example_prints_its_output_block(tmp_path: Path) -> None:
+def test_api_example_prints_its_output_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """As tests/test_api.py runs it: in this process, on an injected clock (the environment moves no clock)."""
+    from tests.conftest import Clock
+    from token_exchange import clock
+
     home = tmp_path / "home"
     assert tx("--home", str(home), "init").code == 0
     code = snippet("docs/api.md", "from token_exchange import api").text
     expected = snippet("docs/api.md", "Wallet(agent='claude'").text
-    r = run([sys.executable, "-c", code], cwd=tmp_path,
-            env={"TOKEN_EXCHANGE_HOME": str(home), "TOKEN_EXCHANGE_NOW": "2026-01-01T12:00:00Z"})
-    assert r.code == 0, r.err
-    assert r.out == expected
+    monkeypatch.setenv("TOKEN_EXCHANGE_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    with clock.injected(Clock()):
+        exec(compile(code, "docs/api.md", "exec"), {"__name__": "__main__"})
+    assert capsys.readouterr().out == expected
 
 
 def test_mcp_registration_names_real_options() -> None:
@@ -434,3 +443,19 @@ def test_litellm_hook_and_its_proxy_config(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", f"import {module.group(1)} as m; print(type(m.hook).__name__)"],
                           cwd=tmp_path, capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and proc.stdout.strip() == "TokenExchangeLogger", proc.stderr
+
+
+# --- docs/ledger.md ----------------------------------------------------------------------------------------
+def test_toml_journal_layout_is_what_the_journal_writes(home: Path) -> None:
+    """The layout shown (``...`` and ``<...>`` stand for values) matches a real ledger.toml line by line:
+    the header, a batch comment, then blocks whose keys are the ones shown."""
+    text = snippet("docs/ledger.md", "# token-exchange ledger v2.").text
+    assert tx("--home", str(home), "award", "claude", "5", "review", "good review").code == 0
+    real = (home / "ledger.toml").read_text("utf-8").splitlines()
+    shown = [ln for ln in text.splitlines() if ln.strip() and ln.strip() != "..."]
+    assert real[0] == shown[0]  # the header, verbatim
+    assert any(re.fullmatch(r"# batch \d+", ln) for ln in real) and re.fullmatch(r"# batch \d+", shown[1])
+    keys = {m.group(1) for ln in shown if (m := re.match(r"(\w+) = ", ln))}
+    real_keys = {m.group(1) for ln in real if (m := re.match(r"(\w+) = ", ln))}
+    assert keys and keys <= real_keys, keys - real_keys
+    assert "[[transaction]]" in shown and "[[transaction]]" in real

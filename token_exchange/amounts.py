@@ -19,10 +19,15 @@ from token_exchange.errors import UserError
 
 SCALE = 10_000
 DECIMALS = 4
-# 10^15 tokens: far beyond any real economy, small enough to stay exact
-# everywhere (SQLite integers, JSON consumers that use doubles for ints < 2^63).
-MAX_TOKENS = 10**15
+# The one documented maximum (docs/ledger.md), held exactly by every layer: SQLite INTEGER (64-bit),
+# Python ints and JSON consumers that read numbers as IEEE doubles (exact up to 2^53 - 1).
+# - one amount: at most 10^11 tokens = 10^15 units;
+# - every account balance and every running total the ledger keeps (per agent and kind, per contract,
+#   per pool): within +-(2^53 - 1) units (about 9.007 x 10^11 tokens).  The ledger checks this under
+#   its lock before a write, so no sum ever leaves the exact range.
+MAX_TOKENS = 10**11
 MAX_UNITS = MAX_TOKENS * SCALE
+MAX_TOTAL = 2**53 - 1
 
 Units = int
 

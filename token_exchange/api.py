@@ -41,7 +41,8 @@ from token_exchange.amounts import Units, to_decimal, to_units
 from token_exchange.errors import IdConflict, Refused, UserError, clean_text
 
 if TYPE_CHECKING:  # pragma: no cover
-    from token_exchange.ledger.ledger import Clock, Txn
+    from token_exchange.clock import Clock
+    from token_exchange.ledger.txn import Txn
     from token_exchange.rules.config import Config
     from token_exchange.services import pools as _pools
     from token_exchange.services import spending as _spending

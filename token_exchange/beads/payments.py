@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 from token_exchange.amounts import Units, fmt, to_decimal
 from token_exchange.beads.issues import BeadsDataError, Issue, issue_json, reward_json
 from token_exchange.errors import UserError
-from token_exchange.ledger.ledger import REWARDS, Index, Txn, make_txn
+from token_exchange.ledger.protocols import Index
+from token_exchange.ledger.txn import REWARDS, Txn, make_txn
 from token_exchange.rules.engine import (
     ISSUE_REF,
     REVERSAL_PREFIX,

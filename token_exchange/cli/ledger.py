@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from token_exchange.amounts import fmt, to_units
+from token_exchange.ledger.backends import DEFAULT as DEFAULT_BACKEND, NAMES as BACKENDS
 from token_exchange.cli import output as out
 from token_exchange.cli.common import Agent, Amount, Json, exchange, state
 from token_exchange.errors import UserError
@@ -19,7 +20,8 @@ agent_app = typer.Typer(help="Manage agents in config.toml.", no_args_is_help=Tr
 
 
 @commands.command()
-def init(backend: Annotated[str, typer.Option(help="Ledger backend: toml or notes.")] = "toml",
+def init(backend: Annotated[str, typer.Option(help=f"Ledger backend: {' or '.join(BACKENDS)}.")
+                            ] = DEFAULT_BACKEND,
          as_json: Json = False) -> None:
     """Create the exchange home with a commented config.toml holding the seed defaults."""
     from token_exchange.services.setup import init_home
@@ -178,7 +180,7 @@ def commit_json(result: CommitResult) -> dict[str, Any]:
     return data
 
 
-@commands.command()
+@commands.command(context_settings={"ignore_unknown_options": True})  # "-5" reaches the check below
 def award(agent: Agent, amount: Amount,
           source: Annotated[str, typer.Argument(help="Where the award comes from (e.g. beads-integration).")],
           description: Annotated[str, typer.Argument(help="What it is for.")],
@@ -186,6 +188,9 @@ def award(agent: Agent, amount: Amount,
           project: Annotated[str, typer.Option(help="Project the award is for.")] = "",
           as_json: Json = False) -> None:
     """Award tokens directly (for integrations).  Same --id twice pays once."""
+    if amount.strip().startswith("-"):
+        raise UserError(f"amount {amount.strip()[:20]} is negative: an award only pays; to take tokens back, reverse "
+                        "the award with `tx reverse TXN_ID --reason TEXT` (`tx history AGENT` lists ids)")
     ex = exchange()
     units = to_units(amount, what="amount")
     result = ex.award(agent, units, source, description, id=id, project=project)
@@ -213,25 +218,37 @@ def export(format: Annotated[str, typer.Option("--format", help="csv or json.")]
 
 
 @commands.command("import")
-def import_(file: Annotated[Path, typer.Argument(help="A JSON or CSV export of `tx export`.")], as_json: Json = False) -> None:
-    """Import transactions from a JSON or CSV export; idempotent by id."""
+def import_(file: Annotated[Path, typer.Argument(help="A JSON or CSV export of `tx export`.")],
+            unverified: Annotated[bool, typer.Option("--unverified", help="Also import transactions whose hashes "
+                                                     "and chain do not verify (hand-written); says what they mint.")
+                                  ] = False,
+            as_json: Json = False) -> None:
+    """Import transactions from a JSON or CSV export; idempotent by id; refuses what does not verify."""
     from token_exchange.ledger.transfer import import_ledger
 
-    created, existing = import_ledger(exchange(), file)
+    r = import_ledger(exchange(), file, allow_unverified=unverified)
     if as_json:
-        out.emit_json({"imported": created, "already_present": existing})
-    else:
-        out.message(f"imported {created} transactions ({existing} already present)")
+        out.emit_json({"imported": r.created, "already_present": r.existing, "verified": r.verified,
+                       "minted": {k: out.amount(v) for k, v in sorted(r.minted.items())}})
+        return
+    out.message(f"imported {r.created} transactions ({r.existing} already present)"
+                + ("" if r.verified else "; UNVERIFIED (--unverified)"))
+    if r.minted:
+        out.message("minted from world:* accounts: "
+                    + ", ".join(f"{acct} {fmt(v)}" for acct, v in sorted(r.minted.items())))
 
 
 @commands.command()
-def doctor(repair: Annotated[bool, typer.Option(help="Rebuild derived state; never deletes a transaction.")] = False,
+def doctor(repair: Annotated[bool, typer.Option(help="Rebuild derived state and move a tail that does not verify "
+                                                "to a quarantine file; never deletes a transaction.")] = False,
+           remote: Annotated[Optional[str], typer.Option("--remote", help="Fetch this remote's checkpoints first "
+                                                         "and verify against them too.")] = None,
            as_json: Json = False) -> None:
-    """Replay the ledger and check every invariant."""
+    """Replay the ledger and check every invariant (and every checkpoint recorded in git)."""
     from token_exchange.ledger.doctor import check
 
     ex = exchange()
-    report = check(ex.ledger, repair=repair)
+    report = check(ex.ledger, repair=repair, remote=remote)
     if as_json:
         out.emit_json(report.to_json())
     else:
@@ -242,9 +259,26 @@ def doctor(repair: Annotated[bool, typer.Option(help="Rebuild derived state; nev
         for line in report.problems:
             out.message(f"problem: {line}")
         verdict = "consistent" if report.ok else "NOT consistent"
-        print(f"ledger {verdict}: {report.transactions} transactions, {report.agents} agents")
+        cps = f", {report.checkpoints} checkpoints verified" if report.checkpoints else ""
+        print(f"ledger {verdict}: {report.transactions} transactions, {report.agents} agents{cps}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@commands.command()
+def checkpoint(push: Annotated[Optional[str], typer.Option("--push", help="Push the checkpoint branch to this "
+                                                           "remote (never forced).")] = None,
+               as_json: Json = False) -> None:
+    """Record the ledger's head in git (branch token-exchange/checkpoints) so `tx doctor` can prove it later."""
+    from token_exchange.ledger import checkpoint as cp
+
+    result = cp.record(exchange().ledger, push=push)
+    if as_json:
+        out.emit_json(result)
+        return
+    what = "recorded" if result["created"] else "already recorded"
+    out.message(f"checkpoint {what}: {result['count']} transactions (commit {result['commit'][:12]} on "
+                f"{cp.BRANCH})" + (f", pushed to {push}" if push else ""))
 
 
 @commands.command()

@@ -43,8 +43,12 @@ def report(base: Annotated[str, typer.Option("--base", help="Base revision (the 
 
     where = (repo or Path.cwd()).absolute()
     fmt_ = "json" if as_json else format.value
+    home = _home(where, state.home)
+    if output is not None and home is not None and output.resolve().is_relative_to(home.resolve()):
+        raise UserError(f"--output {output} is inside the exchange home {home} (the ledger, its index and config "
+                        "live there); write the report somewhere else")
     r = build.build(where, base, head, config_path=config_path, config_rev=config_rev, project=project,
-                    home=_home(where, state.home) if ledger else None, use_ledger=ledger)
+                    home=home if ledger else None, use_ledger=ledger)
     if fmt_ == "json":
         text = out.dumps(render.to_json(r)) + "\n"
     elif fmt_ == "markdown":

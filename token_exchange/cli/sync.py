@@ -17,10 +17,9 @@ def register(app: typer.Typer) -> None:
              as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False) -> None:
         """Fetch, union-merge and push the git-notes ledger (never forced; retried when a push races)."""
         from token_exchange.cli.common import exchange
-        from token_exchange.ledger.backends.notes import sync as do_sync
 
         ex = exchange()
-        result = do_sync(ex.ledger, remote)
+        result = ex.ledger.journal.sync(ex.ledger, remote)
         if as_json:
             out.emit_json(result.to_json())
             return

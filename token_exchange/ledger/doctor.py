@@ -1,10 +1,13 @@
 """``tx doctor``: replay the journal and prove the ledger consistent.
 
-Checks: every block parses and matches its hash, the hash chain is unbroken,
-ids are unique, no agent/pool/hold account is negative at any point, debits
-equal credits, and the derived index equals a fresh fold of the journal.
-``repair`` only rebuilds derived state and moves a torn tail aside; it never
-deletes or edits a transaction.
+Checks: every block parses and matches its hash, the hash chain is unbroken, every batch is whole,
+ids are unique, no agent/pool/hold account is negative at any point, debits equal credits, the
+derived index equals a fresh fold of the journal, and the journal still holds every checkpoint
+recorded in git (``checkpoint.py``: an agent that recomputes the chain cannot rewrite those).
+
+``repair`` never deletes or edits a transaction: it rebuilds derived state, and moves a tail that
+does not verify (from the first bad block to the end) into a quarantine file it names, with the
+command that puts it back.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 
 from token_exchange.amounts import fmt
 from token_exchange.errors import UserError
-from token_exchange.ledger.ledger import DEBT_KINDS, Index, Ledger, Txn
+from token_exchange.ledger.ledger import Ledger
+from token_exchange.ledger.protocols import Index, Journal
+from token_exchange.ledger.txn import DEBT_KINDS, Txn
 from token_exchange.storage import file_lock
 
 
@@ -27,6 +32,8 @@ class Report:
     repaired: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     torn_bytes: int = 0
+    quarantined: str = ""
+    checkpoints: int = 0
 
     @property
     def ok(self) -> bool:
@@ -35,24 +42,18 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "transactions": self.transactions, "agents": self.agents,
                 "problems": self.problems, "repaired": self.repaired, "notes": self.notes,
-                "torn_bytes": self.torn_bytes}
+                "torn_bytes": self.torn_bytes, "quarantined": self.quarantined or None,
+                "checkpoints_verified": self.checkpoints}
 
 
-def fold(txns: list[Txn], report: Report, chained: bool) -> dict[str, int]:
-    """Replay in order; returns account balances and records every broken invariant."""
+def fold(txns: list[Txn], report: Report) -> dict[str, int]:
+    """Replay in order (each id once); returns account balances and records every broken invariant."""
     balances: dict[str, int] = {}
-    seen: dict[str, str] = {}
-    prev = ""
+    seen: set[str] = set()
     for n, t in enumerate(txns):
-        if chained and t.prev != prev:
-            report.problems.append(f"transaction {n} ({t.id}): chain broken (entry edited, removed or reordered)")
-        prev = t.hash
-        fp = t.fingerprint()
         if t.id in seen:
-            if seen[t.id] != fp or chained:
-                report.problems.append(f"transaction {n}: id {t.id} appears twice")
             continue
-        seen[t.id] = fp
+        seen.add(t.id)
         balances[t.payer] = balances.get(t.payer, 0) - t.amount
         balances[t.payee] = balances.get(t.payee, 0) + t.amount
         if not t.payer.startswith("world:") and balances[t.payer] < 0 and t.kind not in DEBT_KINDS:
@@ -62,49 +63,79 @@ def fold(txns: list[Txn], report: Report, chained: bool) -> dict[str, int]:
     return balances
 
 
-def check(ledger: Ledger, repair: bool = False) -> Report:
+def check(ledger: Ledger, repair: bool = False, remote: str | None = None) -> Report:
+    from token_exchange.ledger import checkpoint
+
     report = Report()
     journal = ledger.journal
-    # The raw lock, not ledger.locked(): that would catch up (and cut a torn tail) before we look.
+    # The raw lock, not ledger.locked(): that would catch up (and refuse a bad tail) before we look.
     with file_lock(journal.lock_path()) if repair else nullcontext():
         try:
-            txns, torn = journal.read_all()
+            chunk = journal.read_all()
         except UserError as e:
             report.problems.append(str(e))
             return report
+        txns, tail, committed = chunk.txns, chunk.tail, chunk.position
         report.transactions = len({t.id for t in txns})
-        if torn is not None:
-            report.torn_bytes = len(torn.data)
-            if repair:
-                journal.cut_torn(torn)
-                report.repaired.append(f"moved a torn write of {len(torn.data)} bytes at byte {torn.offset} "
-                                       "to ledger.torn (it was never acknowledged)")
-            else:
-                # Never acknowledged, so not part of the ledger: the next write (or --repair) moves it aside.
-                report.notes.append(f"ignored a torn write of {len(torn.data)} bytes at byte {torn.offset} "
-                                    "(a killed writer, never acknowledged); `tx doctor --repair` moves it aside")
-        balances = fold(txns, report, journal.chained)
+        if tail is not None and tail.torn:
+            indexed = ledger.index.meta("position") or ""
+            if indexed and indexed != str(tail.offset) and journal.is_behind(str(tail.offset), indexed):
+                # The index had read past where the "torn" bytes start: they were acknowledged, then cut.
+                tail = tail._replace(torn=False, reason=f"acknowledged transactions were cut off (the index had "
+                                     f"read up to byte {indexed}; the journal ends inside that)")
+        if tail is not None:
+            _tail(journal, tail, repair, report)
+        report.problems.extend(journal.link_problems(txns))
+        balances = fold(txns, report)
         report.agents = sum(1 for a in balances if ":" not in a)
+        try:
+            report.checkpoints = checkpoint.verify(ledger, txns, report.problems, remote=remote)
+        except UserError as e:
+            report.problems.append(str(e))
         if any("chain broken" in p or "appears twice" in p or "negative" in p for p in report.problems):
             return report
-        stale = _compare_index(ledger.index, balances, report.transactions, journal.end() if torn is None else None,
-                               journal)
+        if tail is not None and not tail.torn and not repair:
+            return report  # the bad tail is the problem; the index is compared once it is dealt with
+        idx = ledger.index
+        stale = _compare_index(idx, balances, report.transactions, committed, journal)
         if stale:
             if repair:
-                idx = ledger.index
-                idx.reset()
-                idx.add(txns, journal.end(), txns[-1].hash if txns and journal.chained else None)
+                idx.rebuild(journal.chunks(""))
                 report.repaired.append(f"rebuilt the index ({stale})")
             else:
                 report.problems.append(f"index out of step with the journal: {stale}; `tx doctor --repair` rebuilds it")
     return report
 
 
-def _compare_index(idx: Index, balances: dict[str, int], count: int, end: str | None,
-                   journal: object = None) -> str:
-    if end is not None and (idx.meta("position") or "") not in (end,):
-        # Behind is normal (catch-up happens on the next read); compare after catching up.
-        return "" if _is_behind(idx, end, journal) else "index position is past the end of the journal"
+def _tail(journal: Journal, tail: Any, repair: bool, report: Report) -> None:
+    where = journal.existing() or "the journal"
+    if tail.torn:
+        report.torn_bytes = tail.size
+        if repair:
+            path = journal.set_aside(tail)
+            report.quarantined = str(path)
+            report.repaired.append(f"moved a torn write of {tail.size} bytes at byte {tail.offset} to {path} "
+                                   "(an incomplete batch: it was never acknowledged)")
+        else:
+            report.notes.append(f"ignored a torn write of {tail.size} bytes at byte {tail.offset} (an incomplete "
+                                "batch from a killed writer, never acknowledged); `tx doctor --repair` moves it aside")
+        return
+    if repair:
+        path = journal.set_aside(tail)
+        report.quarantined = str(path)
+        report.repaired.append(f"moved {tail.size} bytes from byte {tail.offset} of {where} ({tail.reason}) to "
+                               f"{path}; to put them back exactly: cat '{path}' >> '{path.parent / where}'")
+    else:
+        report.problems.append(f"first bad block at byte {tail.offset} of {where}: {tail.reason}; the "
+                               f"{tail.size} bytes from there are not counted (`tx doctor --repair` moves them "
+                               "to a quarantine file)")
+
+
+def _compare_index(idx: Index, balances: dict[str, int], count: int, end: str, journal: Journal) -> str:
+    pos = idx.meta("position") or ""
+    if pos != end:
+        # Behind is normal (catch-up happens on the next read).
+        return "" if journal.is_behind(pos, end) else "index position is past the end of the journal"
     if idx.count() != count:
         return f"index has {idx.count()} transactions, journal {count}"
     indexed = idx.accounts()
@@ -112,11 +143,3 @@ def _compare_index(idx: Index, balances: dict[str, int], count: int, end: str | 
         if indexed.get(acct, 0) != bal:
             return f"{acct}: index {fmt(indexed.get(acct, 0))}, journal {fmt(bal)}"
     return ""
-
-
-def _is_behind(idx: Index, end: str, journal: object = None) -> bool:
-    behind = getattr(journal, "is_behind", None)  # journals whose positions are not offsets (git notes)
-    if behind is not None:
-        return bool(behind(idx.meta("position") or "", end))
-    pos = idx.meta("position") or "0"
-    return pos.isdigit() and end.isdigit() and int(pos) < int(end)

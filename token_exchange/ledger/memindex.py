@@ -1,4 +1,4 @@
-"""The ledger index over plain dicts: the same answers as the SQLite ``Index``, no SQL.
+"""The ledger index over plain dicts: the same answers as the SQLite index, no SQL.
 
 For throwaway homes with one writer (``tx simulate``), where the index never
 needs to outlive the process and per-statement SQLite costs dominate.  A
@@ -11,14 +11,17 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from token_exchange.amounts import Units
 from token_exchange.errors import IdConflict
-from token_exchange.ledger.ledger import EARN_KINDS, INDEX_VERSION, SPEND_KINDS, Balance, Txn, ts_micros
+from token_exchange.ledger.index import INDEX_VERSION
+from token_exchange.ledger.protocols import Chunk
+from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn, ts_micros
 
 
 class MemoryIndex:
-    """Drop-in for ``ledger.Index`` (same methods, same results) kept in memory."""
+    """An ``Index`` (same methods, same results as ``SqliteIndex``) kept in memory."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
@@ -31,7 +34,7 @@ class MemoryIndex:
         self._stats: dict[str, dict[str, list[int]]] = defaultdict(dict)  # agent -> kind -> [total, count]
         self._projects: dict[str, dict[str, Units]] = defaultdict(dict)
         self._contracts: dict[str, Units] = defaultdict(int)
-        self._holds: dict[str, list] = {}  # account -> [agent, amount, ts, expires]
+        self._holds: dict[str, list[Any]] = {}  # account -> [agent, amount, ts, expires]
         self._pools: dict[str, dict[tuple[str, str], list[int]]] = defaultdict(dict)
         self._by_agent: dict[str, list[Txn]] = defaultdict(list)
         self._by_ref: dict[str, list[Txn]] = defaultdict(list)
@@ -55,15 +58,27 @@ class MemoryIndex:
             if old is not None and old.fingerprint() != t.fingerprint():
                 raise IdConflict(f"transaction {t.id} exists with different content")
             batch.setdefault(t.id, t)
+        latest = self._meta.get("last_ts", "")
         for t in txns:
             if t.id in self._txns:
                 dup.append(t.id)
                 continue
             self._insert(t)
+            latest = max(latest, t.ts)
         self._meta["position"] = position
+        self._meta["last_ts"] = latest
         if last_hash is not None:
             self._meta["last_hash"] = last_hash
         return dup
+
+    def rebuild(self, chunks: Iterable[Chunk]) -> None:
+        self.reset()
+        for c in chunks:
+            self.add(c.txns, c.position, c.txns[-1].hash if c.txns else None)
+        self._meta.setdefault("position", "")
+
+    def last_ts(self) -> str:
+        return self._meta.get("last_ts", "")
 
     def _insert(self, t: Txn) -> None:
         seq = len(self._txns)
@@ -102,7 +117,7 @@ class MemoryIndex:
                 ps[0] += t.amount
                 ps[1] += 1
 
-    # --- queries (see ledger.Index for what each means) -----------------------------------
+    # --- queries (see protocols.Index for what each means) -----------------------------------
     def get(self, id: str) -> Txn | None:
         return self._txns.get(id)
 
@@ -123,15 +138,18 @@ class MemoryIndex:
     def history(self, agent: str, limit: int) -> list[Txn]:
         return self._by_agent.get(agent, [])[-limit:][::-1] if limit > 0 else []
 
-    def window_sum(self, agent: str, kinds: Iterable[str], since_us: int) -> Units:
-        return sum(amount for _, amount in self.window_entries(agent, kinds, since_us))
+    def window_sum(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int) -> Units:
+        return sum(amount for _, amount in self.window_entries(agent, kinds, since_us, until_us))
 
-    def window_entries(self, agent: str, kinds: Iterable[str], since_us: int) -> list[tuple[int, Units]]:
+    def window_entries(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int
+                       ) -> list[tuple[int, Units]]:
         rows: list[tuple[int, int, Units]] = []
         for kind in set(kinds):
             entries = self._windows.get((agent, kind))
             if entries:
-                rows.extend(entries[bisect.bisect_left(entries, (since_us, -1, -1)):])
+                lo = bisect.bisect_left(entries, (since_us, -1, -1))
+                hi = bisect.bisect_left(entries, (until_us + 1, -1, -1))
+                rows.extend(entries[lo:hi])
         rows.sort()
         return [(ts, amount) for ts, _, amount in rows]
 

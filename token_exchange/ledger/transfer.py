@@ -1,4 +1,13 @@
-"""Export the ledger (CSV/JSON) and import an export back, idempotently by id."""
+"""Export the ledger (CSV/JSON) and import an export back, idempotently by id.
+
+An export carries each transaction's ``prev`` and ``hash``.  An import verifies what it brings: every
+row's hash must match its content and the rows must link (each ``prev`` is the hash before it; an
+export of an unchained journal, git notes, has every ``prev`` empty).  That proves the file was not
+edited after export; the hash has no key, so it cannot prove who wrote it (docs/ledger.md).  Rows
+that do not verify (hand-written transactions, an edited export) are refused unless the operator
+passes ``--unverified``; every import reports what it mints (the sum each account receives from a
+``world:*`` account), so nothing is minted silently.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +16,15 @@ import json
 import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from token_exchange.amounts import fmt, to_decimal
 from token_exchange.errors import UserError
+from token_exchange.ledger.txn import Txn, make_txn, ts_micros
 from token_exchange.services.exchange import Exchange
-from token_exchange.ledger.ledger import Txn, make_txn, ts_micros
 
 CSV_FIELDS = ["id", "ts", "kind", "agent", "payer", "payee", "amount", "project", "description", "ref",
-              "source", "breakdown", "hash"]
+              "source", "breakdown", "prev", "hash"]
 MAX_IMPORT_BYTES = 2 * 1024**3
 
 
@@ -42,8 +51,8 @@ def export_ledger(ex: Exchange, format: str, since: str | None) -> None:
     for t in txns:
         w.writerow({"id": t.id, "ts": t.ts, "kind": t.kind, "agent": t.agent, "payer": t.payer, "payee": t.payee,
                     "amount": fmt(t.amount), "project": t.project, "description": t.description, "ref": t.ref,
-                    "source": json.dumps(t.source, sort_keys=True), "breakdown": json.dumps(t.breakdown, sort_keys=True),
-                    "hash": t.hash})
+                    "source": json.dumps(t.source, sort_keys=True),
+                    "breakdown": json.dumps(t.breakdown, sort_keys=True), "prev": t.prev, "hash": t.hash})
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -77,7 +86,8 @@ def _no_constant(name: str) -> Any:
     raise UserError(f"{name} is not a valid amount")
 
 
-def _txn(row: Any, n: int) -> Txn:
+def _txn(row: Any, n: int) -> tuple[Txn, str, str]:
+    """A row -> (validated Txn without chain fields, its exported prev, its exported hash)."""
     if not isinstance(row, dict):
         raise UserError(f"transaction {n}: expected an object")
     try:
@@ -89,29 +99,59 @@ def _txn(row: Any, n: int) -> Txn:
                      description=str(row.get("description", "")), source=dict(row.get("source") or {}),
                      breakdown=dict(row.get("breakdown") or {}), ref=str(row.get("ref", "")),
                      ts=str(row.get("ts", "")))
-        if t.ts:
-            ts_micros(t.ts)
     except KeyError as e:
         raise UserError(f"transaction {n}: missing field {e}") from None
     except (TypeError, ValueError) as e:
         raise UserError(f"transaction {n}: {e}") from None
     except UserError as e:
         raise UserError(f"transaction {n}: {e}") from None
-    return t
+    return t, str(row.get("prev") or ""), str(row.get("hash") or "")
 
 
-def import_ledger(ex: Exchange, path: Path) -> tuple[int, int]:
-    """Validate everything first, then append all new transactions in one atomic write."""
-    txns = [_txn(row, n) for n, row in enumerate(_records(path), 1)]
+def unverified(rows: list[tuple[Txn, str, str]]) -> str:
+    """"" when every row's hash matches its content and the rows link; else the first reason they do not."""
+    chained = any(prev for _, prev, _ in rows)
+    before = None
+    for n, (t, prev, hash) in enumerate(rows, 1):
+        if not hash:
+            return f"transaction {n} ({t.id}) has no hash"
+        if not t.ts:
+            return f"transaction {n} ({t.id}) has no ts"
+        if t._replace(prev=prev).compute_hash() != hash:
+            return f"transaction {n} ({t.id}) does not match its hash (edited or hand-written)"
+        if chained and before is not None and prev != before:
+            return f"transaction {n} ({t.id}) does not follow the one before it (rows removed or reordered)"
+        before = hash
+    return ""
+
+
+class Imported(NamedTuple):
+    created: int
+    existing: int
+    verified: bool
+    minted: dict[str, int]
+
+
+def import_ledger(ex: Exchange, path: Path, allow_unverified: bool = False) -> Imported:
+    """Verify and validate everything first, then append all new transactions in one atomic write."""
+    rows = [_txn(row, n) for n, row in enumerate(_records(path), 1)]
+    why = unverified(rows)
+    if why and not allow_unverified:
+        raise UserError(f"{path.name}: {why}; nothing imported (an import must verify: pass --unverified to import "
+                        "hand-written transactions, and check what it says they mint)")
+    txns = [t for t, _, _ in rows]
+    minted: dict[str, int] = {}
     with ex.ledger.locked() as idx:
         running: dict[str, int] = {}
         for t in txns:
             if idx.get(t.id) is not None:
                 continue
+            if t.payer.startswith("world:"):
+                minted[t.payee] = minted.get(t.payee, 0) + t.amount
             for acct, delta in ((t.payer, -t.amount), (t.payee, t.amount)):
                 running[acct] = running.get(acct, idx.account(acct)) + delta
                 if not acct.startswith("world:") and running[acct] < 0:
                     raise UserError(f"importing {t.id} would make {acct} negative; nothing imported")
-        results = ex.ledger.append_many(txns)
+        results = ex.ledger.append_many(txns, keep_dates=True)
     created = sum(r.created for r in results)
-    return created, len(results) - created
+    return Imported(created, len(results) - created, not why, minted)

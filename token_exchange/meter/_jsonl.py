@@ -4,18 +4,22 @@ Only complete lines (ending in ``\\n``) are returned: the line an agent is still
 for the next read.  A line longer than ``max_bytes`` is skipped (reported as oversize) instead of
 stalling every later read.  Only regular files are opened (a FIFO or device named as a transcript
 would block or never end), without blocking on open.
+
+JSON is read with the standard library, held to what orjson accepts (UTF-8 only, no NaN or
+Infinity, no lone surrogates): importing orjson pulls in ``dataclasses``, ``uuid`` and
+``platform``, which a Claude Code hook (a fresh process per event) pays on every run, while it
+only parses the few lines that are new.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import orjson
+from typing import BinaryIO, NamedTuple
 
 from token_exchange.meter.records import MeterError, short_path
 
@@ -44,8 +48,7 @@ def open_regular(path: Path | str) -> tuple[BinaryIO, os.stat_result]:
         raise
 
 
-@dataclass(frozen=True, slots=True)
-class Lines:
+class Lines(NamedTuple):
     """Complete lines after the start offset: (line number, bytes without the newline).
 
     ``seen`` is the file size this read observed (start + bytes read, complete or not), or -1
@@ -86,11 +89,30 @@ def read_lines(f: BinaryIO, offset: int, line: int, max_bytes: int = MAX_READ_BY
     return Lines(out, offset + last + 1, n, [], seen)
 
 
+_SURROGATE_ESCAPE = rb"\\u[dD][89a-fA-F]"  # compiled on first use: most lines have no \\u escape
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(raw: bytes) -> object:
+    """Strict JSON from bytes: ValueError (or RecursionError, for absurd nesting) unless it is
+    UTF-8 without NaN, Infinity or lone surrogates."""
+    obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    if b"\\u" in raw and re.search(_SURROGATE_ESCAPE, raw):  # "\ud83d\ude00" is one character; a lone half is not text
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("lone surrogate in a string") from None
+    return obj
+
+
 def parse(raw: bytes) -> tuple[object, str | None]:
     """A line's JSON value, or the reason it cannot be used (never an exception)."""
     if not raw.strip():
         return None, "empty line"
     try:
-        return orjson.loads(raw), None
-    except orjson.JSONDecodeError:
+        return loads(raw), None
+    except (ValueError, RecursionError):
         return None, "invalid JSON"

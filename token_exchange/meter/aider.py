@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import orjson
 
-from token_exchange.meter._jsonl import MAX_READ_BYTES, open_regular, parse, read_lines
+from token_exchange.meter._jsonl import MAX_READ_BYTES, open_regular, read_lines
 from token_exchange.meter.offsets import Reader
 from token_exchange.meter.records import (
     ReadResult,
@@ -37,6 +37,17 @@ from token_exchange.meter.records import (
     short,
     token_count,
 )
+
+
+def parse(raw: bytes) -> tuple[object, str | None]:
+    """A line's JSON value (orjson: the fingerprint below re-encodes it with orjson, so both sides
+    agree on every number), or the reason it cannot be used."""
+    if not raw.strip():
+        return None, "empty line"
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError:
+        return None, "invalid JSON"
 
 
 def _when(value: object) -> tuple[str, str]:

@@ -46,13 +46,10 @@ import os
 import re
 import stat
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, NamedTuple, cast
 
-import orjson
-
-from token_exchange.meter._jsonl import MAX_READ_BYTES, open_regular, parse, read_lines
+from token_exchange.meter._jsonl import MAX_READ_BYTES, loads, open_regular, parse, read_lines
 from token_exchange.meter.offsets import OffsetState, advance, key
 from token_exchange.meter.records import (
     MeterError,
@@ -76,8 +73,7 @@ EVENT_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 METER_EVENTS = ("Stop", "SubagentStop", "SessionEnd")
 
 
-@dataclass(frozen=True, slots=True)
-class HookInput:
+class HookInput(NamedTuple):
     """The fields of a Claude Code hook's stdin JSON that metering and the guard use."""
 
     event: str
@@ -132,8 +128,8 @@ def parse_hook_input(data: bytes | str, *, max_bytes: int = MAX_HOOK_INPUT) -> H
     if not raw.strip():
         raise MeterError("hook input is empty (expected a JSON object on stdin)")
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        doc = loads(raw)
+    except (ValueError, RecursionError):
         raise MeterError("hook input is not valid JSON") from None
     if not isinstance(doc, dict):
         raise MeterError(f"hook input must be a JSON object, got {type(doc).__name__}")
@@ -230,10 +226,12 @@ def final_files_for(hook: HookInput, files: Iterable[Path | str]) -> frozenset[s
 
 
 # --- one transcript -----------------------------------------------------------------------------
-@dataclass(slots=True)
 class _Pending:
-    usage: Usage
-    chain: str
+    __slots__ = ("usage", "chain")
+
+    def __init__(self, usage: Usage, chain: str) -> None:
+        self.usage = usage
+        self.chain = chain
 
 
 def _load_carry(carry: Mapping[str, object]) -> tuple[dict[str, _Pending], dict[str, None]]:
@@ -360,8 +358,7 @@ def read_transcript(path: Path | str, offset: int = 0, line: int = 0,
 
 
 # --- a whole session ----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SessionRead:
+class SessionRead(NamedTuple):
     """The new records of a session's files, and the state to save once they are charged."""
 
     records: tuple[Usage, ...]
@@ -382,8 +379,9 @@ def read_session(files: Sequence[Path | str], state: OffsetState, *, session_id:
     """Read what is new in every file of a session (main first), once per message id overall.
 
     An unreadable main transcript (the first file) is a MeterError; an unreadable subagent file
-    is only a reason, and its mark is left as it was.  ``final_files`` (keys as ``offsets.key`` makes them, see ``final_files_for``) have their
-    pending messages charged now.  The caller charges ``records`` and then saves ``state``.
+    is only a reason, and its mark is left as it was.  ``final_files`` (keys as ``offsets.key``
+    makes them, see ``final_files_for``) have their pending messages charged now.  The caller
+    charges ``records`` and then saves ``state``.
     """
     exclude: set[str] = set()
     for p in files:

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from token_exchange.errors import UserError
 from token_exchange.meter.records import short
@@ -36,8 +35,7 @@ class SettingsError(UserError):
     """The settings text cannot be merged safely; nothing was written."""
 
 
-@dataclass(frozen=True, slots=True)
-class Merge:
+class Merge(NamedTuple):
     """The new settings text, whether it differs, what changed, and warnings for the user."""
 
     text: str

@@ -20,8 +20,7 @@ control", "Stop decision control"):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from token_exchange.errors import clean_text
 
@@ -30,8 +29,7 @@ MAX_CONTEXT = 10_000
 DEFAULT_REASON = "blocked by token-exchange"
 
 
-@dataclass(frozen=True, slots=True)
-class HookReply:
+class HookReply(NamedTuple):
     """Exactly what the hook process writes and how it exits."""
 
     exit_code: int

@@ -17,24 +17,22 @@ directory) and, like ``load``, refuses a state path that is a symlink.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import stat
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
-import orjson
-
+from token_exchange.meter._jsonl import loads as json_loads
 from token_exchange.meter._jsonl import open_regular
 from token_exchange.meter.records import MeterError, ReadResult, short, short_path
 
 VERSION = 1
 HEAD_BYTES = 512
 MAX_STATE_BYTES = 64 * 1024 * 1024
-_HEX_RE = re.compile(r"[0-9a-f]{8}")
+_HEX = frozenset("0123456789abcdef")
 
 Carry = Mapping[str, object]
 Reader = Callable[[BinaryIO, int, int, Carry], ReadResult]
@@ -49,8 +47,7 @@ class BadMark(ValueError):
     """A state file entry that is not what ``FileMark.to_json`` writes."""
 
 
-@dataclass(frozen=True, slots=True)
-class FileMark:
+class FileMark(NamedTuple):
     """How far one file has been read, and how to recognise that it is still the same file."""
 
     offset: int
@@ -61,7 +58,7 @@ class FileMark:
     mtime_ns: int
     head_len: int
     head: str  # CRC-32 (8 hex digits) of the first head_len bytes
-    carry: Carry = field(default_factory=dict)
+    carry: Carry = {}  # never mutated: readers build a new carry
 
     def to_json(self) -> dict[str, object]:
         return {"offset": self.offset, "line": self.line, "dev": self.device, "ino": self.inode,
@@ -79,7 +76,7 @@ class FileMark:
                 raise BadMark(f"{name} is not a valid number")
             ints[name] = v
         head, carry = data.get("head"), data.get("carry", {})
-        if not isinstance(head, str) or not _HEX_RE.fullmatch(head):
+        if not isinstance(head, str) or len(head) != 8 or not _HEX.issuperset(head):
             raise BadMark("head is not a CRC-32")
         if not isinstance(carry, dict):
             raise BadMark("carry is not an object")
@@ -89,11 +86,10 @@ class FileMark:
                    ints["mtime_ns"], ints["head_len"], head, carry)
 
 
-@dataclass(frozen=True, slots=True)
-class OffsetState:
+class OffsetState(NamedTuple):
     """All file marks of one state file (immutable; ``with_mark`` returns a new state)."""
 
-    marks: Mapping[str, FileMark] = field(default_factory=dict)
+    marks: Mapping[str, FileMark] = {}  # never mutated: with_mark and without build new ones
 
     def get(self, path: Path | str) -> FileMark | None:
         return self.marks.get(key(path))
@@ -112,15 +108,15 @@ class OffsetState:
 
 def dumps(state: OffsetState) -> bytes:
     files = {k: m.to_json() for k, m in sorted(state.marks.items())}
-    return orjson.dumps({"version": VERSION, "files": files})
+    return json.dumps({"version": VERSION, "files": files}, separators=(",", ":")).encode("ascii")
 
 
 def loads(data: bytes, *, name: str = "state file") -> OffsetState:
     """Parse a state file's bytes; a damaged one is a one-line MeterError (nothing is guessed)."""
     hint = f"{name} is damaged ({{}}); remove it to read the files again from the start"
     try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        doc = json_loads(data)
+    except (ValueError, RecursionError):
         raise MeterError(hint.format("invalid JSON")) from None
     if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("files"), dict):
         raise MeterError(hint.format(f"not a version {VERSION} offsets file"))
@@ -164,8 +160,13 @@ def load(path: Path | str) -> OffsetState:
     return loads(data, name=f"state file {short_path(p)}")
 
 
-def save(path: Path | str, state: OffsetState) -> None:
-    """Write ``state`` atomically (temp + fsync + rename + directory fsync); refuses symlinks."""
+def save(path: Path | str, state: OffsetState, *, sync: bool = True) -> None:
+    """Write ``state`` atomically (temp + fsync + rename + directory fsync); refuses symlinks.
+
+    ``sync=False`` skips both fsyncs (still temp + rename): for a caller whose charges are idempotent
+    and that reads a lost or damaged state as "start again from 0", a state file lost in a crash costs
+    one re-read, while two fsyncs cost a hook several milliseconds on every run.
+    """
     p = Path(path)
     _refuse_symlink(p)
     directory = p.parent
@@ -179,8 +180,9 @@ def save(path: Path | str, state: OffsetState) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(dumps(state))
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException as e:
         try:
@@ -190,6 +192,8 @@ def save(path: Path | str, state: OffsetState) -> None:
         if isinstance(e, OSError):
             raise MeterError(f"state file {short_path(p)}: cannot write ({e.strerror})") from None
         raise
+    if not sync:
+        return
     try:
         dfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -202,8 +206,7 @@ def save(path: Path | str, state: OffsetState) -> None:
         os.close(dfd)
 
 
-@dataclass(frozen=True, slots=True)
-class Advance:
+class Advance(NamedTuple):
     """One incremental read of one file: the parser's result, the new mark, and why it restarted."""
 
     result: ReadResult
@@ -254,7 +257,7 @@ def advance(path: Path | str, mark: FileMark | None, reader: Reader, *, force: b
             offset, line, carry = mark.offset, mark.line, mark.carry
         result = reader(f, offset, line, carry)
     if restarted:
-        result = replace(result, reasons=(f"{short_path(path)}: {restarted}, read again from the start",
+        result = result._replace(reasons=(f"{short_path(path)}: {restarted}, read again from the start",
                                           *result.reasons))
     new = FileMark(result.offset, result.line, st.st_dev, st.st_ino, result.seen, st.st_mtime_ns,
                    len(head), _crc(head), result.carry)

@@ -9,17 +9,15 @@ never accumulates four roundings.  ``reasoning_tokens`` are not priced: they are
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
+from typing import NamedTuple
 
 from token_exchange.amounts import MAX_TOKENS, Units, round_cost
 from token_exchange.errors import ConfigError
 from token_exchange.meter.records import Usage, short
 
 KINDS = ("input", "output", "cache_write", "cache_read")
-_WILD = re.compile(r"\[[^\]]*\]|[*?]")
 
 
 def _price(value: object, what: str) -> Decimal:
@@ -41,20 +39,24 @@ def _price(value: object, what: str) -> Decimal:
     return d
 
 
-@dataclass(frozen=True, slots=True)
-class UsagePrices:
-    """Exchange tokens per 1,000 inference tokens of each kind."""
-
+class _PriceFields(NamedTuple):
     input: Decimal
     output: Decimal
     cache_write: Decimal = Decimal(0)
     cache_read: Decimal = Decimal(0)
 
-    def __post_init__(self) -> None:
-        for kind in KINDS:
-            value = getattr(self, kind)
+
+class UsagePrices(_PriceFields):
+    """Exchange tokens per 1,000 inference tokens of each kind (validated when constructed)."""
+
+    __slots__ = ()
+
+    def __new__(cls, input: Decimal, output: Decimal, cache_write: Decimal = Decimal(0),
+                cache_read: Decimal = Decimal(0)) -> UsagePrices:
+        for kind, value in zip(KINDS, (input, output, cache_write, cache_read), strict=True):
             if not isinstance(value, Decimal) or not value.is_finite() or value < 0 or value > MAX_TOKENS:
                 raise ValueError(f"{kind} price must be a finite Decimal in 0..{MAX_TOKENS}")
+        return super().__new__(cls, input, output, cache_write, cache_read)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], *, what: str = "prices") -> UsagePrices:
@@ -87,9 +89,30 @@ def cost(prices: UsagePrices, usage: Usage) -> Units:
 
 
 def _specificity(pattern: str) -> tuple[int, int]:
-    """(literal characters, -wildcards): more literal text first, then fewer wildcards."""
-    wild = _WILD.findall(pattern)
-    return len(_WILD.sub("", pattern)), -len(wild)
+    """(literal characters, -wildcards): more literal text first, then fewer wildcards.  A
+    wildcard is ``*``, ``?`` or a ``[...]`` set, as the regex ``\\[[^\\]]*\\]|[*?]`` finds them (scanned by
+    hand: compiling a regex costs a hook more than the scan)."""
+    literal = wild = i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        end = pattern.find("]", i + 1) if c == "[" else -1
+        if c in "*?":
+            wild += 1
+        elif end >= 0:
+            wild += 1
+            i = end
+        else:
+            literal += 1
+        i += 1
+    return literal, -wild
+
+
+def _may_match(model_id: str, pattern: str) -> bool:
+    """False when ``pattern`` cannot match ``model_id`` (a literal part of it is missing): skips
+    compiling the patterns of other model families, which is most of what matching costs."""
+    if "[" in pattern:
+        return True
+    return all(part in model_id for part in pattern.replace("?", "*").split("*"))
 
 
 def match_model(patterns: Mapping[str, str], model_id: str) -> str | None:
@@ -103,7 +126,7 @@ def match_model(patterns: Mapping[str, str], model_id: str) -> str | None:
     for pattern, name in patterns.items():
         if not isinstance(pattern, str) or not pattern:
             continue
-        if not fnmatch.fnmatchcase(model_id, pattern):
+        if not _may_match(model_id, pattern) or not fnmatch.fnmatchcase(model_id, pattern):
             continue
         rank = (_specificity(pattern), pattern)
         if best is None or rank[0] > best[0] or (rank[0] == best[0] and rank[1] < best[1]):

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 from token_exchange.errors import UserError, clean_text
 
@@ -86,10 +85,7 @@ def token_count(value: object) -> int | None:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """One model response as an agent's files report it (see the module docstring for the fields)."""
-
+class _UsageFields(NamedTuple):
     source: Source
     record_id: str
     session_id: str
@@ -102,15 +98,31 @@ class Usage:
     timestamp: str = ""
     where: str = ""
 
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"unknown usage source {self.source!r}")
-        if not RECORD_ID_RE.fullmatch(self.record_id):
-            raise ValueError(f"record id {self.record_id!r} is not a valid id")
-        for name in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens",
-                     "reasoning_tokens"):
-            if token_count(getattr(self, name)) is None:
+
+class Usage(_UsageFields):
+    """One model response as an agent's files report it (see the module docstring for the fields).
+
+    A NamedTuple, not a dataclass: a Claude Code hook is a fresh process per event, and the
+    ``dataclasses`` import (``inspect``, ``ast``...) plus generating each class's methods cost it
+    more than the incremental read itself.  Constructing one validates its fields (ValueError).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, source: Source, record_id: str, session_id: str, model: str, input_tokens: int,
+                output_tokens: int, cache_write_tokens: int = 0, cache_read_tokens: int = 0,
+                reasoning_tokens: int = 0, timestamp: str = "", where: str = "") -> Usage:
+        if source not in SOURCES:
+            raise ValueError(f"unknown usage source {source!r}")
+        if not isinstance(record_id, str) or not RECORD_ID_RE.fullmatch(record_id):
+            raise ValueError(f"record id {record_id!r} is not a valid id")
+        for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens),
+                            ("cache_write_tokens", cache_write_tokens), ("cache_read_tokens", cache_read_tokens),
+                            ("reasoning_tokens", reasoning_tokens)):
+            if token_count(value) is None:
                 raise ValueError(f"{name} must be an int in 0..{MAX_RECORD_TOKENS}")
+        return super().__new__(cls, source, record_id, session_id, model, input_tokens, output_tokens,
+                               cache_write_tokens, cache_read_tokens, reasoning_tokens, timestamp, where)
 
     @property
     def total_tokens(self) -> int:
@@ -143,8 +155,7 @@ class Usage:
         return cls(cast(Source, source), rid, session, model, i, o, cw, cr, rs, ts, where)
 
 
-@dataclass(frozen=True, slots=True)
-class ReadResult:
+class ReadResult(NamedTuple):
     """What one incremental read of one file produced.
 
     ``offset`` is the byte position after the last complete line consumed (a trailing partial
@@ -160,7 +171,7 @@ class ReadResult:
     line: int
     skipped: int = 0
     reasons: tuple[str, ...] = ()
-    carry: Mapping[str, object] = field(default_factory=dict)
+    carry: Mapping[str, object] = {}  # never mutated: readers build a new carry
     seen: int = -1
 
 
@@ -184,8 +195,7 @@ class Skips:
             self.reasons.append(text)
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
+class Totals(NamedTuple):
     """Sums over records, for reports, tests and benchmarks."""
 
     records: int = 0

@@ -202,15 +202,12 @@ def open_ledger(home: Path | None, cfg: Config, repo: Path) -> tuple[Any, str] |
         return None
     from token_exchange.services.exchange import Exchange
 
-    if cfg.backend == "notes":
-        if not git.ok("rev-parse", "--verify", "-q", cfg.notes_ref, repo=repo):
-            return None
-        home.mkdir(parents=True, exist_ok=True)
-        what = f"git notes {cfg.notes_ref}"
-    else:
-        if not (home / "ledger.toml").is_file():
-            return None
-        what = "ledger.toml"
+    from token_exchange.ledger.backends import open_journal
+
+    what = open_journal(cfg.backend, home, cfg).existing()
+    if what is None:
+        return None
+    home.mkdir(parents=True, exist_ok=True)
     return Exchange(home, cfg=cfg), what
 
 

@@ -17,10 +17,12 @@ from typing import Any, NamedTuple
 
 from token_exchange.amounts import Units, to_decimal, to_units
 from token_exchange.errors import ConfigError, UserError
+from token_exchange.ledger.backends import DEFAULT as DEFAULT_BACKEND
+from token_exchange.ledger.backends import NAMES
 from token_exchange.rules.patterns import MAX_PATTERN, PatternError, compiled
 
 AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-BACKENDS = ("toml", "notes")
+BACKENDS = NAMES  # the backend registry (ledger/backends/__init__.py)
 UNKNOWN_AUTHOR = ("ignore", "error")
 SETTLEMENT_MODES = ("immediate", "on-merge")
 CAP_SOURCES = ("commits", "issues")
@@ -77,6 +79,18 @@ class Model(NamedTuple):
     cost_per_1k: Decimal
     input_per_1k: Decimal
     output_per_1k: Decimal
+    # Metering (issue 18): prompt-cache prices; None = derived from input_per_1k (see cache_prices).
+    cache_write_per_1k: Decimal | None = None
+    cache_read_per_1k: Decimal | None = None
+
+    def cache_prices(self) -> tuple[Decimal, Decimal]:
+        """(cache write, cache read) per 1K: as configured, else ``CACHE_WRITE_FACTOR`` /
+        ``CACHE_READ_FACTOR`` x input_per_1k (Anthropic bills a 5-minute cache write at 1.25x and a
+        cache hit at 0.1x the base input price; OpenAI's cached input is 0.1x on current models)."""
+        write = self.cache_write_per_1k
+        read = self.cache_read_per_1k
+        return (self.input_per_1k * CACHE_WRITE_FACTOR if write is None else write,
+                self.input_per_1k * CACHE_READ_FACTOR if read is None else read)
 
 
 class Contract(NamedTuple):
@@ -277,12 +291,13 @@ class _Validator:
 
     def config(self, path: Path | None) -> Config:
         raw = self.table(self.raw, "", {"exchange", "agents", "models", "contracts", "bonuses",
-                                        "commit_rules", "issues", "limits", "hooks", "settlement", "caps"})
+                                        "commit_rules", "issues", "limits", "hooks", "meter", "settlement",
+                                        "caps"})
         get = lambda k: raw[k] if k in raw else _defaults()[k]  # noqa: E731  (defaults parsed only if needed)
 
         ex = self.table(get("exchange"), "exchange",
                         {"backend", "starting_balance", "unknown_author", "project", "notes_ref"})
-        backend = self.string(ex.get("backend", "toml"), "exchange.backend", BACKENDS)
+        backend = self.string(ex.get("backend", DEFAULT_BACKEND), "exchange.backend", BACKENDS)
         start = self.amount(ex.get("starting_balance", 10000), "exchange.starting_balance")
         unknown = self.string(ex.get("unknown_author", "ignore"), "exchange.unknown_author", UNKNOWN_AUTHOR)
         project = self.string(ex.get("project", ""), "exchange.project")
@@ -307,12 +322,13 @@ class _Validator:
             key = f"models.{name}"
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}", name):
                 raise self.fail(key, "invalid model name")
-            s = self.table(spec, key, {"cost_per_1k", "input_per_1k", "output_per_1k"})
+            s = self.table(spec, key, {"cost_per_1k", "input_per_1k", "output_per_1k", *CACHE_PRICE_KEYS})
             if "cost_per_1k" not in s:
                 raise self.fail(f"{key}.cost_per_1k", "missing")
             cost = self._price(s["cost_per_1k"], f"{key}.cost_per_1k")
             models[name] = Model(name, cost, self._price(s.get("input_per_1k", cost), f"{key}.input_per_1k"),
-                                 self._price(s.get("output_per_1k", cost), f"{key}.output_per_1k"))
+                                 self._price(s.get("output_per_1k", cost), f"{key}.output_per_1k"),
+                                 *self.cache_prices(s, key))
 
         agents: dict[str, Agent] = {}
         seen_emails: dict[str, str] = {}
@@ -350,6 +366,8 @@ class _Validator:
             agent_caps = self.caps(s["caps"], f"{key}.caps", caps) if "caps" in s else caps
             agents[name] = Agent(name, level, rate, primary, dict(pref), tuple(e.strip().lower() for e in emails),
                                  agent_limits, agent_caps)
+
+        self.meter(agents, models)  # [meter] (issue 18): validated with the rest, read by meter_config()
 
         contracts = self._contracts(get("contracts"))
         bonuses = self._bonuses(get("bonuses"))
@@ -456,6 +474,63 @@ class _Validator:
             out.append(BonusGroup(str(s.get("name", kws[0])), tuple(k.strip().lower() for k in kws), mult))
         return tuple(out)
 
+    # --- metering (issue 18): [models.NAME] cache prices and the [meter] table ---------------------
+    def cache_prices(self, spec: dict[str, Any], key: str) -> tuple[Decimal | None, Decimal | None]:
+        """``cache_write_per_1k`` / ``cache_read_per_1k`` of a model; None when not given (derived)."""
+        write, read = (self._price(spec[k], f"{key}.{k}") if k in spec else None for k in CACHE_PRICE_KEYS)
+        return write, read
+
+    def meter(self, agents: dict[str, Agent], models: dict[str, Model]) -> MeterConfig:
+        """The [meter] table, key by key as ``METER_KEYS`` declares it; defaults for what it leaves out."""
+        given = self.raw.get("meter")
+        m = self.table({} if given is None else given, "meter", set(METER_KEYS))
+        default_agent = self.string(m.get("default_agent", ""), "meter.default_agent")
+        if default_agent and default_agent not in agents:
+            raise self.fail("meter.default_agent", f"unknown agent {default_agent!r}")
+        fallback = self.string(m.get("fallback_model", ""), "meter.fallback_model")
+        if fallback and fallback not in models:
+            raise self.fail("meter.fallback_model", f"unknown model {fallback!r}")
+        headroom = self.amount(m.get("guard_headroom", DEFAULT_GUARD_HEADROOM), "meter.guard_headroom",
+                               allow_zero=False)
+        if "models" in m:
+            aliases: dict[str, str] = {}
+            for pattern, name in self.table(m["models"], "meter.models", None).items():
+                what = f"meter.models.{pattern}"
+                if not pattern or len(pattern) > MAX_PATTERN or "\x00" in pattern:
+                    raise self.fail(what, f"a model id pattern is 1-{MAX_PATTERN} characters")
+                if self.string(name, what) not in models:
+                    raise self.fail(what, f"unknown model {name!r} (known: {', '.join(sorted(models))})")
+                aliases[pattern] = name
+        else:  # the defaults' map, minus entries for price tables this config does not have
+            aliases = {k: v for k, v in _defaults()["meter"]["models"].items() if v in models}
+        rules = m.get("sessions", [])
+        if not isinstance(rules, list):
+            raise self.fail("meter.sessions", "expected an array of tables ([[meter.sessions]])")
+        sessions = tuple(self.session_rule(r, f"meter.sessions[{i}]", agents) for i, r in enumerate(rules))
+        return MeterConfig(default_agent, fallback, headroom, aliases, sessions)
+
+    def session_rule(self, obj: Any, key: str, agents: dict[str, Agent]) -> SessionRule:
+        s = self.table(obj, key, {"agent", *SESSION_MATCHERS})
+        if "agent" not in s:
+            raise self.fail(f"{key}.agent", "missing")
+        agent = self.string(s["agent"], f"{key}.agent")
+        if agent not in agents:
+            raise self.fail(f"{key}.agent", f"unknown agent {agent!r}")
+        source = s.get("source", [])
+        sources = [source] if isinstance(source, str) else source
+        if not isinstance(sources, list) or not all(isinstance(x, str) and x in METER_SOURCES for x in sources):
+            raise self.fail(f"{key}.source", f"expected one or a list of {', '.join(METER_SOURCES)}")
+        globs: dict[str, str | None] = {}
+        for name in ("cwd", "path", "session"):
+            value = s.get(name)
+            if value is not None:
+                value = self.string(value, f"{key}.{name}")
+                if not value or len(value) > MAX_PATTERN or "\x00" in value:
+                    raise self.fail(f"{key}.{name}", f"a pattern is 1-{MAX_PATTERN} characters")
+            globs[name] = value
+        return SessionRule(agent, tuple(dict.fromkeys(sources)), globs["cwd"], globs["path"], globs["session"])
+    # --- end of metering ---------------------------------------------------------------------------
+
 
 def edit_config(path: Path, edit: Any) -> None:
     """Apply ``edit(doc)`` to the config with tomlkit (comments kept), validate, write atomically."""
@@ -468,3 +543,57 @@ def edit_config(path: Path, edit: Any) -> None:
     text = tomlkit.dumps(doc)
     parse(text, path)  # refuse to write an invalid config
     atomic_write(path, text.encode("utf-8"))
+
+
+# --- metering (issue 18): which agent a session is, which price table a model id is ----------------
+CACHE_PRICE_KEYS = ("cache_write_per_1k", "cache_read_per_1k")
+CACHE_WRITE_FACTOR = Decimal("1.25")
+CACHE_READ_FACTOR = Decimal("0.1")
+METER_SOURCES = ("claude-code", "codex", "aider")
+METER_KEYS = ("default_agent", "fallback_model", "guard_headroom", "models", "sessions")
+SESSION_MATCHERS = ("source", "cwd", "path", "session")
+DEFAULT_GUARD_HEADROOM = Decimal("0.0001")
+
+
+class SessionRule(NamedTuple):
+    """One ``[[meter.sessions]]`` rule: every matcher it sets must match (globs, ``~`` = home)."""
+
+    agent: str
+    source: tuple[str, ...]  # empty: any source
+    cwd: str | None
+    path: str | None
+    session: str | None
+
+    def matches(self, source: str, cwd: str | None, path: str | None, session: str | None) -> bool:
+        from fnmatch import fnmatchcase
+        from os.path import expanduser
+
+        if self.source and source not in self.source:
+            return False
+        for pattern, value in ((self.cwd, cwd), (self.path, path), (self.session, session)):
+            if pattern is not None and (not value or not fnmatchcase(value, expanduser(pattern))):
+                return False
+        return True
+
+
+class MeterConfig(NamedTuple):
+    """The validated ``[meter]`` table (see defaults.toml)."""
+
+    default_agent: str  # "" = none
+    fallback_model: str  # "" = the agent's primary_llm
+    guard_headroom: Units
+    models: dict[str, str]  # real model id glob -> price table name
+    sessions: tuple[SessionRule, ...]
+
+    def agent_for(self, source: str, *, cwd: str | None = None, path: str | None = None,
+                  session: str | None = None) -> str | None:
+        """The first rule that matches, else ``default_agent``; None when neither gives an agent."""
+        for rule in self.sessions:
+            if rule.matches(source, cwd, path, session):
+                return rule.agent
+        return self.default_agent or None
+
+
+def meter_config(cfg: Config) -> MeterConfig:
+    """The ``[meter]`` table of a loaded config (validated again: it is small)."""
+    return _Validator(cfg.raw or _defaults(), "", str(cfg.path or "<defaults>")).meter(cfg.agents, cfg.models)

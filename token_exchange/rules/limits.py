@@ -9,7 +9,7 @@ The four limits of the seed (``cfg.agent(x).limits``, in units):
 
 What a window counts (the accounting rule, see docs/spending.md):
 
-    used(window) = sum of spend + settle + contribute entries with ts in (now - window, now]
+    used(window) = sum of spend + settle + contribute + transfer entries with ts in (now - window, now]
                  + every reservation that is still open (whatever its age)
 
 A reservation counts in full while it is open; when it is settled, it stops counting and the
@@ -34,11 +34,11 @@ from typing import Any
 from token_exchange.amounts import Units, fmt, to_decimal
 from token_exchange.rules.config import Limits
 from token_exchange.errors import Refused
-from token_exchange.ledger.ledger import Index
+from token_exchange.ledger.protocols import Index
 
 HOUR_US = 3600 * 1_000_000
 DAY_US = 86400 * 1_000_000
-WINDOW_KINDS = ("spend", "settle", "contribute")
+WINDOW_KINDS = ("spend", "settle", "contribute", "transfer")  # a transfer is the payer's outflow
 WINDOWS = (("hourly", "Hourly", HOUR_US), ("daily", "Daily", DAY_US))
 
 
@@ -158,8 +158,8 @@ def available(limits: Limits, usage: Usage) -> Units:
 def usage(idx: Index, agent: str, now_us: int, *, hold_provisional: bool = False) -> Usage:
     """``hold_provisional``: count the agent's unsettled provisional awards as not spendable."""
     held = sum(amount for _, amount, _, _ in idx.open_holds(agent))
-    hourly = idx.window_sum(agent, WINDOW_KINDS, now_us - HOUR_US + 1) + held
-    daily = idx.window_sum(agent, WINDOW_KINDS, now_us - DAY_US + 1) + held
+    hourly = idx.window_sum(agent, WINDOW_KINDS, now_us - HOUR_US + 1, now_us) + held
+    daily = idx.window_sum(agent, WINDOW_KINDS, now_us - DAY_US + 1, now_us) + held
     pending = open_provisional(idx.balance(agent).by_kind) if hold_provisional else 0
     return Usage(now_us, idx.account(agent), hourly, daily, held, pending)
 
@@ -194,7 +194,7 @@ def enforce(idx: Index, limits: Limits, agent: str, amount: Units, now_us: int) 
     hint = ""
     if refusal.limit in ("hourly", "daily"):
         window = HOUR_US if refusal.limit == "hourly" else DAY_US
-        entries = idx.window_entries(agent, WINDOW_KINDS, now_us - window + 1)
+        entries = idx.window_entries(agent, WINDOW_KINDS, now_us - window + 1, now_us)
         when = frees_at(entries, window, refusal.used, u.held, refusal.cap, amount)
         if amount > refusal.cap:
             hint = f"; {f1(amount)} is more than the {refusal.limit} limit itself"
@@ -241,7 +241,7 @@ def status(idx: Index, limits: Limits, agent: str, now_us: int) -> Status:
     u = usage(idx, agent, now_us, hold_provisional=not limits.spend_provisional)
     nxt: dict[str, tuple[int, Units] | None] = {}
     for key, _, window in WINDOWS:
-        entries = idx.window_entries(agent, WINDOW_KINDS, now_us - window + 1)
+        entries = idx.window_entries(agent, WINDOW_KINDS, now_us - window + 1, now_us)
         # Entries with the same timestamp leave together.
         if entries:
             first = entries[0][0]

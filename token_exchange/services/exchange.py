@@ -8,23 +8,25 @@ budgets, balances and ids are decided against the state the write lands on.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from token_exchange.rules import config as config_mod
+from token_exchange import clock as clock_mod
 from token_exchange.amounts import Units, fmt
-from token_exchange.rules.config import Config
+from token_exchange.clock import Clock
 from token_exchange.errors import UserError, clean_text
-from token_exchange.services.home import find_home
-from token_exchange.ledger.ledger import (GENESIS, REWARDS, Appended, Balance, Clock, Index, Ledger, Txn, make_txn,
-                                         ts_micros, utcnow)
+from token_exchange.ledger.backends import open_journal
+from token_exchange.ledger.ledger import Ledger
+from token_exchange.ledger.protocols import Index
+from token_exchange.ledger.txn import GENESIS, REWARDS, Appended, Balance, Txn, make_txn, ts_micros
+from token_exchange.rules import config as config_mod
+from token_exchange.rules.config import Config
 from token_exchange.rules.engine import COMMIT_REF, CommitFacts, CommitPlan, Payment, plan_commit
+from token_exchange.services.home import find_home
 
 LINKS = "world:links"
 
-NOW_ENV = "TOKEN_EXCHANGE_NOW"
 HOME_GITIGNORE = """# token-exchange: only config.toml is tracked; the ledger is local state.
 *
 !.gitignore
@@ -32,32 +34,9 @@ HOME_GITIGNORE = """# token-exchange: only config.toml is tracked; the ledger is
 """
 
 
-def env_clock() -> Clock:
-    """The real clock, or a fixed instant from $TOKEN_EXCHANGE_NOW (tests, replays)."""
-    fixed = os.environ.get(NOW_ENV)
-    if not fixed:
-        return utcnow
-    try:
-        moment = datetime.fromisoformat(fixed.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"{NOW_ENV}={fixed[:40]!r} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise UserError(f"{NOW_ENV} needs a timezone (e.g. 2026-01-01T00:00:00Z)")
-    return lambda: moment
-
-
-def open_journal(home: Path, cfg: Config):  # type: ignore[no-untyped-def]
-    if cfg.backend == "notes":
-        from token_exchange.ledger.backends.notes import NotesJournal
-
-        return NotesJournal(home, cfg)
-    from token_exchange.ledger.backends.toml import TomlJournal
-
-    return TomlJournal(home)
-
-
 # Which kinds of transaction count as earned from each source, for the [caps] windows.
 SOURCE_KINDS = {"commits": ("earn",), "issues": ("award",)}
+FOREVER_US = 2**62
 
 
 class IndexView:
@@ -109,10 +88,11 @@ class IndexView:
 
     def earned(self, agent: str, source: str, since_us: int) -> Units:
         kinds = SOURCE_KINDS.get(source, ())
-        total = self.idx.window_sum(agent, kinds, since_us) if kinds else 0
+        # No upper bound: whatever the ledger holds from ``since_us`` on was earned before this plan.
+        total = self.idx.window_sum(agent, kinds, since_us, FOREVER_US) if kinds else 0
         if source == "commits" and "provisional" in self.kinds:
-            total += self.idx.window_sum(agent, ("provisional",), since_us)
-            total -= self.idx.window_sum(agent, ("void",), since_us)
+            total += self.idx.window_sum(agent, ("provisional",), since_us, FOREVER_US)
+            total -= self.idx.window_sum(agent, ("void",), since_us, FOREVER_US)
         return max(total, 0)
 
 
@@ -197,7 +177,8 @@ class Exchange:
     def __init__(self, home: Path, cfg: Config | None = None, clock: Clock | None = None) -> None:
         self.home = home
         self.cfg = cfg if cfg is not None else config_mod.load(home / "config.toml")
-        self.clock = clock or env_clock()
+        # None: token_exchange.clock.now (the system clock; tests inject one in-process, never via env).
+        self._clock = clock
         self._ledger: Ledger | None = None
 
     @classmethod
@@ -207,10 +188,15 @@ class Exchange:
             raise UserError(f"no exchange at {path} (run `tx init`)")
         return cls(path, clock=clock)
 
+    def clock(self) -> datetime:
+        """Now (the injected clock of a test or simulation, else the system clock)."""
+        return (self._clock or clock_mod.now)()
+
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = Ledger(open_journal(self.home, self.cfg), self.home / "index.sqlite", self.clock)
+            self._ledger = Ledger(open_journal(self.cfg.backend, self.home, self.cfg), self.home / "index.sqlite",
+                                  self._clock)
         return self._ledger
 
     def close(self) -> None:

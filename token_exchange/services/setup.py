@@ -16,30 +16,31 @@ def init_home(option: str | Path | None, backend: str) -> dict[str, Any]:
     """Create HOME/config.toml (seed defaults, commented) and HOME/.gitignore; open every wallet."""
     import tomlkit
 
-    if backend not in ("toml", "notes"):
-        raise UserError(f"--backend must be toml or notes, not {backend[:20]!r}")
-    home = find_home(option)
-    if backend == "notes":
-        from token_exchange.ledger.backends.notes import resolve_repo
+    from token_exchange.ledger.backends import NAMES, open_journal
+    from token_exchange.rules.config import load
 
-        resolve_repo(home)  # refuse outside a git repository before writing anything
-    home.mkdir(parents=True, exist_ok=True)
+    if backend not in NAMES:
+        raise UserError(f"--backend must be {' or '.join(NAMES)}, not {backend[:20]!r}")
+    home = find_home(option)
     cfg_path = home / "config.toml"
     created = not cfg_path.exists()
+    text = ""
     if created:
         doc = tomlkit.parse(default_text())
         doc["exchange"]["backend"] = backend  # type: ignore[index]
         text = tomlkit.dumps(doc)
-        parse(text, cfg_path)
+        cfg = parse(text, cfg_path)
+    else:
+        cfg = load(cfg_path)
+    # The backend prepares what it needs outside the home (and refuses, e.g. notes outside git) before any write.
+    open_journal(cfg.backend, home, cfg).setup()
+    home.mkdir(parents=True, exist_ok=True)
+    if created:
         atomic_write(cfg_path, text.encode("utf-8"))
     ignore = home / ".gitignore"
     if not ignore.exists():
         atomic_write(ignore, HOME_GITIGNORE.encode())
     ex = Exchange(home)
-    if ex.cfg.backend == "notes":
-        from token_exchange.ledger.backends.notes import configure_repo
-
-        configure_repo(home, ex.cfg)
     ex.open_all()
     verb = "created" if created else "already set up; config kept"
     return {"home": str(home), "created": created, "backend": ex.cfg.backend,

@@ -26,19 +26,22 @@ import json
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from token_exchange.rules import config as config_mod
 from token_exchange.amounts import SCALE, Units, fmt, to_decimal
-from token_exchange.rules.config import Config
 from token_exchange.errors import UserError
-from token_exchange.services.exchange import Exchange
-from token_exchange.ledger.ledger import Index, Ledger, Torn, Txn
+from token_exchange.ledger.index import SqliteIndex
+from token_exchange.ledger.ledger import Ledger
 from token_exchange.ledger.memindex import MemoryIndex
+from token_exchange.ledger.protocols import Chunk, Index, Tail
+from token_exchange.ledger.txn import Txn, chain
+from token_exchange.rules import config as config_mod
+from token_exchange.rules.config import Config
+from token_exchange.services.exchange import Exchange
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 MAX_HOURS = 24 * 366 * 5
@@ -132,7 +135,7 @@ def strategy_for(name: str, template: str | None = None) -> Strategy:
 class SimJournal:
     """An in-memory ``Journal`` (positions are counts); ``persist()`` writes a real ``ledger.toml``."""
 
-    chained = True
+    name = "memory"
 
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -144,18 +147,48 @@ class SimJournal:
     def end(self) -> str:
         return str(len(self.txns))
 
+    def is_behind(self, position: str, end: str) -> bool:
+        return int(position or 0) <= int(end or 0)
+
+    def verify_position(self, position: str, last_hash: str) -> str:
+        return ""
+
     def append(self, txns: list[Txn]) -> str:
         self.txns.extend(txns)
         return str(len(self.txns))
 
-    def read_from(self, position: str) -> tuple[list[Txn], str, Torn | None]:
-        return self.txns[int(position or 0):], self.end(), None
+    def read_from(self, position: str) -> Chunk:
+        return Chunk(self.txns[int(position or 0):], self.end())
 
-    def read_all(self) -> tuple[list[Txn], Torn | None]:
-        return list(self.txns), None
+    def chunks(self, position: str = "") -> Iterator[Chunk]:
+        yield self.read_from(position)
 
-    def cut_torn(self, torn: Torn) -> None:  # pragma: no cover - nothing is ever torn in memory
-        pass
+    def read_all(self) -> Chunk:
+        return Chunk(list(self.txns), self.end())
+
+    def seal(self, txns: list[Txn], last_hash: str) -> list[Txn]:
+        return chain(txns, last_hash)
+
+    def accept(self, idx: Index, txns: list[Txn]) -> tuple[list[Txn], bool]:
+        return txns, False
+
+    def link_problems(self, txns: list[Txn]) -> list[str]:
+        return []
+
+    def set_aside(self, tail: Tail) -> Path:  # pragma: no cover - nothing is ever torn in memory
+        raise UserError("an in-memory journal has no tail")
+
+    def new_records(self, old: str, new: str) -> list[Txn]:
+        return self.txns[int(old or 0):int(new or 0)]
+
+    def sync(self, ledger: Ledger, remote: str) -> Any:
+        raise UserError("a simulated ledger does not sync")
+
+    def setup(self) -> dict[str, Any]:
+        return {}
+
+    def existing(self) -> str | None:
+        return None
 
     def persist(self) -> int:
         """Write every transaction to HOME/ledger.toml in the TOML journal's format; returns its size."""
@@ -178,31 +211,20 @@ class SimIndex(MemoryIndex):
     """The index of a throwaway home: the dict-backed ``MemoryIndex`` (same answers as SQLite, no SQL)."""
 
 
-class SimLedger(Ledger):
-    """The real ``Ledger`` over a ``SimJournal`` and a ``SimIndex``."""
-
-    @property
-    def index(self) -> Index:
-        if self._index is None:
-            self._index = SimIndex(self.index_path)  # type: ignore[assignment]
-        return self._index
-
-
 class SimExchange(Exchange):
     """The real ``Exchange`` over a ``SimJournal`` and an in-memory index."""
 
     def __init__(self, home: Path, cfg: Config, clock: Callable[[], datetime]) -> None:
         super().__init__(home, cfg, clock)
         self.journal = SimJournal(home)
-        self._ledger = SimLedger(self.journal, Path(":memory:"), clock)  # type: ignore[arg-type]
+        self._ledger = Ledger(self.journal, Path(":memory:"), clock, index=SimIndex())
 
     def persist(self) -> None:
         """Write ledger.toml and a caught-up index.sqlite so `tx --home` can read the result."""
         size = self.journal.persist()
-        target = Index(self.home / "index.sqlite")
+        target = SqliteIndex(self.home / "index.sqlite")
         try:
-            txns = self.journal.txns
-            target.add(txns, str(size), txns[-1].hash if txns else None)
+            target.rebuild([Chunk(self.journal.txns, str(size))])
         finally:
             target.close()
 
@@ -427,8 +449,8 @@ class Spending:
         self.ex = ex
 
     def llm(self, agent: str, task: str, tokens: int, model: str | None, id: str) -> SpendOutcome:
-        from token_exchange.services import spending as llm
         from token_exchange.rules.limits import LimitRefused
+        from token_exchange.services import spending as llm
 
         name = model or self.ex.cfg.agents[agent].model_for(task)
         try:
@@ -441,10 +463,10 @@ class Spending:
                  description: str) -> PoolJob:
         """Create a pool, members join and chip in equal shares (under their own limits), the pool pays
         for the job if the shares cover it, then the pool is dissolved (unspent stakes refunded)."""
-        from token_exchange.services import spending as llm
-        from token_exchange.services import pools
         from token_exchange.errors import UserError as Refusal_
         from token_exchange.rules.limits import LimitRefused
+        from token_exchange.services import pools
+        from token_exchange.services import spending as llm
 
         ex = self.ex
         name = id.lower()

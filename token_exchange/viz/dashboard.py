@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from token_exchange.amounts import SCALE, Units, fmt, to_decimal
-from token_exchange.ledger.ledger import Index, Txn, is_agent_account, ts_micros
+from token_exchange.ledger.protocols import Index
+from token_exchange.ledger.txn import Txn, is_agent_account, ts_micros
 
 MAX_SERIES_POINTS = 400
 MAX_CHART_AGENTS = 12

@@ -15,8 +15,8 @@ Layout (see docs/notes.md):
 * One record per line: compact JSON with sorted keys.  ``git notes merge -s cat_sort_uniq`` (line
   union) and ``notes.rewriteMode=cat_sort_uniq`` (amend/rebase copies) therefore never lose a record;
   a record seen twice is deduplicated by id.
-* ``chained = False``: a linear hash chain cannot survive union merges.  Each record carries the hash
-  of its own content; tamper evidence comes from git's object DAG (the notes ref's commits hash every
+* No chain (``seal`` leaves ``prev`` empty): a linear hash chain cannot survive union merges.  Each record
+  carries the hash of its own content; tamper evidence comes from git's object DAG (the notes ref's commits hash every
   tree and blob, and every clone that synced holds the history).
 
 Position = the notes ref's commit.  ``end()`` reads the ref file (no subprocess on the common path).
@@ -39,12 +39,18 @@ import re
 import subprocess
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from token_exchange.errors import UserError
-from token_exchange.ledger.ledger import Torn, Txn, make_txn
+from token_exchange.ledger.merge import settle
+from token_exchange.ledger.protocols import Chunk, Index, Tail
+from token_exchange.ledger.txn import Txn, make_txn, ts_micros
+
+if TYPE_CHECKING:  # pragma: no cover
+    from token_exchange.ledger.ledger import Ledger
 
 ANCHOR_TEXT = "token-exchange ledger anchor v1\nhour: {hour}\n"
 ANCHOR_DIR = "token-exchange-anchors"
@@ -301,11 +307,12 @@ class _Parsed:
 class NotesJournal:
     """Journal in git notes; position = the notes ref's commit id ("" before the first write)."""
 
-    chained = False
+    name = "notes"
     MAX_CAS_RETRIES = 20
 
     def __init__(self, home: Path, cfg: Any) -> None:
         self.home = home
+        self.cfg = cfg
         self.ref: str = cfg.notes_ref
         self._repo: Repo | None = None
         self._known: str | None = None  # the position the index was last brought to through us
@@ -327,8 +334,54 @@ class NotesJournal:
         self._known = pos
         return pos
 
-    def cut_torn(self, torn: Torn) -> None:
-        """Nothing to cut: a notes write is one compare-and-swap of the ref."""
+    def set_aside(self, tail: Tail) -> Path:
+        """Never needed: a notes write is one compare-and-swap of the ref, so there is no tail."""
+        raise UserError("git notes have no tail to set aside")
+
+    def verify_position(self, position: str, last_hash: str) -> str:
+        if self.is_behind(position, self.end()):
+            return ""
+        return (f"{self.ref} no longer contains the notes commit the index has read ({position[:12]}): the "
+                "notes were rewritten")
+
+    def setup(self) -> dict[str, Any]:
+        return configure_repo(self.home, self.cfg)
+
+    def existing(self) -> str | None:
+        try:
+            return f"git notes {self.ref}" if self.repo.read_ref(self.ref) else None
+        except UserError:
+            return None
+
+    def seal(self, txns: list[Txn], last_hash: str) -> list[Txn]:
+        """Each record carries the hash of its own content (no chain: union merges reorder records)."""
+        return [t._replace(prev="", hash=t._replace(prev="").compute_hash()) for t in txns]
+
+    def accept(self, idx: Index, txns: list[Txn]) -> tuple[list[Txn], bool]:
+        return settle(idx.get, txns)
+
+    def link_problems(self, txns: list[Txn]) -> list[str]:
+        problems: list[str] = []
+        seen: dict[str, str] = {}
+        for n, t in enumerate(txns):
+            fp = t.fingerprint()
+            if seen.get(t.id, fp) != fp:
+                problems.append(f"transaction {n}: id {t.id} appears twice")
+            seen.setdefault(t.id, fp)
+        return problems
+
+    def new_records(self, old: str, new: str) -> list[Txn]:
+        return self._parse(self.changes(old, new)).txns
+
+    def sync(self, ledger: Ledger, remote: str) -> SyncResult:
+        return sync_notes(ledger, self, remote)
+
+    def chunks(self, position: str = "") -> Iterator[Chunk]:
+        chunk = self.read_from(position)
+        if not position:  # a rebuild: settle conflicting records the way every replica does
+            yield Chunk(settle(lambda _id: None, chunk.txns)[0], chunk.position)
+        else:
+            yield chunk
 
     def is_behind(self, position: str, end: str) -> bool:
         """True when ``position`` is an ancestor of ``end`` (the index just has not caught up)."""
@@ -427,24 +480,25 @@ class NotesJournal:
         result.txns.sort(key=lambda t: (t.ts, t.hash))
         return result
 
-    def read_from(self, position: str) -> tuple[list[Txn], str, Torn | None]:
+    def read_from(self, position: str) -> Chunk:
         end = self.repo.read_ref(self.ref)
         if end == position:
             self._known = end
-            return [], end, None
+            return Chunk([], end)
         parsed = self._parse(self.changes(position, end))
         self.invalid.extend(parsed.invalid)
         self._known = end
-        return parsed.txns, end, None
+        return Chunk(parsed.txns, end)
 
-    def read_all(self) -> tuple[list[Txn], Torn | None]:
+    def read_all(self) -> Chunk:
         """Every distinct record (equal copies once; conflicting ones all kept), oldest first."""
-        parsed = self._parse(self.changes("", self.repo.read_ref(self.ref)))
+        end = self.repo.read_ref(self.ref)
+        parsed = self._parse(self.changes("", end))
         if parsed.invalid:
             first = parsed.invalid[0]
             raise UserError(f"{len(parsed.invalid)} invalid record(s) in {self.ref} (first: note on "
                             f"{first.note[:16]}: {first.reason}); balances ignore them")
-        return parsed.txns, None
+        return Chunk(parsed.txns, end)
 
     # --- writing ---------------------------------------------------------------------------------
     def append(self, txns: list[Txn]) -> str:
@@ -582,8 +636,6 @@ def parse_record(line: bytes) -> Txn:
         raise ValueError(f"{t.id}: fields are not in canonical form")
     if not t.ts or t.prev:
         raise ValueError(f"{t.id}: bad ts/prev")
-    from token_exchange.ledger.ledger import ts_micros
-
     ts_micros(t.ts)
     if t.compute_hash() != t.hash:
         raise ValueError(f"{t.id}: does not match its hash (edited?)")
@@ -627,11 +679,14 @@ _RETRYABLE = ("[rejected]", "fetch first", "non-fast-forward", "cannot lock ref"
               "incorrect old value", "failed to lock", "stale info")
 
 
-def sync(ledger: Any, remote: str = "origin", max_attempts: int = 10) -> SyncResult:
+def sync(ledger: Ledger, remote: str = "origin", max_attempts: int = 10) -> SyncResult:
+    """``tx sync`` on whatever journal the ledger has (the TOML journal refuses)."""
+    result: SyncResult = ledger.journal.sync(ledger, remote)
+    return result
+
+
+def sync_notes(ledger: Ledger, journal: NotesJournal, remote: str = "origin", max_attempts: int = 10) -> SyncResult:
     """Fetch the remote's notes into a tracking ref, union-merge them, push without force; retry."""
-    journal = ledger.journal
-    if not isinstance(journal, NotesJournal):
-        raise UserError("`tx sync` needs the notes backend ([exchange] backend = \"notes\")")
     if not REMOTE_RE.fullmatch(remote) or ".." in remote or remote.endswith(".lock"):
         raise UserError(f"invalid remote name {remote[:40]!r}")
     repo = journal.repo
@@ -673,7 +728,7 @@ def sync(ledger: Any, remote: str = "origin", max_attempts: int = 10) -> SyncRes
         # 3. push without force.
         if not local or local == remote_tip:
             break
-        pushed = len({t.id for t in journal._parse(journal.changes(remote_tip, local)).txns})
+        pushed = len({t.id for t in journal.new_records(remote_tip, local)})
         proc = repo.run("push", "--porcelain", "--quiet", "--no-verify", remote, f"{journal.ref}:{journal.ref}",
                         check=False)
         text = (proc.stdout + proc.stderr).decode("utf-8", "replace")

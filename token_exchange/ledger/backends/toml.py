@@ -1,28 +1,61 @@
 """The repo-local TOML journal: ``ledger.toml``, one ``[[transaction]]`` block per entry.
 
-Blocks are only ever appended (one ``write`` + ``fsync`` per batch), never
-rewritten.  The file is valid TOML that any reader can load, but we write a
-strict subset (basic strings that are also JSON strings, integers, dotted keys)
-so we can read it back an order of magnitude faster than a general TOML parser.
-A block is complete when it ends with its ``hash`` line; an incomplete last
-block is a torn write from a killed process and is cut (kept in ``ledger.torn``).
+Blocks are only ever appended, never rewritten.  Each write is one batch: a ``# batch N`` line then N
+blocks, in one ``write`` + ``fsync``.  A batch is committed when all N blocks are complete (each ends
+with its ``hash`` line), so a writer killed at any byte leaves a *torn* tail that no reader counts:
+batches are all-or-nothing.  Blocks written before batch lines existed (a v1 file) count one by one.
+
+The file is valid TOML that any reader can load (batch lines are comments), but we write a strict
+subset (basic strings that are also JSON strings, integers, dotted keys) so a whole run of blocks is
+turned into one JSON document and parsed at C speed (a rebuild streams 10^6 blocks, see
+benchmarks/bench_ledger.py).
+
+Nothing here ever cuts or rewrites the journal on a read.  A tail that does not verify (a partial
+batch, an edited block, a broken chain, garbage) stops every reader and writer with one line naming
+the byte and the problem; ``tx doctor --repair`` moves it, with everything after it, to a quarantine
+file (``set_aside``).  A torn tail (incomplete last batch) is moved to ``ledger.torn`` by the next
+writer: it was never acknowledged to anyone.
+
+Over 400 lines on purpose: the format (render, the fast and the exact parser) and the streaming reader
+that enforces its rules are one unit; split, each half would only make sense next to the other.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from token_exchange.amounts import fmt, to_units
+from token_exchange.amounts import MAX_UNITS, SCALE, fmt, to_units
 from token_exchange.errors import UserError
-from token_exchange.ledger.ledger import Torn, Txn
-from token_exchange.storage import append_durably
+from token_exchange.ledger.protocols import Chunk, Index, Tail
+from token_exchange.ledger.txn import Txn, canonical, canonical_hashed, chain
+from token_exchange.storage import append_durably, fsync_dir
 
-HEADER = b"# token-exchange ledger v1. Append-only: never edit; `tx doctor` detects any change.\n"
+if TYPE_CHECKING:  # pragma: no cover
+    from token_exchange.ledger.ledger import Ledger
+
+HEADER = b"# token-exchange ledger v2. Append-only: never edit; `tx doctor` detects any change.\n"
+HEADER_PREFIX = b"# token-exchange ledger v"
 BLOCK = "[[transaction]]\n"
+BLOCK_B = BLOCK.encode()
 _FIELDS = ("id", "ts", "kind", "agent", "payer", "payee", "amount", "project", "description", "ref")
+_BOUNDARY = re.compile(rb"\n(?=\[\[transaction\]\]\n|#)")
+_BATCH = re.compile(rb"# batch ([1-9][0-9]{0,8})\n")
+# After the plain replaces in ``parse_blocks`` only whole-number values (source./breakdown.) still have
+# `` = `` after their key; a quote preceded by ``{`` or ``,`` is structural (never inside a JSON string).
+_INT_FIELD = re.compile(r'(?<=[{,])"((?:source|breakdown)\.[A-Za-z0-9_-]+) = (?=-?[0-9])')
+_ALLOWED = frozenset((*_FIELDS, "prev", "hash"))
+_HASH_LINE = re.compile(rb'\nhash = "[0-9a-f]{64}"\n\Z')
+_AMOUNT = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,4}))?")
+READ_SIZE = 4 << 20
+CHUNK_TXNS = 4096
+PARSE_GROUP = 1024
 
 
 def _s(value: str) -> str:
@@ -49,34 +82,189 @@ def render(t: Txn) -> str:
     return "".join(lines)
 
 
+def render_batch(txns: list[Txn]) -> bytes:
+    return (f"# batch {len(txns)}\n" + "".join(render(t) for t in txns)).encode("utf-8")
+
+
+def _units(text: Any, where: int) -> int:
+    if isinstance(text, str):
+        m = _AMOUNT.fullmatch(text)
+        if m is not None:
+            whole, frac = m.groups()
+            units = int(whole) * SCALE + (int(frac.ljust(4, "0")) if frac else 0)
+            if units <= MAX_UNITS:
+                return units
+    return to_units(str(text), what=f"byte {where}: amount", allow_zero=True)
+
+
+def _txn(d: dict[str, Any], where: int, strict: bool = True) -> Txn:
+    """A block's fields -> Txn.  ``strict`` False: the fast path already guarantees that every plain value is
+    a string (any other JSON value there makes its document invalid)."""
+    source: dict[str, Any] = {}
+    breakdown: dict[str, Any] = {}
+    for key in [k for k in d if "." in k]:
+        table, _, sub = key.partition(".")
+        value = d.pop(key)
+        if not (type(value) is str or type(value) is int):
+            raise ValueError(f"byte {where}: {key[:40]} must be text or a whole number")
+        if table == "source":
+            source[sub] = value
+        elif table == "breakdown":
+            breakdown[sub] = value
+        else:
+            raise ValueError(f"byte {where}: unexpected key {key[:40]!r}")
+    if not d.keys() <= _ALLOWED:
+        raise ValueError(f"byte {where}: unexpected key {min(d.keys() - _ALLOWED)[:40]!r}")
+    try:
+        get = d.get
+        t = Txn(d["id"], d["kind"], d["payer"], d["payee"], _units(d["amount"], where), get("agent", ""),
+                get("project", ""), get("description", ""), source, breakdown, get("ref", ""), d["ts"],
+                get("prev", ""), d["hash"])
+    except KeyError as e:
+        raise ValueError(f"byte {where}: block lacks {e.args[0]}") from None
+    if strict and not all(type(v) is str for v in d.values()):
+        raise ValueError(f"byte {where}: every field but source./breakdown. values must be text")
+    return t
+
+
+_UNITS: dict[str, int] = {}
+
+
+def _fast(d: dict[str, Any], where: int) -> tuple[Txn, str]:
+    """One block's fields (all plain values are strings, see ``parse_blocks``) -> (Txn, the canonical text its
+    hash covers).  ``d`` is turned into the hashed form in place: no second dict, one encoding."""
+    source: dict[str, Any] = {}
+    breakdown: dict[str, Any] = {}
+    for key in [k for k in d if "." in k]:
+        table, _, sub = key.partition(".")
+        value = d.pop(key)
+        if not (type(value) is str or type(value) is int):
+            raise ValueError(f"byte {where}: {key[:40]} must be text or a whole number")
+        if table == "source":
+            source[sub] = value
+        elif table == "breakdown":
+            breakdown[sub] = value
+        else:
+            raise ValueError(f"byte {where}: unexpected key {key[:40]!r}")
+    if not d.keys() <= _ALLOWED:
+        raise ValueError(f"byte {where}: unexpected key {min(d.keys() - _ALLOWED)[:40]!r}")
+    try:
+        h = d.pop("hash")
+        text = d["amount"]
+        units = _UNITS.get(text)
+        if units is None:
+            units = _units(text, where)
+            if len(_UNITS) > 65536:
+                _UNITS.clear()
+            _UNITS[text] = units
+        d["amount"] = units
+        for k in ("agent", "project", "description", "ref", "prev"):
+            if k not in d:
+                d[k] = ""
+        d["source"] = source
+        d["breakdown"] = breakdown
+        t = Txn(d["id"], d["kind"], d["payer"], d["payee"], units, d["agent"], d["project"], d["description"],
+                source, breakdown, d["ref"], d["ts"], d["prev"], h)
+    except KeyError as e:
+        raise ValueError(f"byte {where}: block lacks {e.args[0]}") from None
+    return t, canonical_hashed(d)
+
+
 def parse_block(text: str, where: int) -> Txn:
-    """Parse one block we wrote (fast path); raises ValueError on anything unexpected."""
-    d: dict[str, Any] = {"source": {}, "breakdown": {}}
+    """Parse one block we wrote, line by line (the slow path that names a bad line); ValueError if odd."""
+    d: dict[str, Any] = {}
     for line in text.splitlines():
         if not line or line == "[[transaction]]":
             continue
         key, sep, raw = line.partition(" = ")
         if not sep:
             raise ValueError(f"byte {where}: unexpected line {line[:60]!r}")
-        value = json.loads(raw)
-        table, dot, sub = key.partition(".")
-        if dot:
-            d[table][sub] = value
-        else:
-            d[key] = value
-    for need in ("id", "ts", "kind", "payer", "payee", "amount", "hash"):
-        if need not in d:
-            raise ValueError(f"byte {where}: block lacks {need}")
-    d["amount"] = to_units(d["amount"], what=f"byte {where}: amount", allow_zero=True)
-    return Txn(**d)
+        if key in d:
+            raise ValueError(f"byte {where}: {key[:40]} given twice")
+        d[key] = json.loads(raw)
+    return _txn(d, where)
+
+
+def parse_blocks(pieces: list[tuple[int, bytes]]) -> tuple[list[tuple[Txn, str]], tuple[int, str] | None]:
+    """Many blocks at once: C-level replaces turn the run into one JSON array, parsed by one ``json.loads``.
+
+    Every line is ``key = <JSON value>`` and a JSON string never holds a raw newline or an unescaped
+    quote, so newlines and `` = "`` are structural.  Anything odd makes the document invalid and falls
+    back to the line-by-line parser, which names the block.  Returns the transactions and, if one
+    block is wrong, (its index, what is wrong) with the ones before it.  Each transaction comes with the
+    canonical text its hash covers (``canonical(t.hashed())``)."""
+    if not pieces:
+        return [], None
+    try:
+        text = b"".join(p for _, p in pieces).decode("utf-8")
+        body = (text[len(BLOCK):-1].replace("\n" + BLOCK, '},{"').replace("\n", ',"').replace(' = "', '":"'))
+        if " = " in body:
+            body = _INT_FIELD.sub(r'"\1":', body)
+        dicts = json.loads('[{"' + body + "}]")
+        if len(dicts) == len(pieces) and all(type(d) is dict for d in dicts):
+            return [_fast(d, where) for (where, _), d in zip(pieces, dicts, strict=True)], None
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, UserError):
+        pass
+    return parse_slowly(pieces)
+
+
+def parse_slowly(pieces: list[tuple[int, bytes]]) -> tuple[list[tuple[Txn, str]], tuple[int, str] | None]:
+    """One block at a time, naming the first that is wrong."""
+    slow: list[tuple[Txn, str]] = []
+    for n, (where, piece) in enumerate(pieces):
+        try:
+            t = _slow(where, piece)
+            slow.append((t, canonical(t.hashed())))
+        except ValueError as e:
+            return slow, (n, str(e))
+    return slow, None
+
+
+def _slow(where: int, piece: bytes) -> Txn:
+    try:
+        return parse_block(piece.decode("utf-8"), where)
+    except UnicodeDecodeError:
+        raise ValueError(f"byte {where}: block is not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"byte {where}: a value is not valid ({e.msg})") from None
+    except UserError as e:
+        raise ValueError(str(e)) from None
+
+
+def _pieces(f: Any, start: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(offset, piece, last): a piece is one ``#`` line or one block; the last one may be incomplete."""
+    f.seek(start)
+    carry = b""
+    base = start
+    while True:
+        data = f.read(READ_SIZE)
+        buf = carry + data
+        if not buf:
+            return
+        cuts = [m.start() + 1 for m in _BOUNDARY.finditer(buf)]
+        pos = 0
+        if data:
+            for cut in cuts:
+                if cut > pos:
+                    yield base + pos, buf[pos:cut], False
+                pos = cut
+            carry = buf[pos:]
+            base += pos
+            continue
+        for cut in cuts:
+            if cut > pos:
+                yield base + pos, buf[pos:cut], False
+            pos = cut
+        yield base + pos, buf[pos:], True
+        return
 
 
 class TomlJournal:
-    """Journal in ``HOME/ledger.toml``; position = byte offset indexed through."""
+    """Journal in ``HOME/ledger.toml``; position = byte offset of the committed end indexed through."""
 
-    chained = True
+    name = "toml"
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, cfg: Any = None) -> None:
         self.path = home / "ledger.toml"
         self.torn_path = home / "ledger.torn"
         self.home = home
@@ -90,66 +278,248 @@ class TomlJournal:
         except FileNotFoundError:
             return "0"
 
+    def is_behind(self, position: str, end: str) -> bool:
+        pos = position or "0"
+        return pos.isdigit() and end.isdigit() and int(pos) <= int(end)
+
+    def setup(self) -> dict[str, Any]:
+        return {}
+
+    def existing(self) -> str | None:
+        return "ledger.toml" if self.path.is_file() else None
+
+    # --- reading -----------------------------------------------------------------------------------
+    def verify_position(self, position: str, last_hash: str) -> str:
+        pos = int(position or 0)
+        size = int(self.end())
+        if pos > size:
+            return (f"ledger.toml has {size} bytes but the index has read {pos}: acknowledged transactions "
+                    "are missing (truncated?)")
+        if pos == 0:
+            return ""
+        with open(self.path, "rb") as f:
+            lo = max(0, pos - 65536)
+            f.seek(lo)
+            window = f.read(pos - lo)
+        start = window.rfind(b"\n" + BLOCK_B)
+        block = window[start + 1:] if start >= 0 else (window if window.startswith(BLOCK_B) else b"")
+        ok = False
+        if block and _HASH_LINE.search(b"\n" + block):
+            try:
+                t = _slow(pos - len(block), block)
+                ok = t.hash == last_hash and t.compute_hash() == t.hash
+            except ValueError:
+                ok = False
+        if not ok:
+            return (f"ledger.toml changed before byte {pos} (where the index stopped reading): the block ending "
+                    "there is not the last indexed transaction (an edit, or bytes inserted or removed)")
+        return ""
+
+    def chunks(self, position: str = "") -> Iterator[Chunk]:
+        start = int(position or 0)
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            yield Chunk([], "0")
+            return
+        with f:
+            yield from self._scan(f, start)
+
+    def _scan(self, f: Any, start: int) -> Iterator[Chunk]:
+        """Two layers: a structural pass groups pieces into complete batches (or finds a tail); runs of
+        batches are then parsed and verified together (hash, chain).  A batch is committed only whole."""
+        state: dict[str, Any] = {"prev": "" if start == 0 else None, "committed": start}
+        out: list[Txn] = []
+        texts: list[str] = []  # the canonical text each hash covers (the index stores it as is)
+        pending: list[tuple[int, int, list[tuple[int, bytes]]]] = []  # (start, end, blocks), not yet verified
+
+        def verify() -> Tail | None:
+            flat = [p for _, _, blocks in pending for p in blocks]
+            txns, bad = parse_blocks(flat)
+            if bad is None:  # the common case in one tight loop; anything odd is redone block by block below
+                prev = state["prev"]
+                for t, c in txns:
+                    if sha256(c.encode()).hexdigest() != t.hash or (prev is not None and t.prev != prev):
+                        break
+                    prev = t.hash
+                else:
+                    state["prev"] = prev
+                    out.extend([t for t, _ in txns])
+                    texts.extend([c for _, c in txns])
+                    if pending:
+                        state["committed"] = pending[-1][1]
+                    pending.clear()
+                    return None
+            i = 0
+            for b_start, b_end, blocks in pending:
+                batch = txns[i:i + len(blocks)]
+                problem = bad[1] if bad is not None and i + len(blocks) > bad[0] else ""
+                hashed = []
+                for n, ((t, c), (where, piece)) in enumerate(zip(batch, blocks, strict=False)):
+                    if problem:
+                        break
+                    if sha256(c.encode()).hexdigest() != t.hash:
+                        slow, _ = parse_slowly([(where, piece)])  # never trust the fast path with a verdict
+                        if slow and slow[0][0] != t:
+                            t, c = slow[0]
+                            batch[n] = (t, c)
+                    if sha256(c.encode()).hexdigest() != t.hash:
+                        problem = f"byte {where}: transaction {t.id} does not match its hash (edited?)"
+                    elif state["prev"] is not None and t.prev != state["prev"]:
+                        problem = (f"byte {where}: transaction {t.id}: chain broken (its prev is not the hash of "
+                                   "the block before it: a block was edited, removed or reordered)")
+                    else:
+                        state["prev"] = t.hash
+                        hashed.append(c)
+                if problem:
+                    pending.clear()
+                    return Tail(b_start, 0, problem)
+                out.extend(t for t, _ in batch)
+                texts.extend(hashed)
+                state["committed"] = b_end
+                i += len(blocks)
+            pending.clear()
+            return None
+
+        batch_left = 0  # blocks still expected by the open batch
+        batch_at = start
+        blocks: list[tuple[int, bytes]] = []
+        waiting = 0
+        size = self._size(f)
+        for where, piece, last in _pieces(f, start):
+            tail: Tail | None = None
+            if piece.startswith(b"#"):
+                if where == 0 and piece.startswith(HEADER_PREFIX) and piece.endswith(b"\n"):
+                    state["committed"] = len(piece)
+                    continue
+                m = _BATCH.fullmatch(piece)
+                if last and not piece.endswith(b"\n"):
+                    tail = Tail(batch_at if batch_left else where, 0, "an incomplete write", torn=True)
+                elif batch_left:
+                    tail = Tail(batch_at, 0, f"byte {batch_at}: partial batch (it declares more transactions "
+                                "than follow it)")
+                elif m is None:
+                    tail = Tail(where, 0, f"byte {where}: unexpected line {piece[:60]!r}")
+                else:
+                    batch_left, batch_at, blocks = int(m.group(1)), where, []
+            elif not (piece.startswith(BLOCK_B) and piece[-75:-66] == b'\nhash = "' and piece.endswith(b'"\n')
+                      and len(piece) > 75):
+                if last:
+                    tail = Tail(batch_at if batch_left else where, 0, "an incomplete write", torn=True)
+                else:
+                    what = "does not end with its hash line" if piece.startswith(BLOCK_B) else \
+                        "expected [[transaction]]"
+                    tail = Tail(batch_at if batch_left else where, 0, f"byte {where}: block {what}")
+            elif batch_left:
+                blocks.append((where, piece))
+                batch_left -= 1
+                if not batch_left:
+                    pending.append((batch_at, where + len(piece), blocks))
+                    waiting += len(blocks)
+            else:
+                pending.append((where, where + len(piece), [(where, piece)]))
+                waiting += 1
+            if tail is None and last and batch_left:
+                tail = Tail(batch_at, 0, "an incomplete write", torn=True)
+            if tail is None and waiting >= PARSE_GROUP:
+                waiting = 0
+                tail = verify()
+            if tail is not None:
+                tail = verify() or tail
+                yield Chunk(out, str(state["committed"]), tail._replace(size=size - tail.offset), texts)
+                return
+            if len(out) >= CHUNK_TXNS:
+                yield Chunk(out, str(state["committed"]), None, texts)
+                out, texts = [], []
+        err = verify()
+        yield Chunk(out, str(state["committed"]), err._replace(size=size - err.offset) if err else None, texts)
+
+    @staticmethod
+    def _size(f: Any) -> int:
+        return os.fstat(f.fileno()).st_size
+
+    def read_from(self, position: str) -> Chunk:
+        txns: list[Txn] = []
+        texts: list[str] = []
+        pos = position or "0"
+        tail = None
+        for c in self.chunks(position):
+            txns.extend(c.txns)
+            texts.extend(c.hashed or [])
+            pos, tail = c.position, c.tail
+        return Chunk(txns, pos, tail, texts if len(texts) == len(txns) else None)
+
+    def read_all(self) -> Chunk:
+        return self.read_from("")
+
+    def accept(self, idx: Index, txns: list[Txn]) -> tuple[list[Txn], bool]:
+        if txns and txns[0].prev != (idx.meta("last_hash") or ""):
+            raise UserError("ledger chain is broken at the indexed position (the first new block does not "
+                            "follow the last indexed one); run `tx doctor`")
+        return txns, False
+
+    def link_problems(self, txns: list[Txn]) -> list[str]:
+        problems: list[str] = []
+        prev = ""
+        seen: set[str] = set()
+        for n, t in enumerate(txns):
+            if t.prev != prev:
+                problems.append(f"transaction {n} ({t.id}): chain broken (entry edited, removed or reordered)")
+            prev = t.hash
+            if t.id in seen:
+                problems.append(f"transaction {n}: id {t.id} appears twice")
+            seen.add(t.id)
+        return problems
+
+    def new_records(self, old: str, new: str) -> list[Txn]:
+        return [t for t in self.read_from(old).txns]
+
+    def sync(self, ledger: Ledger, remote: str) -> Any:
+        raise UserError("`tx sync` needs the notes backend ([exchange] backend = \"notes\")")
+
+    # --- writing -----------------------------------------------------------------------------------
+    def seal(self, txns: list[Txn], last_hash: str) -> list[Txn]:
+        return chain(txns, last_hash)
+
     def append(self, txns: list[Txn]) -> str:
-        data = "".join(render(t) for t in txns).encode("utf-8")
+        data = render_batch(txns)
+        # Refuse, before a byte is written, what this file could not give back exactly.
+        text = data.decode("utf-8")
+        pieces, where = [], 0
+        for block in text[text.index(BLOCK):].split(BLOCK)[1:]:
+            pieces.append((where, (BLOCK + block).encode("utf-8")))
+            where += 1
+        back, bad = parse_slowly(pieces) if len(pieces) != len(txns) else parse_blocks(pieces)
+        if bad is not None or [t for t, _ in back] != txns:
+            raise UserError("a transaction would not read back from ledger.toml exactly; nothing written")
         if not self.path.exists() or self.path.stat().st_size == 0:
             data = HEADER + data
         start = append_durably(self.path, data)
         return str(start + len(data))
 
-    def read_from(self, position: str) -> tuple[list[Txn], str, Torn | None]:
-        start = int(position or 0)
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(start)
-                raw = f.read()
-        except FileNotFoundError:
-            return [], "0", None
-        size = start + len(raw)
-        if start > 0 and self.path.stat().st_size < start:  # pragma: no cover - guarded by caller
-            raise UserError("ledger.toml is shorter than the index remembers; run `tx doctor --repair`")
-        return self._parse(raw, start, size)
-
-    def _parse(self, raw: bytes, start: int, size: int) -> tuple[list[Txn], str, Torn | None]:
-        txns: list[Txn] = []
-        marker = BLOCK.encode()
-        pos = 0
-        if start == 0 and raw.startswith(b"#"):
-            pos = raw.find(b"\n") + 1 if b"\n" in raw else len(raw)
-        done = pos
-        while pos < len(raw):
-            nxt = raw.find(b"\n" + marker, pos + 1)
-            end = len(raw) if nxt < 0 else nxt + 1
-            chunk = raw[pos:end]
-            last = nxt < 0
+    def set_aside(self, tail: Tail) -> Path:
+        """Copy the bytes from ``tail.offset`` to a quarantine file (fsynced), then cut the journal there."""
+        if tail.torn:
+            target = self.torn_path
+        else:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            target = self.home / f"ledger.quarantine-{stamp}-{tail.offset}.toml"
+        with open(self.path, "rb") as src:
+            src.seek(tail.offset)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                if not chunk.startswith(marker):
-                    raise ValueError(f"byte {start + pos}: expected [[transaction]]")
-                if not chunk.endswith(b"\n"):
-                    raise ValueError(f"byte {start + pos}: block does not end with a newline")
-                t = parse_block(chunk.decode("utf-8"), start + pos)
-            except (ValueError, UnicodeDecodeError, UserError, TypeError) as e:
-                if last:
-                    return txns, str(start + done), Torn(start + pos, raw[pos:])
-                raise UserError(f"ledger.toml is corrupt: {e}; run `tx doctor`") from None
-            if t.compute_hash() != t.hash:
-                raise UserError(f"ledger.toml is corrupt: byte {start + pos}: transaction {t.id}"
-                                " does not match its hash (edited?); run `tx doctor`")
-            txns.append(t)
-            pos = end
-            done = end
-        return txns, str(start + done), None
-
-    def read_all(self) -> tuple[list[Txn], Torn | None]:
-        txns, _, torn = self.read_from("0")
-        return txns, torn
-
-    def cut_torn(self, torn: Torn) -> None:
-        """Move a torn tail aside (kept as evidence) so the next append starts clean."""
-        append_durably(self.torn_path, torn.data + b"\n")
+                while block := src.read(READ_SIZE):
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         fd = os.open(self.path, os.O_WRONLY)
         try:
-            os.ftruncate(fd, torn.offset)
+            os.ftruncate(fd, tail.offset)
             os.fsync(fd)
         finally:
             os.close(fd)
+        fsync_dir(self.home)
+        return target

@@ -1,0 +1,396 @@
+"""The SQLite index: derived state (balances, ids, windows, holds, pools), rebuildable at any time.
+
+Two ways in: ``add`` (a few new transactions, one SQLite transaction, checks ids) and ``rebuild``
+(a whole journal streamed in: bulk inserts into a fresh file without secondary indexes, totals
+folded in Python, indexes built afterwards, then the file is renamed over the old one, so a crash
+leaves either the old index or the complete new one).  A corrupt or foreign file raises
+``IndexUnreadable`` (one line); the ledger then rebuilds it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from token_exchange.amounts import Units
+from token_exchange.errors import IdConflict, UserError
+from token_exchange.ledger.protocols import Chunk
+from token_exchange.ledger.txn import (
+    EARN_KINDS,
+    SPEND_KINDS,
+    Balance,
+    Txn,
+    canonical,
+    ts_micros,
+)
+from token_exchange.storage import fsync_dir
+
+TABLES = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE txns(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, ts INTEGER NOT NULL,
+  kind TEXT NOT NULL, agent TEXT NOT NULL, amount INTEGER NOT NULL,
+  ref TEXT NOT NULL, hash TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE accounts(account TEXT PRIMARY KEY, balance INTEGER NOT NULL);
+CREATE TABLE stats(agent TEXT NOT NULL, kind TEXT NOT NULL, total INTEGER NOT NULL,
+  count INTEGER NOT NULL, PRIMARY KEY(agent, kind));
+CREATE TABLE projects(agent TEXT NOT NULL, project TEXT NOT NULL, earned INTEGER NOT NULL,
+  PRIMARY KEY(agent, project));
+CREATE TABLE contracts(contract TEXT PRIMARY KEY, paid INTEGER NOT NULL);
+CREATE TABLE holds(account TEXT PRIMARY KEY, agent TEXT NOT NULL, amount INTEGER NOT NULL,
+  ts INTEGER NOT NULL, expires INTEGER NOT NULL);
+CREATE TABLE pool_stats(pool TEXT NOT NULL, agent TEXT NOT NULL, kind TEXT NOT NULL,
+  total INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY(pool, agent, kind));
+"""
+# Secondary indexes: created after a bulk load (sorting once beats a million B-tree inserts).
+INDEXES = """
+CREATE UNIQUE INDEX txns_id ON txns(id);
+CREATE INDEX txns_agent_seq ON txns(agent, seq);
+CREATE INDEX txns_window ON txns(agent, kind, ts);
+CREATE INDEX txns_ref ON txns(ref) WHERE ref != '';
+CREATE INDEX holds_agent ON holds(agent);
+CREATE INDEX holds_expires ON holds(expires) WHERE expires > 0;
+"""
+ALL_TABLES = ("meta", "txns", "accounts", "stats", "projects", "contracts", "holds", "pool_stats")
+# 4: ``data`` holds exactly the text the hash covers (amount in units), one encoding per transaction;
+# payer and payee live only there (no query filters on them).
+INDEX_VERSION = "4"
+BULK_ROWS = 20_000
+
+
+class IndexUnreadable(UserError):
+    """index.sqlite is corrupt, truncated or not ours."""
+
+
+def _row(t: Txn) -> tuple[Any, ...]:
+    return (t.id, ts_micros(t.ts), t.kind, t.agent, t.amount, t.ref, t.hash,
+            canonical(t.hashed()))
+
+
+def _load(data: str, hash: str) -> Txn:
+    return Txn.from_hashed(json.loads(data), hash)
+
+
+class Totals:
+    """The aggregate tables folded in Python (a rebuild writes them once at the end)."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, int] = {}
+        self.stats: dict[tuple[str, str], list[int]] = {}
+        self.projects: dict[tuple[str, str], int] = {}
+        self.contracts: dict[str, int] = {}
+        self.holds: dict[str, list[Any]] = {}
+        self.pools: dict[tuple[str, str, str], list[int]] = {}
+
+    def fold(self, t: Txn, ts: int) -> None:
+        acc = self.accounts
+        acc[t.payer] = acc.get(t.payer, 0) - t.amount
+        acc[t.payee] = acc.get(t.payee, 0) + t.amount
+        if t.agent:
+            st = self.stats.get((t.agent, t.kind))
+            if st is None:
+                self.stats[(t.agent, t.kind)] = [t.amount, 1]
+            else:
+                st[0] += t.amount
+                st[1] += 1
+            if t.project and t.kind in EARN_KINDS:
+                key = (t.agent, t.project)
+                self.projects[key] = self.projects.get(key, 0) + t.amount
+        contract = t.breakdown.get("contract") if t.breakdown else None
+        if contract and t.kind in EARN_KINDS:
+            self.contracts[contract] = self.contracts.get(contract, 0) + t.amount
+        if t.payee.startswith("hold:"):
+            ttl = t.breakdown.get("ttl", 0)
+            expires = ts + ttl * 1_000_000 if isinstance(ttl, int) and ttl > 0 else 0
+            hold = self.holds.get(t.payee)
+            if hold is None:
+                self.holds[t.payee] = [t.agent, t.amount, ts, expires]
+            else:
+                hold[1] += t.amount
+        if t.payer.startswith("hold:"):
+            hold = self.holds.get(t.payer)
+            if hold is not None:
+                hold[1] -= t.amount
+                if hold[1] <= 0:
+                    del self.holds[t.payer]
+        if t.ref.startswith("pool:"):
+            key3 = (t.ref, t.agent, t.kind)
+            ps = self.pools.get(key3)
+            if ps is None:
+                self.pools[key3] = [t.amount, 1]
+            else:
+                ps[0] += t.amount
+                ps[1] += 1
+
+    def write(self, db: sqlite3.Connection) -> None:
+        db.executemany("INSERT INTO accounts VALUES(?, ?)", self.accounts.items())
+        db.executemany("INSERT INTO stats VALUES(?, ?, ?, ?)", ((a, k, v[0], v[1]) for (a, k), v in self.stats.items()))
+        db.executemany("INSERT INTO projects VALUES(?, ?, ?)", ((a, p, v) for (a, p), v in self.projects.items()))
+        db.executemany("INSERT INTO contracts VALUES(?, ?)", self.contracts.items())
+        db.executemany("INSERT INTO holds VALUES(?, ?, ?, ?, ?)", ((k, *v) for k, v in self.holds.items()))
+        db.executemany("INSERT INTO pool_stats VALUES(?, ?, ?, ?, ?)",
+                       ((p, a, k, v[0], v[1]) for (p, a, k), v in self.pools.items()))
+
+
+class SqliteIndex:
+    """Derived state in SQLite: rebuildable from the journal at any time (implements ``Index``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = self._open(path)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            # Index pages are read through the OS page cache (mmap) instead of copied into SQLite's small default
+            # cache: appends and window queries on a large ledger touch a few deep B-tree pages each.
+            db.execute("PRAGMA mmap_size=268435456")
+            row = db.execute("SELECT value FROM meta WHERE key='version'").fetchone() \
+                if db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() else None
+        except sqlite3.DatabaseError as e:
+            raise IndexUnreadable(f"{path.name} is unreadable ({e}); it is derived state and will be rebuilt "
+                                  "(`tx doctor --repair`)") from None
+        if row is not None and row[0] == INDEX_VERSION and not SqliteIndex._schema_ok(db):
+            row = None  # our version number over tables that are not ours: start again
+        if row is None or row[0] != INDEX_VERSION:
+            try:
+                db.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in ALL_TABLES) + TABLES + INDEXES)
+                db.execute("INSERT INTO meta VALUES('version', ?)", (INDEX_VERSION,))
+            except sqlite3.DatabaseError as e:
+                raise IndexUnreadable(f"{path.name} cannot be reset ({e})") from None
+        return db
+
+    @staticmethod
+    def _schema_ok(db: sqlite3.Connection) -> bool:
+        """The tables are exactly ours (cheap: reads sqlite_master only)."""
+        have = {name: " ".join(sql.split()) for name, sql in
+                db.execute("SELECT name, sql FROM sqlite_master WHERE type='table'")}
+        want = {stmt.split("(")[0].split()[-1]: " ".join(stmt.split()) for stmt in TABLES.split(";") if stmt.strip()}
+        return have == want
+
+    def reset(self) -> None:
+        self.db.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in ALL_TABLES) + TABLES + INDEXES)
+        self.db.execute("INSERT INTO meta VALUES('version', ?)", (INDEX_VERSION,))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def meta(self, key: str) -> str | None:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise IndexUnreadable(f"{self.path.name} is unreadable ({e})") from None
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (key, value))
+
+    # --- writing ---------------------------------------------------------------------------------
+    def add(self, txns: Iterable[Txn], position: str, last_hash: str | None) -> list[str]:
+        dup: list[str] = []
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            last_ts = self.meta("last_ts") or ""
+            for t in txns:
+                row = cur.execute("SELECT data, hash FROM txns WHERE id=?", (t.id,)).fetchone()
+                if row is not None:
+                    if _load(*row).fingerprint() != t.fingerprint():
+                        raise IdConflict(f"transaction {t.id} exists with different content")
+                    dup.append(t.id)
+                    continue
+                self._insert(cur, t)
+                last_ts = max(last_ts, t.ts)
+            cur.execute("INSERT OR REPLACE INTO meta VALUES('position', ?)", (position,))
+            cur.execute("INSERT OR REPLACE INTO meta VALUES('last_ts', ?)", (last_ts,))
+            if last_hash is not None:
+                cur.execute("INSERT OR REPLACE INTO meta VALUES('last_hash', ?)", (last_hash,))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return dup
+
+    def _insert(self, cur: sqlite3.Cursor, t: Txn) -> None:
+        cur.execute("INSERT INTO txns(id, ts, kind, agent, amount, ref, hash, data) VALUES(?,?,?,?,?,?,?,?)",
+                    _row(t))
+        upsert = "INSERT INTO accounts VALUES(?, ?) ON CONFLICT(account) DO UPDATE SET balance = balance + ?"
+        cur.execute(upsert, (t.payer, -t.amount, -t.amount))
+        cur.execute(upsert, (t.payee, t.amount, t.amount))
+        if t.agent:
+            cur.execute("INSERT INTO stats VALUES(?, ?, ?, 1) ON CONFLICT(agent, kind) DO UPDATE"
+                        " SET total = total + excluded.total, count = count + 1", (t.agent, t.kind, t.amount))
+            if t.kind in EARN_KINDS and t.project:
+                cur.execute("INSERT INTO projects VALUES(?, ?, ?) ON CONFLICT(agent, project) DO UPDATE"
+                            " SET earned = earned + excluded.earned", (t.agent, t.project, t.amount))
+        contract = t.breakdown.get("contract")
+        if contract and t.kind in EARN_KINDS:
+            cur.execute("INSERT INTO contracts VALUES(?, ?) ON CONFLICT(contract) DO UPDATE"
+                        " SET paid = paid + excluded.paid", (contract, t.amount))
+        # Open reservations (hold:ID accounts with money in them), so limits never scan history.
+        # A hold whose breakdown has ``ttl`` (seconds) expires at ts + ttl.
+        if t.payee.startswith("hold:"):
+            ttl = t.breakdown.get("ttl", 0)
+            expires = ts_micros(t.ts) + ttl * 1_000_000 if isinstance(ttl, int) and ttl > 0 else 0
+            cur.execute("INSERT INTO holds VALUES(?, ?, ?, ?, ?) ON CONFLICT(account) DO UPDATE"
+                        " SET amount = amount + excluded.amount", (t.payee, t.agent, t.amount, ts_micros(t.ts),
+                                                                   expires))
+        if t.payer.startswith("hold:"):
+            cur.execute("UPDATE holds SET amount = amount - ? WHERE account=?", (t.amount, t.payer))
+            cur.execute("DELETE FROM holds WHERE account=? AND amount <= 0", (t.payer,))
+        # Per-pool, per-agent totals by kind (contribute/credit/refund/pool_spend), see pools.py.
+        if t.ref.startswith("pool:"):
+            cur.execute("INSERT INTO pool_stats VALUES(?, ?, ?, ?, 1) ON CONFLICT(pool, agent, kind) DO UPDATE"
+                        " SET total = total + excluded.total, count = count + 1", (t.ref, t.agent, t.kind, t.amount))
+
+    def rebuild(self, chunks: Iterable[Chunk]) -> None:
+        """Stream a whole journal into a new file next to this one, then rename it into place."""
+        tmp = self.path.with_name(f".{self.path.name}.rebuild-{os.getpid()}")
+        for p in (tmp, Path(f"{tmp}-journal")):
+            p.unlink(missing_ok=True)
+        db = sqlite3.connect(tmp, isolation_level=None)
+        # A bulk load allocates millions of short-lived containers that hold no cycles; the cyclic collector
+        # would walk them again and again (about a third of the time).  Reference counting frees them.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            db.execute("PRAGMA page_size=8192")
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute("PRAGMA cache_size=-65536")  # 64 MiB for building the indexes
+            db.executescript(TABLES)
+            db.execute("BEGIN")
+            totals = Totals()
+            position, last_hash, last_ts = "", "", ""
+            rows: list[tuple[Any, ...]] = []
+            insert = "INSERT INTO txns(id, ts, kind, agent, amount, ref, hash, data) VALUES(?,?,?,?,?,?,?,?)"
+            for chunk in chunks:
+                texts = chunk.hashed if chunk.hashed is not None and len(chunk.hashed) == len(chunk.txns) else None
+                for n, t in enumerate(chunk.txns):
+                    ts = ts_micros(t.ts)
+                    totals.fold(t, ts)
+                    rows.append((t.id, ts, t.kind, t.agent, t.amount, t.ref, t.hash,
+                                 texts[n] if texts is not None else canonical(t.hashed())))
+                    last_ts = max(last_ts, t.ts)
+                if chunk.txns:
+                    last_hash = chunk.txns[-1].hash
+                if len(rows) >= BULK_ROWS:
+                    db.executemany(insert, rows)
+                    rows.clear()
+                position = chunk.position
+            db.executemany(insert, rows)
+            rows.clear()
+            totals.write(db)
+            try:
+                if db.in_transaction:
+                    db.execute("COMMIT")
+                db.executescript(INDEXES)
+            except sqlite3.IntegrityError:
+                raise UserError("the journal holds one transaction id twice; run `tx doctor`") from None
+            db.executemany("INSERT INTO meta VALUES(?, ?)", [("version", INDEX_VERSION), ("position", position),
+                                                              ("last_hash", last_hash), ("last_ts", last_ts)])
+            db.close()
+            # No fsync: the index is derived.  If the machine dies before these pages reach the disk, the
+            # renamed file is unreadable or behind, and the next command rebuilds it (IndexUnreadable).
+        except BaseException:
+            db.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            if collecting:
+                gc.enable()
+        self.db.close()
+        for suffix in ("-wal", "-shm"):  # the old file's WAL must never be replayed onto the new one
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+        self.db = self._open(self.path)
+
+    # --- queries -----------------------------------------------------------------
+    def get(self, id: str) -> Txn | None:
+        row = self.db.execute("SELECT data, hash FROM txns WHERE id=?", (id,)).fetchone()
+        return _load(*row) if row else None
+
+    def account(self, account: str) -> Units:
+        row = self.db.execute("SELECT balance FROM accounts WHERE account=?", (account,)).fetchone()
+        return row[0] if row else 0
+
+    def accounts(self, prefix: str = "") -> dict[str, Units]:
+        rows = self.db.execute("SELECT account, balance FROM accounts WHERE account >= ? AND account < ?",
+                               (prefix, prefix + "\U0010ffff")).fetchall()
+        return dict(rows)
+
+    def balance(self, agent: str) -> Balance:
+        kinds = dict(self.db.execute("SELECT kind, total FROM stats WHERE agent=?", (agent,)).fetchall())
+        projects = dict(self.db.execute("SELECT project, earned FROM projects WHERE agent=?", (agent,)).fetchall())
+        return Balance(agent, self.account(agent), sum(kinds.get(k, 0) for k in EARN_KINDS),
+                       sum(kinds.get(k, 0) for k in SPEND_KINDS), kinds, projects)
+
+    def agents(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT agent FROM stats WHERE agent != '' ORDER BY agent")]
+
+    def history(self, agent: str, limit: int) -> list[Txn]:
+        rows = self.db.execute("SELECT data, hash FROM txns WHERE agent=? ORDER BY seq DESC LIMIT ?", (agent, limit))
+        return [_load(*r) for r in rows]
+
+    def window_sum(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int) -> Units:
+        kinds = list(kinds)
+        marks = ",".join("?" * len(kinds))
+        row = self.db.execute(f"SELECT COALESCE(SUM(amount), 0) FROM txns WHERE agent=? AND kind IN ({marks})"
+                              f" AND ts >= ? AND ts <= ?", (agent, *kinds, since_us, until_us)).fetchone()
+        return int(row[0])
+
+    def window_entries(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int
+                       ) -> list[tuple[int, Units]]:
+        """(ts, amount) of recent entries, oldest first: to say when capacity frees up."""
+        kinds = list(kinds)
+        marks = ",".join("?" * len(kinds))
+        return self.db.execute(f"SELECT ts, amount FROM txns WHERE agent=? AND kind IN ({marks}) AND ts >= ?"
+                               f" AND ts <= ? ORDER BY ts", (agent, *kinds, since_us, until_us)).fetchall()
+
+    def open_holds(self, agent: str) -> list[tuple[str, Units, int, int]]:
+        """(account, amount, ts, expires) of the agent's open reservations, oldest first."""
+        return self.db.execute("SELECT account, amount, ts, expires FROM holds WHERE agent=? ORDER BY ts, account",
+                               (agent,)).fetchall()
+
+    def expired_holds(self, now_us: int) -> list[tuple[str, str, Units]]:
+        """(account, agent, amount) of open reservations whose expiry is at or before ``now_us``."""
+        return self.db.execute("SELECT account, agent, amount FROM holds WHERE expires > 0 AND expires <= ?"
+                               " ORDER BY expires, account", (now_us,)).fetchall()
+
+    def pool_totals(self, pool_ref: str) -> dict[tuple[str, str], tuple[Units, int]]:
+        """{(agent, kind): (total, count)} of the transactions with ``ref = pool_ref``."""
+        rows = self.db.execute("SELECT agent, kind, total, count FROM pool_stats WHERE pool=?", (pool_ref,))
+        return {(a, k): (v, n) for a, k, v, n in rows}
+
+    def by_ref(self, ref: str) -> list[Txn]:
+        # "ref != ''" lets SQLite use the partial index txns_ref (with a bound parameter it cannot infer it).
+        rows = self.db.execute("SELECT data, hash FROM txns WHERE ref=? AND ref != '' ORDER BY seq", (ref,))
+        return [_load(*r) for r in rows]
+
+    def contract_paid(self, contract: str) -> Units:
+        row = self.db.execute("SELECT paid FROM contracts WHERE contract=?", (contract,)).fetchone()
+        return row[0] if row else 0
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM txns").fetchone()[0])
+
+    def last_ts(self) -> str:
+        return self.meta("last_ts") or ""
+
+    def iter_txns(self, kinds: Iterable[str] | None = None) -> Iterator[Txn]:
+        if kinds is None:
+            rows = self.db.execute("SELECT data, hash FROM txns ORDER BY seq")
+        else:
+            kinds = list(kinds)
+            rows = self.db.execute(f"SELECT data, hash FROM txns WHERE kind IN ({','.join('?' * len(kinds))})"
+                                   f" ORDER BY seq", kinds)
+        for r in rows:
+            yield _load(*r)

@@ -1,0 +1,262 @@
+"""Transactions: the immutable record, its validation, its hash, and the accounts it moves money between.
+
+Every transaction moves ``amount`` units from ``payer`` to ``payee``; accounts are agent names,
+``pool:NAME``, ``hold:ID`` and ``world:*`` (the outside), so the sum of all balances is always zero.
+Timestamps are UTC text with a four-digit year and microseconds (``ts_text``), the only form stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+from token_exchange.amounts import MAX_UNITS, Units, fmt, to_decimal, to_units
+from token_exchange.errors import UserError, clean_text
+
+# open: starting balance; earn: commit; award: direct/issue; spend: LLM charge; hold/settle/release:
+# two-phase reservations; contribute/pool_spend/refund/credit: pools; transfer: agent to agent;
+# reversal: corrections (services/corrections.py); pool: a zero-amount pool metadata record.
+# Settlement (services/settlement.py): provisional: an award recorded before the commit lands; void: it taken
+# back in full (the commit settled or the award expired); clawback: a settled award reversed (its commit was
+# reverted); marker: a zero-amount record of how far the default branch was settled.
+KINDS = ("open", "earn", "award", "spend", "hold", "settle", "release", "transfer", "contribute", "pool_spend",
+         "refund", "credit", "reversal", "pool", "link", "provisional", "void", "clawback", "marker")
+DEBT_KINDS = ("void", "clawback")  # may take an agent below zero: the award they reverse was already spent
+EARN_KINDS = ("earn", "award")
+SPEND_KINDS = ("spend", "settle")
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}")
+ACCOUNT_RE = re.compile(r"(world|pool|hold):[A-Za-z0-9_.:@/+=-]{1,200}|[a-z0-9][a-z0-9_.-]{0,63}")
+META_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
+TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+GENESIS = "world:genesis"
+REWARDS = "world:rewards"
+LLM = "world:llm"
+# Dates the ledger accepts: from the Unix epoch (limits compute with micros since it) to year 9999.
+MIN_YEAR = 1970
+
+
+@lru_cache(maxsize=256)
+def ts_text(moment: datetime) -> str:
+    """Canonical UTC text, always a four-digit year (``strftime('%Y')`` writes year 1 as ``1``)."""
+    if moment.tzinfo is None:
+        raise UserError("a timestamp needs a timezone")
+    m = moment.astimezone(UTC)
+    if m.year < MIN_YEAR:
+        raise UserError(f"timestamp {m.isoformat()[:40]} is before {MIN_YEAR}")
+    return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+            f".{m.microsecond:06d}Z")
+
+
+@lru_cache(maxsize=4096)
+def _hour_micros(prefix: str) -> int:
+    return int(datetime.fromisoformat(prefix + ":00:00+00:00").timestamp()) * 1_000_000
+
+
+def ts_micros(text: str) -> int:
+    """Micros since the epoch of a timestamp (fast for the canonical ``ts_text`` form, any ISO 8601 else)."""
+    if len(text) == 27 and text[26] == "Z" and text[13] == ":" and text[19] == "." and TS_RE.fullmatch(text):
+        return (_hour_micros(text[:13]) + int(text[14:16]) * 60_000_000 + int(text[17:19]) * 1_000_000
+                + int(text[20:26]))
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def check_ts(text: str, what: str = "ts") -> str:
+    """``text`` if it is a canonical stored timestamp (``ts_text`` form, year >= 1970), else UserError."""
+    if not isinstance(text, str) or not TS_RE.fullmatch(text) or int(text[:4]) < MIN_YEAR:
+        raise UserError(f"{what} {str(text)[:40]!r} is not a UTC time like 2026-01-01T12:00:00.000000Z "
+                        f"(year {MIN_YEAR}-9999)")
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{what} {text!r} is not a valid time") from None
+    return text
+
+
+def is_agent_account(account: str) -> bool:
+    return ":" not in account
+
+
+def digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(obj).encode("utf-8")).hexdigest()
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_ENC_STR = json.encoder.encode_basestring  # what that encoder uses for str with ensure_ascii=False (C)
+
+
+def canonical(obj: dict[str, Any]) -> str:
+    """The exact text a hash covers: sorted keys, no spaces, raw UTF-8 (``json.dumps`` with those options)."""
+    return _CANONICAL.encode(obj)
+
+
+def _nested(m: dict[str, Any]) -> str:
+    if not m:
+        return "{}"
+    parts = []
+    for k in sorted(m):
+        v = m[k]
+        if type(v) is str:
+            parts.append(_ENC_STR(k) + ":" + _ENC_STR(v))
+        elif type(v) is int:
+            parts.append(_ENC_STR(k) + ":" + int.__repr__(v))
+        else:
+            raise TypeError("not text or a whole number")
+    return "{" + ",".join(parts) + "}"
+
+
+def canonical_hashed(d: dict[str, Any]) -> str:
+    """``canonical(d)`` for a dict of exactly ``Txn.hashed()``'s keys, assembled directly (about twice as fast
+    as the general encoder; a rebuild does this once per transaction).  Equal by construction: the same
+    string escaper, the same sorted key order; tests/test_ledger_rebuild.py checks it on random input."""
+    e = _ENC_STR
+    try:
+        return ('{"agent":' + e(d["agent"]) + ',"amount":' + int.__repr__(d["amount"]) + ',"breakdown":'
+                + _nested(d["breakdown"]) + ',"description":' + e(d["description"]) + ',"id":' + e(d["id"])
+                + ',"kind":' + e(d["kind"]) + ',"payee":' + e(d["payee"]) + ',"payer":' + e(d["payer"])
+                + ',"prev":' + e(d["prev"]) + ',"project":' + e(d["project"]) + ',"ref":' + e(d["ref"])
+                + ',"source":' + _nested(d["source"]) + ',"ts":' + e(d["ts"]) + "}")
+    except TypeError:
+        return canonical(d)
+
+
+class Txn(NamedTuple):
+    """One immutable transaction.  ``hash`` chains it to ``prev`` (tamper evidence, see docs/ledger.md)."""
+
+    id: str
+    kind: str
+    payer: str
+    payee: str
+    amount: Units
+    agent: str = ""
+    project: str = ""
+    description: str = ""
+    source: dict[str, Any] = {}  # never mutated: make_txn and readers always pass their own dicts
+    breakdown: dict[str, Any] = {}
+    ref: str = ""
+    ts: str = ""
+    prev: str = ""
+    hash: str = ""
+
+    def content(self) -> dict[str, Any]:
+        """The fields that make two writes of one id 'the same' (no time, no chain)."""
+        return {"id": self.id, "kind": self.kind, "payer": self.payer, "payee": self.payee,
+                "amount": self.amount, "agent": self.agent, "project": self.project,
+                "description": self.description, "source": self.source, "breakdown": self.breakdown,
+                "ref": self.ref}
+
+    def fingerprint(self) -> str:
+        return digest(self.content())
+
+    def hashed(self) -> dict[str, Any]:
+        """What ``hash`` covers: the content plus time and chain link."""
+        return {"id": self.id, "kind": self.kind, "payer": self.payer, "payee": self.payee,
+                "amount": self.amount, "agent": self.agent, "project": self.project,
+                "description": self.description, "source": self.source, "breakdown": self.breakdown,
+                "ref": self.ref, "ts": self.ts, "prev": self.prev}
+
+    def compute_hash(self) -> str:
+        return digest(self.hashed())
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.content()
+        d["amount"] = fmt(self.amount)
+        d.update(ts=self.ts, prev=self.prev, hash=self.hash)
+        return d
+
+    def for_json(self) -> dict[str, Any]:
+        """A JSON encoder would otherwise encode this NamedTuple field by field (amount in units)."""
+        return self.to_json()
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Txn:
+        return cls(id=d["id"], kind=d["kind"], payer=d["payer"], payee=d["payee"],
+                   amount=to_units(str(d["amount"]), what="amount", allow_zero=True),
+                   agent=d.get("agent", ""), project=d.get("project", ""), description=d.get("description", ""),
+                   source=dict(d.get("source", {})), breakdown=dict(d.get("breakdown", {})), ref=d.get("ref", ""),
+                   ts=d.get("ts", ""), prev=d.get("prev", ""), hash=d.get("hash", ""))
+
+    @classmethod
+    def from_hashed(cls, d: dict[str, Any], hash: str) -> Txn:
+        """From ``hashed()`` (amount in units), as the index stores it."""
+        return cls(d["id"], d["kind"], d["payer"], d["payee"], d["amount"], d["agent"], d["project"],
+                   d["description"], d["source"], d["breakdown"], d["ref"], d["ts"], d["prev"], hash)
+
+
+def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: Any) -> Txn:
+    """Build a validated transaction; raises UserError on anything malformed."""
+    if not isinstance(id, str) or not ID_RE.fullmatch(id):
+        raise UserError(f"invalid transaction id {str(id)[:60]!r} (1-200 of A-Z a-z 0-9 _ . : @ / + = -)")
+    if kind not in KINDS:
+        raise UserError(f"invalid transaction kind {str(kind)[:40]!r}")
+    for acct in (payer, payee):
+        if not isinstance(acct, str) or not ACCOUNT_RE.fullmatch(acct):
+            raise UserError(f"invalid account {str(acct)[:60]!r}")
+    if payer == payee:
+        raise UserError("payer and payee must differ")
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_UNITS:
+        raise UserError(f"invalid amount {str(amount)[:40]!r} (0 to {fmt(MAX_UNITS)} tokens)")
+    for name in ("source", "breakdown"):
+        meta = kw.get(name) or {}
+        if not isinstance(meta, dict):
+            raise UserError(f"{name} must be a table of text or whole numbers")
+        for k, v in meta.items():
+            if not isinstance(k, str) or not META_KEY_RE.fullmatch(k):
+                raise UserError(f"invalid {name} key {str(k)[:40]!r}")
+            if isinstance(v, (float, bool)) or not isinstance(v, (str, int)):
+                raise UserError(f"{name}.{k} must be text or a whole number")
+            if isinstance(v, int) and abs(v) > 2**53 - 1:
+                raise UserError(f"{name}.{k} is outside +-(2^53 - 1)")
+            if isinstance(v, str) and not (len(v) <= 500 and v.isprintable()):
+                meta[k] = clean_text(v, limit=500)
+        kw[name] = dict(meta)
+    for name, limit in (("project", 200), ("description", 500), ("agent", 64), ("ref", 200)):
+        value = kw.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= limit and value.isprintable()):
+            kw[name] = clean_text(str(value), limit=limit)
+    if kw.get("ts"):
+        check_ts(kw["ts"])
+    return Txn(id=id, kind=kind, payer=payer, payee=payee, amount=amount, **kw)
+
+
+def chain(txns: list[Txn], last_hash: str) -> list[Txn]:
+    """Link ``txns`` after ``last_hash``: each one's ``prev`` is the hash before it (a hash chain)."""
+    out = []
+    prev = last_hash
+    for t in txns:
+        t = t._replace(prev=prev, hash="")
+        t = t._replace(hash=t.compute_hash())
+        prev = t.hash
+        out.append(t)
+    return out
+
+
+class Appended(NamedTuple):
+    """Outcome of an append: ``created`` False means the id existed with equal content."""
+
+    txn: Txn
+    created: bool
+
+
+class Balance(NamedTuple):
+    agent: str
+    balance: Units
+    earned: Units
+    spent: Units
+    by_kind: dict[str, Units]
+    projects: dict[str, Units]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"agent": self.agent, "balance": to_decimal(self.balance), "earned": to_decimal(self.earned),
+                "spent": to_decimal(self.spent),
+                "by_kind": {k: to_decimal(v) for k, v in sorted(self.by_kind.items())},
+                "projects": {k: to_decimal(v) for k, v in sorted(self.projects.items())}}
+
+    def for_json(self) -> dict[str, Any]:
+        return self.to_json()
