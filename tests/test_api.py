@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Clock, make_ex, run, tx
+from tests.conftest import Clock, make_ex, run, tx, tx_at
 from token_exchange import api
 from token_exchange.errors import IdConflict, Refused, UserError
 from token_exchange.rules.limits import LimitRefused
@@ -38,14 +38,21 @@ def _blocks(text: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", text, re.DOTALL)
 
 
-def test_docs_example_runs_verbatim(home: Path, tmp_path: Path) -> None:
+def test_docs_example_runs_verbatim(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The example exactly as written, in this process (its times come from an injected clock: nothing in the
+    environment can move an exchange's clock)."""
+    from token_exchange import clock
+
     doc = (ROOT / "docs" / "api.md").read_text("utf-8")
     section = doc.split("## Python API", 1)[1].split("\n## ", 1)[0]
     code, expected = _blocks(section, "python")[0], _blocks(section, "text")[0]
-    r = run([sys.executable, "-c", code], cwd=tmp_path,
-            env={"TOKEN_EXCHANGE_HOME": str(home), "TOKEN_EXCHANGE_NOW": "2026-01-01T12:00:00Z"})
-    assert r.code == 0, r.err
-    assert r.out == expected
+    monkeypatch.setenv("TOKEN_EXCHANGE_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    with clock.injected(Clock()):
+        exec(compile(code, "docs/api.md", "exec"), {"__name__": "__main__"})
+    assert capsys.readouterr().out == expected
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -120,8 +127,7 @@ def test_usage_above_the_maximum_is_charged_outside_the_limits(t: api.Exchange) 
     assert tx("--home", str(t.home), "doctor").code == 0
     # the CLI keeps refusing it (exit 1), as before
     t.reserve("claude", "claude-opus", 1000, id="cli")
-    r2 = tx("--home", str(t.home), "llm", "settle", "cli", "--tokens", "2000",
-            env={"TOKEN_EXCHANGE_NOW": "2026-01-01T12:00:00Z"})
+    r2 = tx_at("2026-01-01T12:00:00Z", "--home", str(t.home), "llm", "settle", "cli", "--tokens", "2000")
     assert r2.code == 1 and "more than its maximum 1000" in r2.err
 
 

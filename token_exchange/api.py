@@ -516,8 +516,8 @@ class Reservation:
 def open(home: str | Path | None = None, *, clock: Clock | None = None) -> Exchange:
     """The exchange at ``home``, else ``$TOKEN_EXCHANGE_HOME``, else ``.exchange/`` of this repository.
 
-    ``clock`` (a function returning an aware datetime) replaces the real clock, for tests and replays;
-    ``$TOKEN_EXCHANGE_NOW`` does the same from the environment."""
+    ``clock`` (a function returning an aware datetime) replaces the real clock, for tests and replays
+    (nothing in the environment can move it: an agent must not be able to lift its own limits)."""
     from token_exchange.services.exchange import Exchange as Svc
 
     return Exchange(Svc.open(home, clock=clock))
