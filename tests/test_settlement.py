@@ -399,3 +399,13 @@ def test_a_hook_that_ignored_on_merge_is_reported_not_paid_again(repo: Path) -> 
     assert (line["flag"], line["settled"]) == ("paid outside settlement", 0)
     assert "the rules pay 450" in line["reason"]
     assert wallet(repo)["earned"] == 15000  # reported for review; settlement does not pay it again
+
+
+def test_catch_up_refuses_an_unprintable_since_in_one_line(repo: Path) -> None:
+    """(Found by tests/test_fuzz.py: `--since` reached git's argv with a NUL and raised.)"""
+    from tests.conftest import tx_inproc
+
+    assert tx("init", cwd=repo).code == 0
+    with contextlib.chdir(repo):
+        r = tx_inproc("catch-up", "--since", "\x00")
+    assert r.code == 1 and "--since" in r.err and len(r.err.strip().splitlines()) == 1
