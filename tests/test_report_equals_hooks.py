@@ -1,5 +1,6 @@
 """One engine: on random histories and random configs, what `tx report` says a range earns equals,
-commit by commit, what the real hooks paid for it (real git, real hooks, the report reading the ledger)."""
+commit by commit, what the real hooks paid for it (real git, real hooks, the report reading the ledger),
+earning caps included (the report prices each commit at its committer time, the hooks at commit time)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ config_spec = st.fixed_dictionaries({
     "budget": st.sampled_from(["50000", "1000", "700"]),
     "bonus": st.sampled_from(["1.5", "3.0"]),
     "pay_fixups": st.booleans(),
+    "caps": st.sampled_from(["", "commits = { daily = 700 }", "commits = { hourly = 1000, daily = 5000 }"]),
 })
 
 
@@ -46,6 +48,7 @@ def config_text(spec: dict[str, object]) -> str:
                         f'budget = {spec["budget"]}')
     text = text.replace('keywords = ["fix", "bug", "patch", "resolve"]\nmultiplier = 1.5',
                         f'keywords = ["fix", "bug", "patch", "resolve"]\nmultiplier = {spec["bonus"]}')
+    text = text.replace("\n[caps]\n", f"\n[caps]\n{spec['caps']}\n", 1)
     return text.replace("pay_fixups = false", f"pay_fixups = {'true' if spec['pay_fixups'] else 'false'}")
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from token_exchange import __version__
-from token_exchange.cli import corrections, hooks, ledger, mcp, report, sim, spend, sync
+from token_exchange.cli import corrections, hooks, ledger, mcp, report, settle, sim, spend, sync
 from token_exchange.cli.common import state
 from token_exchange.cli.output import run_app
 
@@ -42,7 +42,7 @@ def _root(home: Annotated[Optional[Path], typer.Option(
     state.debug = debug or bool(os.environ.get("TOKEN_EXCHANGE_DEBUG"))
 
 
-for _module in (ledger, spend, hooks, sync, report, sim, mcp, corrections):
+for _module in (ledger, spend, hooks, sync, settle, report, sim, mcp, corrections):
     _module.register(app)
 
 from token_exchange.cli import meter as _meter  # noqa: E402  (tx meter, tx guard: issue 18)

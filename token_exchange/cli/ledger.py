@@ -36,16 +36,28 @@ def init(backend: Annotated[str, typer.Option(help=f"Ledger backend: {' or '.joi
 @commands.command()
 def balance(agent: Annotated[Optional[str], typer.Argument(help="Agent name; all agents when omitted.")] = None,
             as_json: Json = False) -> None:
-    """Show wallet balances derived from the ledger."""
+    """Show wallet balances derived from the ledger (settled and provisional apart)."""
+    from token_exchange.rules.limits import open_provisional
+
     ex = exchange()
     bals = [ex.balance(agent)] if agent else ex.balances()
+    pending = {b.agent: open_provisional(b.by_kind) for b in bals}
+
+    def doc(b: Any) -> dict[str, Any]:
+        # balance = settled + provisional: provisional awards are in the wallet until they settle or expire
+        return {**b.to_json(), "settled": out.amount(b.balance - pending[b.agent]),
+                "provisional": out.amount(pending[b.agent])}
+
     if as_json:
-        out.emit_json(bals[0].to_json() if agent else [b.to_json() for b in bals])
+        out.emit_json(doc(bals[0]) if agent else [doc(b) for b in bals])
         return
-    rows = [(b.agent, fmt(b.balance), fmt(b.earned), fmt(b.spent),
-             fmt(b.by_kind.get("contribute", 0)), fmt(b.by_kind.get("credit", 0))) for b in bals]
-    out.table("Balances", ["Agent", "Balance", "Earned", "Spent", "Pooled", "Pool credit"], rows,
-              right=["Balance", "Earned", "Spent", "Pooled", "Pool credit"])
+    show = ex.cfg.on_merge or any(pending.values())
+    rows = [(b.agent, fmt(b.balance), *((fmt(b.balance - pending[b.agent]), fmt(pending[b.agent])) if show else ()),
+             fmt(b.earned), fmt(b.spent), fmt(b.by_kind.get("contribute", 0)), fmt(b.by_kind.get("credit", 0)))
+            for b in bals]
+    cols = ["Agent", "Balance", *(("Settled", "Provisional") if show else ()), "Earned", "Spent", "Pooled",
+            "Pool credit"]
+    out.table("Balances", cols, rows, right=cols[1:])
 
 
 @commands.command()

@@ -147,8 +147,11 @@ def llm_show(reservation: Reservation, as_json: Json = False) -> None:
 def limits_cmd(agent: Agent, as_json: Json = False) -> None:
     """Each limit: the limit, used in its window, remaining, reserved, and when more frees up."""
     from token_exchange.rules import limits as lim
+    from token_exchange.services.settlement import earning_status
 
-    data = _ex().limits(agent).to_json()
+    ex = _ex()
+    data = ex.limits(agent).to_json()
+    data.update(earning_status(ex.svc, agent))  # provisional tokens held back, earning caps ([caps])
     if as_json:
         out.emit_json(data)
         return
@@ -166,10 +169,14 @@ def limits_cmd(agent: Agent, as_json: Json = False) -> None:
              nxt("hourly")),
             ("daily (last 24 h)", data["daily"]["limit"], data["daily"]["used"], data["daily"]["remaining"],
              nxt("daily"))]
+    rows += [(f"earning cap: {c['source']} {c['window']}", c["limit"], c["earned"], c["remaining"], "-")
+             for c in data["caps"]]
+    held = data["provisional_held_back"]
     out.table(f"Limits of {agent}", ["Limit", "Value", "Used", "Remaining", "Next frees up"], rows,
               right=["Value", "Used", "Remaining"],
-              caption=f"balance {data['balance']}, reserved {data['reserved']} "
-                      f"({len(data['reservations'])} open), can spend now {data['available']}")
+              caption=f"balance {data['balance']}{f' ({held} provisional, not spendable yet)' if held else ''}, "
+                      f"reserved {data['reserved']} ({len(data['reservations'])} open), can spend now "
+                      f"{data['available']}")
 
 
 # --- tx pool ---------------------------------------------------------------------------------

@@ -161,9 +161,10 @@ class Commit(NamedTuple):
     email: str  # author email, .mailmap applied (%aE)
     name: str
     message: str
+    time: int = 0  # committer date, seconds since the epoch (%ct): when it was committed, or landed
 
 
-LOG_FORMAT = "%H%x00%P%x00%aE%x00%aN%x00%B"
+LOG_FORMAT = "%H%x00%P%x00%aE%x00%aN%x00%ct%x00%B"
 
 
 def commits(*revs: str, repo: Path | str | None = None, no_walk: bool = False, topo: bool = False,
@@ -193,11 +194,12 @@ def commits(*revs: str, repo: Path | str | None = None, no_walk: bool = False, t
 def parse_log(data: bytes, token: str) -> list[Commit]:
     found = []
     for record in data.split(b"\x01" + token.encode())[1:]:
-        parts = record.decode("utf-8", "replace").split("\x00", 4)
-        if len(parts) != 5:  # pragma: no cover - git prints every field
+        parts = record.decode("utf-8", "replace").split("\x00", 5)
+        if len(parts) != 6:  # pragma: no cover - git prints every field
             continue
-        sha, parents, email, name, body = parts
-        found.append(Commit(sha, tuple(parents.split()), email, name, body.rstrip("\n")[:MAX_MESSAGE]))
+        sha, parents, email, name, when, body = parts
+        found.append(Commit(sha, tuple(parents.split()), email, name, body.rstrip("\n")[:MAX_MESSAGE],
+                            int(when) if when.isdigit() else 0))
     return found
 
 

@@ -47,7 +47,7 @@ def run(args: list[str]) -> None:
         head = git.commits("HEAD", no_walk=True)[0]
         found = origins(repo, head, pending)
         proj = project(repo, ex.cfg, GitConfig())
-        view = IndexView(ex.ledger.fresh())
+        view = IndexView(ex.ledger.fresh(), provisional=ex.cfg.on_merge)
         facts = facts_for([head], proj, copied=copied_from_history(view, None),
                           origins={head.sha: ids_of(found)})[0]
         try:

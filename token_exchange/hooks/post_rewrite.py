@@ -44,11 +44,11 @@ def run(args: list[str]) -> None:
         news = {c.sha: c for c in git.commits(*{n for _, n in pairs}, no_walk=True)}
         rewrites = [(o, n) for o, n in pairs if n in news and not git.is_ancestor(o, n)]
         with ex.ledger.locked() as idx:
-            view = IndexView(idx)
+            view = IndexView(idx, provisional=ex.cfg.on_merge)
             for old, new in rewrites:
                 facts = facts_for([news[new]], proj, origins={new: ids_of([old])})[0]
                 plan = plan_commit(ex.cfg, facts, view)
-                txns = commit_txns(plan, idx) if plan.already else []
+                txns = commit_txns(plan, idx) if plan.already else []  # links only
                 if txns:
                     ex.ledger.append_many(txns)
     finally:

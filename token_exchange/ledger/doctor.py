@@ -20,7 +20,7 @@ from token_exchange.amounts import fmt
 from token_exchange.errors import UserError
 from token_exchange.ledger.ledger import Ledger
 from token_exchange.ledger.protocols import Index, Journal
-from token_exchange.ledger.txn import Txn
+from token_exchange.ledger.txn import DEBT_KINDS, Txn
 from token_exchange.storage import file_lock
 
 
@@ -56,7 +56,7 @@ def fold(txns: list[Txn], report: Report) -> dict[str, int]:
         seen.add(t.id)
         balances[t.payer] = balances.get(t.payer, 0) - t.amount
         balances[t.payee] = balances.get(t.payee, 0) + t.amount
-        if not t.payer.startswith("world:") and balances[t.payer] < 0:
+        if not t.payer.startswith("world:") and balances[t.payer] < 0 and t.kind not in DEBT_KINDS:
             report.problems.append(f"transaction {n} ({t.id}): {t.payer} goes negative ({fmt(balances[t.payer])})")
     if sum(balances.values()) != 0:
         report.problems.append("debits do not equal credits")

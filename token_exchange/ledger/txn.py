@@ -20,8 +20,12 @@ from token_exchange.errors import UserError, clean_text
 # open: starting balance; earn: commit; award: direct/issue; spend: LLM charge; hold/settle/release:
 # two-phase reservations; contribute/pool_spend/refund/credit: pools; transfer: agent to agent;
 # reversal: corrections (services/corrections.py); pool: a zero-amount pool metadata record.
+# Settlement (services/settlement.py): provisional: an award recorded before the commit lands; void: it taken
+# back in full (the commit settled or the award expired); clawback: a settled award reversed (its commit was
+# reverted); marker: a zero-amount record of how far the default branch was settled.
 KINDS = ("open", "earn", "award", "spend", "hold", "settle", "release", "transfer", "contribute", "pool_spend",
-         "refund", "credit", "reversal", "pool", "link")
+         "refund", "credit", "reversal", "pool", "link", "provisional", "void", "clawback", "marker")
+DEBT_KINDS = ("void", "clawback")  # may take an agent below zero: the award they reverse was already spent
 EARN_KINDS = ("earn", "award")
 SPEND_KINDS = ("spend", "settle")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}")

@@ -137,6 +137,8 @@ class BeforeRange:
         self.ledger = ledger
         self.own_refs = {p.ref for found in own.values() for p in found}
         self.own_by_contract: dict[str, Units] = {}
+        # each own share once (several commits of the range can be one change)
+        self.own_shares = list({(p.ref, p.agent): p for found in own.values() for p in found}.values())
 
     def payments(self, ids: Sequence[str]) -> list[Payment]:
         found = self.ledger.payments(ids)
@@ -144,6 +146,11 @@ class BeforeRange:
 
     def contract_paid(self, contract: str) -> Units:
         return self.ledger.contract_paid(contract) - self.own_by_contract.get(contract, 0)
+
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
+        own = sum(p.amount for p in self.own_shares if p.agent == agent and p.ts_us >= since_us) \
+            if source == "commits" else 0
+        return max(self.ledger.earned(agent, source, since_us) - own, 0)
 
 
 def own_payments(ledger: LedgerView, facts: Sequence[CommitFacts], base: str,
@@ -177,7 +184,7 @@ def compute_facts(commits: Sequence[git.Commit], project: str, repo: Path, view:
         primary, aliases = identity(t, c.sha, pid, copied)
         for x in t:
             seen.setdefault(x, c.sha)
-        facts.append(CommitFacts(c.email, m, project, len(c.parents), primary, aliases, (), c.sha))
+        facts.append(CommitFacts(c.email, m, project, len(c.parents), primary, aliases, (), c.sha, c.time * 1_000_000))
     return facts
 
 

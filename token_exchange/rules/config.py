@@ -24,6 +24,10 @@ from token_exchange.rules.patterns import MAX_PATTERN, PatternError, compiled
 AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 BACKENDS = NAMES  # the backend registry (ledger/backends/__init__.py)
 UNKNOWN_AUTHOR = ("ignore", "error")
+SETTLEMENT_MODES = ("immediate", "on-merge")
+CAP_SOURCES = ("commits", "issues")
+CAP_WINDOWS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
+BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
 
 
 class Limits(NamedTuple):
@@ -33,6 +37,26 @@ class Limits(NamedTuple):
     daily: Units
     burst: Units
     reserve: Units
+    spend_provisional: bool = True  # False: unsettled provisional awards are not spendable ([settlement])
+
+
+class Cap(NamedTuple):
+    """The most an agent may earn from one source (commits, issues) in a rolling window."""
+
+    source: str
+    window: str  # hourly, daily, weekly
+    seconds: int
+    amount: Units
+
+
+class Settlement(NamedTuple):
+    """Who pays: the hooks at commit time (``immediate``), or ``tx settle`` once a commit lands on the
+    default branch (``on-merge``: the hooks record a provisional award meanwhile)."""
+
+    mode: str = "immediate"
+    branch: str = "main"
+    provisional_ttl: int = 30 * 86400  # seconds before an unlanded provisional award expires
+    spend_provisional: bool = False
 
 
 class Agent(NamedTuple):
@@ -43,6 +67,7 @@ class Agent(NamedTuple):
     preferred_llm: dict[str, str]
     emails: tuple[str, ...]
     limits: Limits
+    caps: tuple[Cap, ...] = ()  # [caps] with this agent's [agents.NAME.caps] overrides
 
     def model_for(self, task_type: str) -> str:
         """The agent's model for a task type, falling back to its primary LLM."""
@@ -105,6 +130,12 @@ class Config(NamedTuple):
     reservation_ttl: int
     path: Path | None = None
     raw: dict[str, Any] = {}  # the parsed TOML, for tools that need keys we do not model
+    settlement: Settlement = Settlement()
+    caps: tuple[Cap, ...] = ()  # the [caps] defaults (each agent's effective caps: Agent.caps)
+
+    @property
+    def on_merge(self) -> bool:
+        return self.settlement.mode == "on-merge"
 
     def agent(self, name: str) -> Agent:
         try:
@@ -248,7 +279,7 @@ class _Validator:
 
     def limits(self, obj: Any, key: str, base: Limits | None) -> Limits:
         t = self.table(obj, key, {"hourly", "daily", "burst", "reserve", "reservation_ttl"})
-        vals = {}
+        vals: dict[str, Units] = {}
         for name in ("hourly", "daily", "burst", "reserve"):
             if name in t:
                 vals[name] = self.amount(t[name], f"{key}.{name}")
@@ -256,11 +287,12 @@ class _Validator:
                 vals[name] = getattr(base, name)
             else:
                 raise self.fail(f"{key}.{name}", "missing")
-        return Limits(**vals)
+        return Limits(vals["hourly"], vals["daily"], vals["burst"], vals["reserve"])
 
     def config(self, path: Path | None) -> Config:
         raw = self.table(self.raw, "", {"exchange", "agents", "models", "contracts", "bonuses",
-                                        "commit_rules", "issues", "limits", "hooks", "meter"})
+                                        "commit_rules", "issues", "limits", "hooks", "meter", "settlement",
+                                        "caps"})
         get = lambda k: raw[k] if k in raw else _defaults()[k]  # noqa: E731  (defaults parsed only if needed)
 
         ex = self.table(get("exchange"), "exchange",
@@ -278,6 +310,12 @@ class _Validator:
         ttl = lim.get("reservation_ttl", 900)
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 7 * 86400:
             raise self.fail("limits.reservation_ttl", f"must be whole seconds between 1 and 604800, got {ttl!r}")
+
+        settlement = self.settlement(get("settlement"))
+        # Provisional awards only exist in on-merge mode; only there can the limits hold them back.
+        spendable = settlement.spend_provisional or settlement.mode != "on-merge"
+        limits = limits._replace(spend_provisional=spendable)
+        caps = self.caps(get("caps"), "caps", ())
 
         models: dict[str, Model] = {}
         for name, spec in self.table(get("models"), "models", None).items():
@@ -300,7 +338,8 @@ class _Validator:
                 raise self.fail(key, "agent names are 1-64 of a-z 0-9 _ . - starting with a letter or digit")
             if name in agents:  # pragma: no cover - TOML itself rejects duplicate tables
                 raise self.fail(key, "duplicate agent")
-            s = self.table(spec, key, {"level", "base_rate", "primary_llm", "preferred_llm", "emails", "limits"})
+            s = self.table(spec, key, {"level", "base_rate", "primary_llm", "preferred_llm", "emails", "limits",
+                                       "caps"})
             level = s.get("level", 1)
             if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
                 raise self.fail(f"{key}.level", f"expected a whole number 0-100, got {level!r}")
@@ -323,8 +362,10 @@ class _Validator:
                     raise self.fail(f"{key}.emails", f"{e} already belongs to agent {seen_emails[low]}")
                 seen_emails[low] = name
             agent_limits = self.limits(s["limits"], f"{key}.limits", limits) if "limits" in s else limits
+            agent_limits = agent_limits._replace(spend_provisional=spendable)
+            agent_caps = self.caps(s["caps"], f"{key}.caps", caps) if "caps" in s else caps
             agents[name] = Agent(name, level, rate, primary, dict(pref), tuple(e.strip().lower() for e in emails),
-                                 agent_limits)
+                                 agent_limits, agent_caps)
 
         self.meter(agents, models)  # [meter] (issue 18): validated with the rest, read by meter_config()
 
@@ -350,7 +391,33 @@ class _Validator:
         self.table(raw.get("hooks", {}), "hooks", {"server"})  # [hooks] server: the old hook server, ignored
 
         return Config(backend, start, unknown, project, notes_ref, agents, models, contracts, bonuses, rules,
-                      prio, types, dtm, limits, ttl, path, self.raw)
+                      prio, types, dtm, limits, ttl, path, self.raw, settlement, caps)
+
+    def settlement(self, obj: Any) -> Settlement:
+        t = self.table(obj, "settlement", {"mode", "branch", "provisional_ttl", "spend_provisional"})
+        mode = self.string(t.get("mode", "immediate"), "settlement.mode", SETTLEMENT_MODES)
+        branch = self.string(t.get("branch", "main"), "settlement.branch")
+        if not BRANCH_RE.fullmatch(branch) or ".." in branch or branch.endswith((".lock", "/")):
+            raise self.fail("settlement.branch", f"not a usable branch name: {branch[:60]!r}")
+        ttl = t.get("provisional_ttl", 30 * 86400)
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= 366 * 86400:
+            raise self.fail("settlement.provisional_ttl",
+                            f"must be whole seconds between 60 and {366 * 86400} (a year), got {ttl!r}")
+        spend = t.get("spend_provisional", False)
+        if not isinstance(spend, bool):
+            raise self.fail("settlement.spend_provisional", f"expected true or false, got {spend!r}")
+        return Settlement(mode, branch, ttl, spend)
+
+    def caps(self, obj: Any, key: str, base: tuple[Cap, ...]) -> tuple[Cap, ...]:
+        """``{commits = {daily = N}, issues = {...}}``; an agent's table overrides ``base`` per source and window."""
+        t = self.table(obj, key, set(CAP_SOURCES))
+        found = {(c.source, c.window): c for c in base}
+        for source, spec in t.items():
+            windows = self.table(spec, f"{key}.{source}", set(CAP_WINDOWS))
+            for window, value in windows.items():
+                found[(source, window)] = Cap(source, window, CAP_WINDOWS[window],
+                                              self.amount(value, f"{key}.{source}.{window}"))
+        return tuple(found[k] for k in sorted(found, key=lambda k: (CAP_SOURCES.index(k[0]), CAP_WINDOWS[k[1]])))
 
     def _price(self, value: Any, key: str) -> Decimal:
         return to_decimal(self.amount(value, key, allow_zero=True))

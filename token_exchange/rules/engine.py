@@ -7,7 +7,8 @@ else maps authors to agents, checks "already paid", applies a contract budget or
 among co-authors.
 
 The engine is pure: the rules (``Config``), the facts of one commit, and a read-only
-:class:`LedgerView` in; a :class:`CommitPlan` out.  No I/O, no clock, no git.
+:class:`LedgerView` in; a :class:`CommitPlan` out.  No I/O, no clock, no git: the moment a commit is
+priced at (for the ``[caps]`` windows) is one of its facts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from token_exchange.amounts import Units, fmt, split
-from token_exchange.rules.config import Config
+from token_exchange.rules.config import Cap, Config
 from token_exchange.rules.identities import agent_for, co_author_emails
 from token_exchange.rules.rewards import CommitReward, commit_reward, match_contract
 
@@ -35,6 +36,7 @@ class CommitFacts(NamedTuple):
     aliases: tuple[str, ...] = ()  # other ids of this commit (further trailers, its patch id, its sha)
     origins: tuple[str, ...] = ()  # ids of the commits it rewrote (amend, rebase, squash, reset, cherry-pick)
     sha: str = ""
+    time_us: int = 0  # the moment it is priced at (micros since the epoch): the caps' windows end here
 
 
 class Payment(NamedTuple):
@@ -44,6 +46,7 @@ class Payment(NamedTuple):
     agent: str
     amount: Units
     sha: str = ""
+    ts_us: int = 0  # when it was recorded (micros since the epoch)
 
 
 class LedgerView(Protocol):
@@ -57,10 +60,16 @@ class LedgerView(Protocol):
         """Everything ever paid under ``contract`` (its budget is what is left)."""
         ...
 
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
+        """What ``agent`` earned from ``source`` (``commits`` or ``issues``) at or after ``since_us``."""
+        ...
+
 
 class Share(NamedTuple):
     agent: str
     amount: Units
+    cut: str = ""  # why a cap cut this share ("" when it was not cut)
+    uncut: Units = 0  # the share before the cut
 
 
 class CommitPlan(NamedTuple):
@@ -114,7 +123,12 @@ class CommitPlan(NamedTuple):
         if self.reward.excluded:
             return f"{PREFIX}: {self.reward.excluded} earns nothing"
         who = " + ".join(f"{s.agent} {fmt(s.amount)}" for s in self.shares)
-        return f"{PREFIX}: {who} tokens on {self.reward.project}: {self.reward.reason}"
+        return f"{PREFIX}: {who} tokens on {self.reward.project}: {self.reward.reason}{self.cuts}"
+
+    @property
+    def cuts(self) -> str:
+        """``; <agent>: <cap reason>`` for every share a cap cut (appended to the one-line texts)."""
+        return "".join(f"; {s.agent}: {s.cut}" for s in self.shares if s.cut)
 
     def preview(self) -> str:
         """One line before the commit exists (commit-msg)."""
@@ -128,7 +142,7 @@ class CommitPlan(NamedTuple):
         if self.reward.excluded:
             return f"{PREFIX}: {self.reward.excluded}: this commit will earn nothing"
         who = " + ".join(f"{s.agent} {fmt(s.amount)}" for s in self.shares)
-        return f"{PREFIX}: will earn {who} tokens on {self.reward.project}: {self.reward.reason}"
+        return f"{PREFIX}: will earn {who} tokens on {self.reward.project}: {self.reward.reason}{self.cuts}"
 
 
 def agents_of(cfg: Config, author: str, message: str) -> tuple[str, ...]:
@@ -148,7 +162,8 @@ def plan_commit(cfg: Config, facts: CommitFacts, view: LedgerView) -> CommitPlan
     commits it rewrote, it earns nothing new.  Otherwise the author's agent's reward
     (base rate x contract multiplier x keyword bonus, nothing for excluded commits) is capped by
     what is left of the contract budget and split equally among the commit's agents (largest
-    remainder).
+    remainder); each share is then cut to what that agent's ``[caps]`` on commits leave in their
+    windows ending at ``facts.time_us`` (the cut is not handed to the others).
     """
     agents = agents_of(cfg, facts.author, facts.message)
     if not agents:
@@ -160,7 +175,34 @@ def plan_commit(cfg: Config, facts: CommitFacts, view: LedgerView) -> CommitPlan
     reward = commit_reward(cfg, agents[0], facts.project, facts.message, facts.parents,
                            view.contract_paid(contract))
     amounts = split(reward.amount, {a: 1 for a in agents}) if len(agents) > 1 else {agents[0]: reward.amount}
-    return CommitPlan(facts, agents, reward, tuple(Share(a, amounts[a]) for a in agents))
+    shares = []
+    for a in agents:
+        amount, cut = cap_amount(cfg, a, "commits", amounts[a], view, facts.time_us)
+        shares.append(Share(a, amount, cut, amounts[a]) if cut else Share(a, amount))
+    return CommitPlan(facts, agents, reward, tuple(shares))
+
+
+def cap_amount(cfg: Config, agent: str, source: str, amount: Units, view: LedgerView,
+               time_us: int) -> tuple[Units, str]:
+    """``amount`` cut to what ``agent``'s ``[caps]`` for ``source`` leave in the windows ending at ``time_us``,
+    and why ("" when nothing was cut).  Issue awards call this with ``source="issues"``."""
+    caps = [c for c in cfg.agent(agent).caps if c.source == source]
+    if not caps or amount <= 0:
+        return amount, ""
+    reason = ""
+    for cap in caps:
+        used = view.earned(agent, source, window_start(cap, time_us))
+        left = max(cap.amount - used, 0)
+        if amount > left:
+            reason = (f"{cap.window} {source} cap {fmt(cap.amount)}: {fmt(used)} earned in the window, "
+                      f"cut from {fmt(amount)} to {fmt(left)}")
+            amount = left
+    return amount, reason
+
+
+def window_start(cap: Cap, time_us: int) -> int:
+    """The first instant of ``cap``'s rolling window ending at ``time_us`` (inclusive)."""
+    return time_us - cap.seconds * 1_000_000 + 1
 
 
 class Overlay:
@@ -171,6 +213,7 @@ class Overlay:
         self.base = base
         self._paid: dict[str, list[Payment]] = {}
         self._contracts: dict[str, Units] = {}
+        self._earned: dict[str, list[tuple[int, Units]]] = {}  # agent -> (time_us, amount) of planned shares
 
     def payments(self, ids: Sequence[str]) -> list[Payment]:
         for i in ids:
@@ -181,15 +224,22 @@ class Overlay:
     def contract_paid(self, contract: str) -> Units:
         return self.base.contract_paid(contract) + self._contracts.get(contract, 0)
 
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
+        own = sum(a for t, a in self._earned.get(agent, ()) if t >= since_us) if source == "commits" else 0
+        return self.base.earned(agent, source, since_us) + own
+
     def apply(self, plan: CommitPlan) -> None:
         """Record ``plan`` as if it had been paid."""
         if plan.reward is None and not plan.already:
             return
-        recorded = list(plan.already) or [Payment(plan.ref, s.agent, s.amount, plan.facts.sha) for s in plan.shares]
+        recorded = list(plan.already) or [Payment(plan.ref, s.agent, s.amount, plan.facts.sha, plan.facts.time_us)
+                                          for s in plan.shares]
         for i in (*plan.ids, *plan.facts.origins):
             self._paid.setdefault(i, recorded)
         if plan.reward is not None and not plan.already:
             self._contracts[plan.reward.contract] = self._contracts.get(plan.reward.contract, 0) + plan.amount
+            for s in plan.shares:
+                self._earned.setdefault(s.agent, []).append((plan.facts.time_us, s.amount))
 
 
 class NothingPaid:
@@ -199,6 +249,9 @@ class NothingPaid:
         return []
 
     def contract_paid(self, contract: str) -> Units:
+        return 0
+
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
         return 0
 
 

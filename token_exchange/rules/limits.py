@@ -82,6 +82,12 @@ class Usage:
     hourly: Units
     daily: Units
     held: Units
+    provisional: Units = 0  # unsettled provisional awards held back (``spend_provisional = false``)
+
+    @property
+    def spendable(self) -> Units:
+        """The wallet without the provisional tokens that may not be spent yet."""
+        return self.balance - self.provisional
 
 
 @dataclass(frozen=True)
@@ -103,13 +109,16 @@ def check(limits: Limits, usage: Usage, amount: Units) -> Refusal | None:
     """The seed's rule order: burst, reserve (funds first), hourly, daily.  None = allowed."""
     if amount > limits.burst:
         return Refusal("burst", f"Exceeds burst limit ({f1(amount)} > {fmt(limits.burst)})", amount, limits.burst)
-    if amount > usage.balance:
-        return Refusal("funds", f"Insufficient funds (balance {f1(usage.balance)}, need {f1(amount)})",
-                       amount, usage.balance, usage.balance)
-    if usage.balance - amount < limits.reserve:
-        left = usage.balance - amount
-        return Refusal("reserve", f"Would breach emergency reserve ({f1(usage.balance)} - {f1(amount)} = "
-                                  f"{f1(left)} < {fmt(limits.reserve)})", amount, limits.reserve, usage.balance)
+    balance = usage.spendable
+    # Unsettled provisional tokens are not spendable (yet): say so, or the balance looks wrong.
+    aside = f"; {f1(usage.provisional)} provisional not spendable until settled" if usage.provisional else ""
+    if amount > balance:
+        return Refusal("funds", f"Insufficient funds (balance {f1(balance)}, need {f1(amount)}{aside})",
+                       amount, balance, balance)
+    if balance - amount < limits.reserve:
+        left = balance - amount
+        return Refusal("reserve", f"Would breach emergency reserve ({f1(balance)} - {f1(amount)} = "
+                                  f"{f1(left)} < {fmt(limits.reserve)}{aside})", amount, limits.reserve, balance)
     for key, title, _ in WINDOWS:
         used = getattr(usage, key)
         cap = getattr(limits, key)
@@ -141,16 +150,23 @@ def frees_at(entries: Iterable[tuple[int, Units]], window_us: int, used: Units, 
 
 def available(limits: Limits, usage: Usage) -> Units:
     """The largest single outflow the rules would allow right now."""
-    return max(0, min(limits.burst, usage.balance - limits.reserve, usage.balance,
+    return max(0, min(limits.burst, usage.spendable - limits.reserve, usage.spendable,
                       limits.hourly - usage.hourly, limits.daily - usage.daily))
 
 
 # --- reading the index (call inside ``ledger.locked()`` for a decision) ------------------------
-def usage(idx: Index, agent: str, now_us: int) -> Usage:
+def usage(idx: Index, agent: str, now_us: int, *, hold_provisional: bool = False) -> Usage:
+    """``hold_provisional``: count the agent's unsettled provisional awards as not spendable."""
     held = sum(amount for _, amount, _, _ in idx.open_holds(agent))
     hourly = idx.window_sum(agent, WINDOW_KINDS, now_us - HOUR_US + 1, now_us) + held
     daily = idx.window_sum(agent, WINDOW_KINDS, now_us - DAY_US + 1, now_us) + held
-    return Usage(now_us, idx.account(agent), hourly, daily, held)
+    pending = open_provisional(idx.balance(agent).by_kind) if hold_provisional else 0
+    return Usage(now_us, idx.account(agent), hourly, daily, held, pending)
+
+
+def open_provisional(by_kind: dict[str, Units]) -> Units:
+    """Provisional awards not yet taken back (each is voided in full when it settles or expires)."""
+    return max(by_kind.get("provisional", 0) - by_kind.get("void", 0), 0)
 
 
 class LimitRefused(Refused):
@@ -170,7 +186,7 @@ class LimitRefused(Refused):
 
 def enforce(idx: Index, limits: Limits, agent: str, amount: Units, now_us: int) -> Usage:
     """Raise ``LimitRefused`` unless ``amount`` may leave ``agent``'s wallet now; returns the usage."""
-    u = usage(idx, agent, now_us)
+    u = usage(idx, agent, now_us, hold_provisional=not limits.spend_provisional)
     refusal = check(limits, u, amount)
     if refusal is None:
         return u
@@ -205,7 +221,8 @@ class Status:
     def to_json(self) -> dict[str, Any]:
         lim, u = self.limits, self.usage
         d: dict[str, Any] = {"agent": self.agent, "now": iso(self.now_us), "balance": to_decimal(u.balance),
-                             "reserved": to_decimal(u.held), "available": to_decimal(available(lim, u))}
+                             "reserved": to_decimal(u.held), "available": to_decimal(available(lim, u)),
+                             "provisional_held_back": to_decimal(u.provisional)}
         d["burst"] = {"limit": to_decimal(lim.burst)}
         d["reserve"] = {"limit": to_decimal(lim.reserve), "above_reserve": to_decimal(max(0, u.balance - lim.reserve))}
         for key, _, _ in WINDOWS:
@@ -221,7 +238,7 @@ class Status:
 
 
 def status(idx: Index, limits: Limits, agent: str, now_us: int) -> Status:
-    u = usage(idx, agent, now_us)
+    u = usage(idx, agent, now_us, hold_provisional=not limits.spend_provisional)
     nxt: dict[str, tuple[int, Units] | None] = {}
     for key, _, window in WINDOWS:
         entries = idx.window_entries(agent, WINDOW_KINDS, now_us - window + 1, now_us)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from token_exchange import git
+from token_exchange.errors import UserError
 from token_exchange.services.changes import copied_from_history, facts_for
 from token_exchange.services.exchange import CommitResult, Exchange, IndexView
 
@@ -56,7 +57,7 @@ def pay_commits(ex: Exchange, commits: Sequence[git.Commit], project: str,
     """Pay ``commits`` oldest first, each once per change (already paid ones pay nothing new)."""
     if not commits:
         return []
-    view = IndexView(ex.ledger.fresh())
+    view = IndexView(ex.ledger.fresh(), provisional=ex.cfg.on_merge)
     facts = facts_for(commits, project, repo, copied=copied_from_history(view, repo))
     return [ex.pay_commit(f) for f in facts]
 
@@ -67,6 +68,8 @@ def catch_up(ex: Exchange, repo: Path, rev: str = "HEAD", *, since: str | None =
     ``tx hooks install``, else what was committed since the ledger's first transaction, or since
     ``since``) and pay every commit not paid yet, oldest first.  Also drains the hooks' queue of
     commits the ledger was too busy to pay."""
+    if since is not None and (not since.isprintable() or len(since) > 100):
+        raise UserError(f"--since: {since[:40]!r} is not a date git understands")
     tip = git.resolve(rev, repo, "revision")
     where = git.where(repo)
     start = _start(where, tip, repo) if since is None else ""

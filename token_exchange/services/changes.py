@@ -53,7 +53,7 @@ def facts_for(commits: Sequence[git.Commit], project: str, repo: Path | str | No
     for c, message, t, d in zip(commits, messages, trailers, drop):
         primary, aliases = identity(t, c.sha, pids.get(c.sha) if needs_patch_id(t, len(c.parents), d) else None, d)
         out.append(CommitFacts(c.email, message, project, len(c.parents), primary, aliases,
-                               (origins or {}).get(c.sha, ()), c.sha))
+                               (origins or {}).get(c.sha, ()), c.sha, c.time * 1_000_000))
     return out
 
 

@@ -13,13 +13,13 @@ from datetime import datetime
 from pathlib import Path
 
 from token_exchange import clock as clock_mod
-from token_exchange.amounts import Units
+from token_exchange.amounts import Units, fmt
 from token_exchange.clock import Clock
 from token_exchange.errors import UserError, clean_text
 from token_exchange.ledger.backends import open_journal
 from token_exchange.ledger.ledger import Ledger
 from token_exchange.ledger.protocols import Index
-from token_exchange.ledger.txn import GENESIS, REWARDS, Appended, Balance, Txn, make_txn
+from token_exchange.ledger.txn import GENESIS, REWARDS, Appended, Balance, Txn, make_txn, ts_micros
 from token_exchange.rules import config as config_mod
 from token_exchange.rules.config import Config
 from token_exchange.rules.engine import COMMIT_REF, CommitFacts, CommitPlan, Payment, plan_commit
@@ -34,11 +34,22 @@ HOME_GITIGNORE = """# token-exchange: only config.toml is tracked; the ledger is
 """
 
 
-class IndexView:
-    """The engine's read-only view of a ledger index."""
+# Which kinds of transaction count as earned from each source, for the [caps] windows.
+SOURCE_KINDS = {"commits": ("earn",), "issues": ("award",)}
+FOREVER_US = 2**62
 
-    def __init__(self, idx: Index) -> None:
+
+class IndexView:
+    """The engine's read-only view of a ledger index.
+
+    ``provisional``: the view of the hooks in on-merge mode, where a provisional award counts as the
+    change's payment (a rewrite of it is not paid provisionally again) and, net of voids, as earned
+    from commits.  Settlement and reports see settled awards (``earn``) only.
+    """
+
+    def __init__(self, idx: Index, provisional: bool = False) -> None:
         self.idx = idx
+        self.kinds = ("earn", "provisional") if provisional else ("earn",)
 
     def payments(self, ids: Sequence[str]) -> list[Payment]:
         for i in ids:
@@ -47,18 +58,42 @@ class IndexView:
                 return found
         return []
 
-    def _paid(self, ref: str, follow: bool) -> list[Payment]:
+    def _paid(self, ref: str, follow: bool, kinds: tuple[str, ...] | None = None) -> list[Payment]:
+        kinds = kinds or self.kinds
         txns = self.idx.by_ref(ref)
-        found = [Payment(t.ref, t.agent, t.amount, str(t.source.get("sha", ""))) for t in txns if t.kind == "earn"]
+        found = [Payment(t.ref, t.agent, t.amount, str(t.source.get("sha", "")), ts_micros(t.ts))
+                 for t in txns if t.kind in kinds]
         if not found and follow:
             for t in txns:
                 target = t.source.get("of") if t.kind == "link" else None
                 if isinstance(target, str) and target.startswith(COMMIT_REF):
-                    return self._paid(target, follow=False)
+                    return self._paid(target, follow=False, kinds=kinds)
         return found
+
+    def provisional(self, ids: Sequence[str]) -> list[Txn]:
+        """Every provisional award recorded for the change known under any of ``ids`` (links followed)."""
+        out: dict[str, Txn] = {}
+        for i in ids:
+            refs = [COMMIT_REF + i]
+            refs += [str(t.source.get("of")) for t in self.idx.by_ref(refs[0])
+                     if t.kind == "link" and str(t.source.get("of", "")).startswith(COMMIT_REF)]
+            for ref in refs:
+                for t in self.idx.by_ref(ref):
+                    if t.kind == "provisional":
+                        out.setdefault(t.id, t)
+        return list(out.values())
 
     def contract_paid(self, contract: str) -> Units:
         return self.idx.contract_paid(contract)
+
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
+        kinds = SOURCE_KINDS.get(source, ())
+        # No upper bound: whatever the ledger holds from ``since_us`` on was earned before this plan.
+        total = self.idx.window_sum(agent, kinds, since_us, FOREVER_US) if kinds else 0
+        if source == "commits" and "provisional" in self.kinds:
+            total += self.idx.window_sum(agent, ("provisional",), since_us, FOREVER_US)
+            total -= self.idx.window_sum(agent, ("void",), since_us, FOREVER_US)
+        return max(total, 0)
 
 
 class CommitResult:
@@ -76,13 +111,30 @@ class CommitResult:
     def reward_id(self) -> str:
         return self.plan.facts.reward_id
 
+    @property
+    def provisional(self) -> bool:
+        return any(a.txn.kind == "provisional" for a in self.shares)
+
     def describe(self) -> str:
-        return self.plan.describe()
+        text = self.plan.describe()
+        return text + " (provisional: settled when it lands on the default branch)" if self.provisional else text
 
 
-def commit_txns(plan: CommitPlan, idx: Index) -> list[Txn]:
+PROVISIONAL_PREFIX = "prov:"
+
+
+def provisional_id(ref: str, agent: str) -> str:
+    """The id of a provisional award of ``ref`` (commit:<reward id>) to ``agent``."""
+    return f"{PROVISIONAL_PREFIX}{ref[len(COMMIT_REF):]}:{agent}"[:200]
+
+
+def commit_txns(plan: CommitPlan, idx: Index, *, provisional: bool = False, settled: dict[str, str] | None = None,
+                ts: str = "") -> list[Txn]:
     """The transactions that write a plan: one ``earn`` per agent, or ``link`` records of the ids the
-    ledger does not know yet to the existing payment of the same change."""
+    ledger does not know yet to the existing payment of the same change.
+
+    ``provisional``: one ``provisional`` award per agent instead (on-merge mode, at commit time).
+    ``settled``: source fields that mark an ``earn`` as written by settlement (with ``ts``, the landing time)."""
     facts = plan.facts
     if plan.already:
         # One zero-amount record per new id (``ref`` = that id), pointing at the payment: a later rewrite
@@ -102,15 +154,22 @@ def commit_txns(plan: CommitPlan, idx: Index) -> list[Txn]:
         source["origins"] = ",".join(facts.origins)[:500]
     if len(plan.agents) > 1:
         source["coauthors"] = ",".join(plan.agents)
+    if settled:
+        source.update(settled)
     subject = facts.message.splitlines()[0] if facts.message else ""
     out = []
     for share in plan.shares:
         bd = plan.reward.breakdown()
         if len(plan.agents) > 1:
             bd["share"] = f"1/{len(plan.agents)}"
-        out.append(make_txn(f"{plan.ref}:{share.agent}", "earn", REWARDS, share.agent, share.amount,
+        if share.cut:
+            bd["cap"] = share.cut
+            bd["uncapped"] = fmt(share.uncut)
+        kind, id = ("provisional", provisional_id(plan.ref, share.agent)) if provisional else \
+            ("earn", f"{plan.ref}:{share.agent}")
+        out.append(make_txn(id, kind, REWARDS, share.agent, share.amount,
                             agent=share.agent, project=facts.project, description=subject, source=dict(source),
-                            breakdown=bd, ref=plan.ref))
+                            breakdown=bd, ref=plan.ref, ts=ts))
     return out
 
 
@@ -187,23 +246,33 @@ class Exchange:
             return self.ledger.append(txn)
 
     def pay_commit(self, facts: CommitFacts) -> CommitResult:
-        """Plan and pay one commit under the lock: once per change (see ``rules.engine``)."""
-        facts = facts._replace(message=clean_text(facts.message, limit=65536),
-                               project=clean_text(facts.project, limit=200))
+        """Plan and pay one commit under the lock: once per change (see ``rules.engine``).
+
+        In on-merge mode (``[settlement]``) the same plan is recorded as a provisional award, which
+        ``tx settle`` replaces by the settled one when the commit lands on the default branch."""
+        facts = self._timed(facts._replace(message=clean_text(facts.message, limit=65536),
+                                           project=clean_text(facts.project, limit=200)))
         with self.ledger.locked() as idx:
-            plan = plan_commit(self.cfg, facts, IndexView(idx))
+            plan = plan_commit(self.cfg, facts, IndexView(idx, provisional=self.cfg.on_merge))
             if plan.status == "unmatched" and self.cfg.unknown_author == "error":
                 raise UserError(f"author {facts.author[:80]} maps to no agent (add it to an agent's emails)")
-            txns = commit_txns(plan, idx)
+            txns = commit_txns(plan, idx, provisional=self.cfg.on_merge)
             if plan.reward is not None:
                 for name in plan.agents:
                     self.ensure_open(idx, name)
             written = self.ledger.append_many(txns) if txns else []
-        return CommitResult(plan, [a for a in written if a.txn.kind == "earn"])
+        return CommitResult(plan, [a for a in written if a.txn.kind in ("earn", "provisional")])
 
     def preview_commit(self, facts: CommitFacts) -> CommitPlan:
         """What a commit would earn now (no write, no lock)."""
-        return plan_commit(self.cfg, facts, IndexView(self.ledger.fresh()))
+        return plan_commit(self.cfg, self._timed(facts), IndexView(self.ledger.fresh(), provisional=self.cfg.on_merge))
+
+    def _timed(self, facts: CommitFacts) -> CommitFacts:
+        """Facts priced now when they carry no moment of their own (``tx commit``, the commit-msg preview)."""
+        if facts.time_us:
+            return facts
+        moment = self.clock()
+        return facts._replace(time_us=int(moment.timestamp()) * 1_000_000 + moment.microsecond)
 
     def commit(self, email: str, project: str, message: str, *, reward_id: str | None = None,
                sha: str = "", parents: int = 1) -> CommitResult:
