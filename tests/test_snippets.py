@@ -86,7 +86,6 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("docs/ledger.md", "# token-exchange ledger v2."): "test_toml_journal_layout_is_what_the_journal_writes",
     ("docs/bd.md", "tx-bd rewards "): "test_synopses",
     ("docs/notes.md", "tx init --backend notes "): "test_notes_quick_start",
-    ("docs/notes.md", "git config --add notes.rewriteRef"): "test_notes_git_config_is_what_init_sets",
     ("docs/notes.md", "- uses: actions/checkout@v4"): "test_notes_ci_steps",
     ("docs/settlement.md", "[settlement]"): "test_settlement_config_snippet",
     ("docs/simulation.md", "[02:27:33] WARN"): "test_simulation_log_lines",
@@ -297,20 +296,10 @@ def test_notes_quick_start(tmp_path: Path, repo: Path) -> None:
     for cmd, _ in commands(snippet("docs/notes.md", "tx init --backend notes").text):
         r = tx(*shlex.split(cmd)[1:], cwd=repo)
         assert r.code == 0, (cmd, r.err)
-    assert git(repo, "config", "notes.rewriteMode").strip() == "cat_sort_uniq"
+    assert git(repo, "config", "--get-all", "notes.rewriteRef", check=False) == ""  # records live on anchors
     assert git(origin, "rev-parse", "refs/notes/token-exchange").strip()  # tx sync pushed the notes
     r = tx("balance", "claude", "--json", cwd=repo)
     assert json.loads(r.out, parse_float=Decimal)["balance"] == 10005
-
-
-def test_notes_git_config_is_what_init_sets(tmp_path: Path, repo: Path) -> None:
-    other = tmp_path / "other"
-    git(tmp_path, "clone", "-q", str(repo), str(other))
-    for cmd, _ in commands(snippet("docs/notes.md", "git config --add notes.rewriteRef").text):
-        git(other, *shlex.split(cmd)[1:])
-    assert tx("init", "--backend", "notes", cwd=repo).code == 0
-    for key in ("notes.rewriteRef", "notes.rewriteMode"):
-        assert git(other, "config", "--get-all", key) == git(repo, "config", "--get-all", key)
 
 
 def test_notes_ci_steps(tmp_path: Path, repo: Path) -> None:
