@@ -128,6 +128,14 @@ def describe(dsn: str) -> str:
     return f"{host}:{port}/{db}"
 
 
+def has_password(dsn: str) -> bool:
+    """True when the DSN itself holds a password (then it never goes into config.toml)."""
+    try:
+        return bool(_psycopg().conninfo.conninfo_to_dict(dsn).get("password"))
+    except Exception:  # not a DSN at all: treat it as secret
+        return True
+
+
 def _reason(e: BaseException) -> str:
     """The useful end of a libpq message, one line ('Connection refused'), never the DSN."""
     diag = getattr(e, "diag", None)
