@@ -160,6 +160,9 @@ class Db:
         self.schema = ""
         self.in_tx = False
         self.failed = False  # a statement of the open transaction failed: it can only be rolled back
+        # The head row (seq, last_hash, last_ts) while this connection holds its lock: nobody else can move it,
+        # so the catch-up and the append read it from here instead of asking the server again.
+        self.head: tuple[int, str, str] | None = None
         self._savepoints = 0
 
     # --- connecting ---------------------------------------------------------------------------
@@ -238,12 +241,20 @@ class Db:
     def close(self) -> None:
         conn, self.conn = self.conn, None
         self.in_tx = False
+        self.head = None
         self._savepoints = 0
         if conn is not None:
             try:
                 conn.close()
             except Exception:  # closing a broken connection: nothing left to do
                 pass
+
+    def current_head(self) -> tuple[int, str, str]:
+        """(seq, last_hash, last_ts): the locked copy inside the ledger transaction, else the server's."""
+        if self.in_tx and self.head is not None:
+            return self.head
+        row = self.one("SELECT seq, last_hash, last_ts FROM head")
+        return (int(row[0]), str(row[1]), str(row[2])) if row else (0, "", "")
 
     # --- statements -------------------------------------------------------------------------
     def _lost(self, e: BaseException, committing: bool = False) -> DatabaseError:
@@ -305,7 +316,12 @@ class Db:
             with conn.pipeline():
                 conn.execute("BEGIN")
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, int(timeout * 1000))}ms",))
-                conn.execute("SELECT seq FROM head FOR UPDATE")
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"token-exchange ledger:{self.schema}",))
+                cur = conn.execute("SELECT seq, last_hash, last_ts FROM head")
+            row = cur.fetchone()
+            if row is None:
+                raise UserError("the ledger database has no head row (not made by token-exchange?); run `tx doctor`")
+            self.head = (int(row[0]), str(row[1]), str(row[2]))
         except _psycopg().Error as e:
             err = self._lost(e)
             self._rollback()
@@ -327,6 +343,7 @@ class Db:
 
     def _commit(self) -> None:
         self.in_tx = False
+        self.head = None
         conn = self.conn
         if conn is None:
             raise DatabaseError("lost the connection to the ledger database; nothing was written")
@@ -337,6 +354,7 @@ class Db:
 
     def _rollback(self) -> None:
         self.in_tx = False
+        self.head = None
         self._savepoints = 0
         conn = self.conn
         if conn is None or conn.closed:
@@ -443,8 +461,7 @@ class PostgresJournal:
         return self.home / "ledger.lock"
 
     def end(self) -> str:
-        row = self.db.one("SELECT seq FROM head")
-        return str(row[0]) if row else "0"
+        return str(self.db.current_head()[0])
 
     def is_behind(self, position: str, end: str) -> bool:
         pos = position or "0"
@@ -532,7 +549,7 @@ class PostgresJournal:
         db = self.db
         if not db.in_tx:
             raise UserError("internal error: a postgres append outside the ledger transaction; nothing written")
-        seq, last_hash, last_ts = db.one("SELECT seq, last_hash, last_ts FROM head") or (0, "", "")
+        seq, last_hash, last_ts = db.current_head()
         if txns and txns[0].prev != last_hash:
             raise UserError("the new transactions do not follow the ledger's last one (the chain); nothing written")
         statements: list[tuple[str, Sequence[Any]]] = []
@@ -551,13 +568,19 @@ class PostgresJournal:
         if txns:
             statements.append(("UPDATE head SET seq = %s, last_hash = %s, last_ts = %s",
                                (end, txns[-1].hash, last_ts)))
-        with db.atomic():
-            try:
-                db.write(statements)
-            except DatabaseError as e:
-                if "duplicate key" in str(e) or "unique" in str(e).lower():
-                    raise IdConflict("a transaction id is already in the ledger database; nothing written") from None
-                raise
+        # All or nothing inside the ledger transaction: a savepoint around the rows and their index updates, sent
+        # together with them (one round trip).
+        try:
+            db.write([("SAVEPOINT te_append", ()), *statements, ("RELEASE SAVEPOINT te_append", ())])
+        except DatabaseError as e:
+            if db.conn is not None and not db.conn.broken:
+                db.rows_nofetch("ROLLBACK TO SAVEPOINT te_append")
+                db.failed = False
+            if "duplicate key" in str(e) or "unique" in str(e).lower():
+                raise IdConflict("a transaction id is already in the ledger database; nothing written") from None
+            raise
+        if txns:
+            db.head = (end, txns[-1].hash, last_ts)
         return str(end)
 
     def set_aside(self, tail: Tail) -> Path:
@@ -578,13 +601,14 @@ class PostgresJournal:
             before = self.db.one("SELECT hash FROM txns WHERE seq = %s", (tail.offset - 1,))
             last = self.db.one("SELECT data FROM txns WHERE seq < %s ORDER BY ts DESC, seq DESC LIMIT 1",
                                (tail.offset,))
+            head = (tail.offset - 1, str(before[0]) if before else "", str(json.loads(last[0])["ts"]) if last else "")
             self.db.write([
                 ("INSERT INTO quarantine(seq, id, prev, hash, data, reason) SELECT seq, id, prev, hash, data, %s "
                  "FROM txns WHERE seq >= %s", (tail.reason[:500], tail.offset)),
                 ("DELETE FROM txns WHERE seq >= %s", (tail.offset,)),
-                ("UPDATE head SET seq = %s, last_hash = %s, last_ts = %s",
-                 (tail.offset - 1, before[0] if before else "", json.loads(last[0])["ts"] if last else "")),
+                ("UPDATE head SET seq = %s, last_hash = %s, last_ts = %s", head),
             ])
+            self.db.head = head
         return target
 
     def new_records(self, old: str, new: str) -> list[Txn]:
@@ -656,10 +680,8 @@ class PostgresIndex:
 
     def meta(self, key: str) -> str | None:
         if key in ("position", "last_hash", "last_ts"):
-            row = self.db.one("SELECT seq, last_hash, last_ts FROM head")
-            if row is None:
-                return None
-            return {"position": str(row[0]), "last_hash": row[1], "last_ts": row[2]}[key]
+            seq, last_hash, last_ts = self.db.current_head()
+            return {"position": str(seq), "last_hash": last_hash, "last_ts": last_ts}[key]
         if key == "version":
             return INDEX_VERSION
         found = self.db.one("SELECT value FROM meta WHERE key = %s", (key,))
