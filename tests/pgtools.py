@@ -61,7 +61,7 @@ class Schema:
         import psycopg
 
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            cur = conn.execute(query, params)  # type: ignore[call-overload]
+            cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
 

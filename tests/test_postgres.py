@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from tests import pgtools
 from tests.conftest import GIT_ENV, Clock, make_ex, tx
-from tests.pgtools import CutProxy, Schema, pg, pg_home, with_schema  # noqa: F401  (pg is a fixture)
+from tests.pgtools import CutProxy, Schema, pg_home, with_schema
 from token_exchange.amounts import SCALE
 from token_exchange.errors import Refused, UserError
 from token_exchange.ledger.doctor import check
@@ -26,6 +27,7 @@ from token_exchange.services import corrections
 from token_exchange.services import spending as llm
 from token_exchange.services.exchange import Exchange
 
+pg = pgtools.pg  # the fixture: a fresh schema on the test server
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from tests.pgtools import Schema, pg, pg_home  # noqa: F401  (pg is a fixture)
+from tests import pgtools
+from tests.pgtools import Schema, pg_home
 from token_exchange.amounts import SCALE
 from token_exchange.errors import Refused
 from token_exchange.ledger.doctor import check
 from token_exchange.services import spending as llm
 from token_exchange.services.exchange import Exchange
 
+pg = pgtools.pg  # the fixture: a fresh schema on the test server
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 HOSTS = 8
 SPENDS = 500

@@ -235,7 +235,7 @@ class Db:
                 if version > current:
                     for statement in script.split(";"):
                         if statement.strip():
-                            conn.execute(statement)  # type: ignore[call-overload]
+                            conn.execute(statement)
                     conn.execute("INSERT INTO schema_version(version) VALUES (%s)", (version,))
 
     def close(self) -> None:
@@ -281,7 +281,7 @@ class Db:
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         conn = self.connection()
         try:
-            return conn.execute(sql, params).fetchall()  # type: ignore[call-overload,no-any-return]
+            return conn.execute(sql, params).fetchall()
         except _psycopg().Error as e:
             raise self._lost(e) from None
 
@@ -295,7 +295,7 @@ class Db:
         try:
             with conn.pipeline():
                 for sql, params in statements:
-                    conn.execute(sql, params)  # type: ignore[call-overload]
+                    conn.execute(sql, params)
         except _psycopg().Error as e:
             raise self._lost(e) from None
 
@@ -391,7 +391,7 @@ class Db:
     def rows_nofetch(self, sql: str) -> None:
         conn = self.connection()
         try:
-            conn.execute(sql)  # type: ignore[call-overload]
+            conn.execute(sql)
         except _psycopg().Error as e:
             raise self._lost(e) from None
 
@@ -708,7 +708,7 @@ class PostgresIndex:
         with self.db.atomic():
             conn = self.db.connection()
             try:
-                conn.execute(f"TRUNCATE {', '.join(INDEX_TABLES)}")  # type: ignore[call-overload]
+                conn.execute(f"TRUNCATE {', '.join(INDEX_TABLES)}")
                 with conn.cursor() as cur:
                     for table, rows in (
                             ("accounts", list(totals.accounts.items())),
@@ -717,7 +717,7 @@ class PostgresIndex:
                             ("contracts", [(str(c), v) for c, v in totals.contracts.items()]),
                             ("holds", [(k, *v) for k, v in totals.holds.items()]),
                             ("pool_stats", [(p, a, k, v[0], v[1]) for (p, a, k), v in totals.pools.items()])):
-                        with cur.copy(f"COPY {table} FROM STDIN") as copy:  # type: ignore[call-overload]
+                        with cur.copy(f"COPY {table} FROM STDIN") as copy:
                             for r in rows:
                                 copy.write_row(r)
             except _psycopg().Error as e:
