@@ -233,8 +233,11 @@ def doctor(repair: Annotated[bool, typer.Option(help="Rebuild derived state and 
                                                          "and verify against them too.")] = None,
            as_json: Json = False) -> None:
     """Replay the ledger and check every invariant (and every checkpoint recorded in git)."""
+    from token_exchange.git.remote import check_remote
     from token_exchange.ledger.doctor import check
 
+    if remote is not None:
+        check_remote(remote)
     ex = exchange()
     report = check(ex.ledger, repair=repair, remote=remote)
     if as_json:

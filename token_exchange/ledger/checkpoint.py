@@ -73,7 +73,7 @@ def record(ledger: Ledger, push: str | None = None) -> dict[str, Any]:
     args = ["commit-tree", tree, "-m", f"token-exchange checkpoint: {head['count']} transactions"]
     if parent:
         args[2:2] = ["-p", parent]
-    commit = repo.run(*args, extra_env=IDENT).stdout.decode().strip()
+    commit = repo.run(*args, env=IDENT).stdout.decode().strip()
     repo.run("update-ref", "-m", "token-exchange checkpoint", REF, commit, parent or "0" * len(commit))
     return _pushed(repo, {**head, "commit": commit, "created": True}, push)
 
@@ -81,14 +81,12 @@ def record(ledger: Ledger, push: str | None = None) -> dict[str, Any]:
 def _pushed(repo: Repo, result: dict[str, Any], push: str | None) -> dict[str, Any]:
     if push is None:
         return result
-    from token_exchange.ledger.backends.notes import REMOTE_RE, last_line
+    from token_exchange.git import remote as remotes
 
-    if not REMOTE_RE.fullmatch(push):
-        raise UserError(f"invalid remote name {push[:40]!r}")
-    proc = repo.run("push", "--porcelain", "--quiet", "--no-verify", push, f"{REF}:{REF}", check=False)
-    if proc.returncode != 0:
+    outcome = remotes.push(repo.common_dir, remotes.check_remote(push), f"{REF}:{REF}")
+    if not outcome.ok:
         raise UserError(f"git push {push} {BRANCH} failed (never forced: a rejected push means the remote "
-                        f"history differs; run `tx doctor --remote {push}`): {last_line(proc.stdout + proc.stderr)}")
+                        f"history differs; run `tx doctor --remote {push}`): {outcome.summary}")
     repo.run("update-ref", f"refs/remotes/{push}/{BRANCH}", result["commit"], check=False)
     return {**result, "pushed": push}
 
@@ -142,22 +140,16 @@ def verify(ledger: Ledger, txns: list[Txn], problems: list[str], remote: str | N
 
 def fetch(repo: Repo, remote: str, problems: list[str]) -> None:
     """Refresh the remote-tracking copy without force: a rewritten remote history is itself a problem."""
-    from token_exchange.ledger.backends.notes import REMOTE_RE, last_line
+    from token_exchange.git import remote as remotes
 
-    if not REMOTE_RE.fullmatch(remote):
-        raise UserError(f"invalid remote name {remote[:40]!r}")
     tracking = f"refs/remotes/{remote}/{BRANCH}"
-    proc = repo.run("fetch", "--no-tags", "--no-write-fetch-head", remote, f"{REF}:{tracking}",
-                    check=False)
-    if proc.returncode != 0:
-        err = (proc.stderr or b"").decode("utf-8", "replace")
-        if "couldn't find remote ref" in err:
-            return
-        if "non-fast-forward" in err or "rejected" in err:
-            problems.append(f"the checkpoints on {remote} were rewritten (not a fast-forward of what was fetched "
-                            "before): someone force-pushed them")
-            return
-        raise UserError(f"git fetch {remote} failed: {last_line(proc.stderr)}")
+    try:
+        remotes.fetch(repo.common_dir, remotes.check_remote(remote), f"{REF}:{tracking}")  # never forced
+    except UserError as e:
+        if "non-fast-forward" not in str(e):
+            raise
+        problems.append(f"the checkpoints on {remote} were rewritten (not a fast-forward of what was fetched "
+                        "before): someone force-pushed them")
 
 
 __all__ = ["BRANCH", "REF", "fetch", "record", "verify"]

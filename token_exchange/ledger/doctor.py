@@ -90,10 +90,8 @@ def check(ledger: Ledger, repair: bool = False, remote: str | None = None) -> Re
         report.problems.extend(journal.link_problems(txns))
         balances = fold(txns, report)
         report.agents = sum(1 for a in balances if ":" not in a)
-        try:
-            report.checkpoints = checkpoint.verify(ledger, txns, report.problems, remote=remote)
-        except UserError as e:
-            report.problems.append(str(e))
+        # A remote that cannot be asked is the request's error (one line), not the ledger's.
+        report.checkpoints = checkpoint.verify(ledger, txns, report.problems, remote=remote)
         if any("chain broken" in p or "appears twice" in p or "negative" in p for p in report.problems):
             return report
         if tail is not None and not tail.torn and not repair:
