@@ -178,6 +178,26 @@ def test_a_password_in_config_toml_is_refused_and_a_bad_dsn_is_one_line(tmp_path
     assert r.code == 0, r.err
 
 
+def test_init_status_and_doctor_from_the_command_line_never_print_the_dsn(tmp_path: Path, pg: Schema) -> None:
+    dsn = with_schema(pg.server, pg.name, application_name="marker-in-the-dsn")
+    env = {"TOKEN_EXCHANGE_DSN": dsn}
+    home = tmp_path / "h"
+    r = tx("--home", str(home), "init", "--backend", "postgres", env=env)
+    assert r.code == 0 and "postgres backend" in r.err, r.err
+    assert 'backend = "postgres"' in (home / "config.toml").read_text()
+    outputs = [r.out + r.err]
+    for args in (["status", "--json"], ["doctor", "--json"], ["llm", "spend", "claude", "coding", "1000", "--id", "c1"],
+                 ["balance", "claude", "--json"]):
+        r = tx("--home", str(home), *args, env=env)
+        assert r.code == 0, (args, r.err)
+        outputs.append(r.out + r.err)
+    assert json.loads(outputs[1])["backend"] == "postgres" and json.loads(outputs[2])["ok"]
+    assert json.loads(outputs[4])["spent"] == 15
+    assert not any("marker-in-the-dsn" in o or "search_path" in o for o in outputs)
+    assert not any("marker-in-the-dsn" in str(row) for row in pg.sql("SELECT data FROM txns"))
+    assert not (home / "index.sqlite").exists()  # the index lives in the database
+
+
 def _proxy_home(tmp_path: Path, pg: Schema) -> tuple[Exchange, CutProxy]:
     import psycopg
 
