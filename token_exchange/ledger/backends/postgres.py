@@ -3,11 +3,14 @@
 Why a database (docs/postgres.md): the file journals serialise writers with a flock, which only
 works on one machine, and git notes replicate eventually, so two hosts could each spend an agent's
 hourly limit between syncs.  Here every check-then-write (``Ledger.locked()``: limits, balances,
-ids, then the append) is ONE database transaction that first locks the ledger's single ``head``
-row (``SELECT ... FOR UPDATE``).  The head is the end of the hash chain, so every writer on every
-host has to take it anyway; while one holds it nobody else can write, and each READ COMMITTED
-statement of the holder sees everything committed before it.  The limit check and the write can
-therefore never interleave with another host's.  Readers never take the lock (MVCC snapshots).
+ids, then the append) is ONE database transaction that first takes the ledger's write lock, a
+transaction-level advisory lock keyed by the schema (released by the server at COMMIT, ROLLBACK or
+when the connection dies).  Every writer extends the one hash chain, so writers are serialised
+anyway; while one holds the lock nobody else can write, and each READ COMMITTED statement of the
+holder sees everything committed before it.  The limit check and the write can therefore never
+interleave with another host's.  Readers never take the lock (MVCC snapshots).  (An advisory lock
+rather than ``SELECT ... FOR UPDATE`` of the ``head`` row: waiters for a row every writer updates
+re-check its newest version on waking; the lock manager's queue is plain FIFO.)
 
 Tables (in one schema, default ``token_exchange``; a DSN's ``options=-csearch_path=NAME`` picks
 another): ``txns`` is the journal (``seq`` 1..N in chain order, ``data`` = exactly the canonical
