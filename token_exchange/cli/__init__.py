@@ -49,6 +49,10 @@ from token_exchange.cli import meter as _meter  # noqa: E402  (tx meter, tx guar
 
 _meter.register(app)
 
+from token_exchange.cli import migrate as _migrate  # noqa: E402  (tx migrate: issue 16)
+
+_migrate.register(app)
+
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run ``tx`` with our exit codes and one-line errors; returns the exit status."""

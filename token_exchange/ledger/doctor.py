@@ -19,7 +19,7 @@ from typing import Any
 from token_exchange.amounts import fmt
 from token_exchange.errors import UserError
 from token_exchange.ledger.ledger import Ledger
-from token_exchange.ledger.protocols import Index, Journal
+from token_exchange.ledger.protocols import Index, Journal, SharedJournal
 from token_exchange.ledger.txn import DEBT_KINDS, Txn
 from token_exchange.storage import file_lock
 
@@ -69,7 +69,9 @@ def check(ledger: Ledger, repair: bool = False, remote: str | None = None) -> Re
     report = Report()
     journal = ledger.journal
     # The raw lock, not ledger.locked(): that would catch up (and refuse a bad tail) before we look.
-    with file_lock(journal.lock_path()) if repair else nullcontext():
+    lock = journal.transaction(ledger.lock_timeout) if isinstance(journal, SharedJournal) else \
+        file_lock(journal.lock_path())
+    with lock if repair else nullcontext():
         try:
             chunk = journal.read_all()
         except UserError as e:

@@ -27,7 +27,7 @@ from token_exchange.amounts import MAX_TOTAL, fmt
 from token_exchange.clock import Clock
 from token_exchange.errors import IdConflict, UserError
 from token_exchange.ledger.index import IndexUnreadable, SqliteIndex
-from token_exchange.ledger.protocols import Chunk, Index, Journal, Tail
+from token_exchange.ledger.protocols import Chunk, Index, Journal, SharedJournal, Tail
 from token_exchange.ledger.txn import (
     EARN_KINDS,
     Appended,
@@ -59,6 +59,9 @@ class Ledger:
     @property
     def index(self) -> Index:
         if self._index is None:
+            if isinstance(self.journal, SharedJournal):  # a database keeps its own (shared) index
+                self._index = self.journal.index()
+                return self._index
             try:
                 self._index = SqliteIndex(self.index_path)
             except IndexUnreadable as e:
@@ -150,7 +153,10 @@ class Ledger:
         if self._locked:
             yield self.index
             return
-        with file_lock(self.journal.lock_path(), timeout=self.lock_timeout):
+        # A database journal (SharedJournal) locks in a transaction that spans hosts; the others flock.
+        shared = self.journal if isinstance(self.journal, SharedJournal) else None
+        with shared.transaction(self.lock_timeout) if shared else file_lock(self.journal.lock_path(),
+                                                                           timeout=self.lock_timeout):
             self._locked = True
             try:
                 self._catch_up()

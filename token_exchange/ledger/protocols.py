@@ -9,8 +9,9 @@ commit); only the journal compares them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from token_exchange.amounts import Units
 from token_exchange.ledger.txn import Balance, Txn
@@ -169,3 +170,22 @@ class Index(Protocol):
         ...
 
     def iter_txns(self, kinds: Iterable[str] | None = None) -> Iterator[Txn]: ...
+
+
+# --- a journal that is a database (backends/postgres.py) --------------------------------------------
+@runtime_checkable
+class SharedJournal(Protocol):
+    """A ``Journal`` that many hosts write at once: it serialises writers itself and keeps the index.
+
+    ``Ledger`` uses ``transaction`` instead of the flock on ``lock_path`` (every check and write inside
+    ``Ledger.locked()`` is then one database transaction: commit on exit, also when the block raises
+    after appending, as the file journals keep what was appended; rollback when the database failed),
+    and ``index()`` instead of a local SQLite file (balances, windows and holds are shared state)."""
+
+    def transaction(self, timeout: float) -> AbstractContextManager[None]:
+        """Hold the ledger's write lock in one database transaction for the block."""
+        ...
+
+    def index(self) -> Index:
+        """The index that lives next to the journal (derived state, in the same database)."""
+        ...

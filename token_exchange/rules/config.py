@@ -296,7 +296,7 @@ class _Validator:
         get = lambda k: raw[k] if k in raw else _defaults()[k]  # noqa: E731  (defaults parsed only if needed)
 
         ex = self.table(get("exchange"), "exchange",
-                        {"backend", "starting_balance", "unknown_author", "project", "notes_ref"})
+                        {"backend", "starting_balance", "unknown_author", "project", "notes_ref", "dsn"})
         backend = self.string(ex.get("backend", DEFAULT_BACKEND), "exchange.backend", BACKENDS)
         start = self.amount(ex.get("starting_balance", 10000), "exchange.starting_balance")
         unknown = self.string(ex.get("unknown_author", "ignore"), "exchange.unknown_author", UNKNOWN_AUTHOR)
@@ -304,6 +304,9 @@ class _Validator:
         notes_ref = self.string(ex.get("notes_ref", "refs/notes/token-exchange"), "exchange.notes_ref")
         if not re.fullmatch(r"refs/notes/[A-Za-z0-9._/-]{1,100}", notes_ref) or ".." in notes_ref:
             raise self.fail("exchange.notes_ref", f"must look like refs/notes/NAME, got {notes_ref!r}")
+        # [exchange] dsn: the postgres backend's connection string (read there, from raw; docs/postgres.md).
+        if len(self.string(ex.get("dsn", ""), "exchange.dsn")) > 4096:
+            raise self.fail("exchange.dsn", "is longer than 4096 characters")
 
         lim = self.table(get("limits"), "limits", {"hourly", "daily", "burst", "reserve", "reservation_ttl"})
         limits = self.limits(lim, "limits", None)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 BACKENDS: dict[str, str] = {
     "toml": "token_exchange.ledger.backends.toml:TomlJournal",
     "notes": "token_exchange.ledger.backends.notes:NotesJournal",
+    "postgres": "token_exchange.ledger.backends.postgres:PostgresJournal",  # one database, many hosts
 }
 NAMES = tuple(BACKENDS)
 DEFAULT = "toml"
