@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -97,6 +98,8 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("docs/api.md", "claude mcp add token-exchange -- tx mcp"): "test_mcp_registration_names_real_options",
     ("docs/api.md", "# token_exchange_hook.py"): "test_litellm_hook_and_its_proxy_config",
     ("docs/api.md", "# config.yaml"): "test_litellm_hook_and_its_proxy_config",
+    ("docs/postgres.md", "pip install 'token-exchange[postgres]'"): "test_postgres_setup",
+    ("docs/postgres.md", "tx migrate --to postgres"): "test_synopses",
 }
 
 
@@ -448,3 +451,29 @@ def test_toml_journal_layout_is_what_the_journal_writes(home: Path) -> None:
     real_keys = {m.group(1) for ln in real if (m := re.match(r"(\w+) = ", ln))}
     assert keys and keys <= real_keys, keys - real_keys
     assert "[[transaction]]" in shown and "[[transaction]]" in real
+
+
+# --- docs/postgres.md ----------------------------------------------------------------------------------------
+def test_postgres_setup(tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The setup block against the real server: the extra exists, and with the DSN pointed at a test schema
+    (the host in the snippet is an example) `tx init --backend postgres` creates the schema and the wallets."""
+    from tests import pgtools
+
+    lines = [ln.split("  #")[0].strip() for ln in snippet("docs/postgres.md", "pip install").text.splitlines()]
+    assert lines[0] == "pip install 'token-exchange[postgres]'"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("psycopg") for dep in extras["postgres"])
+    assert lines[1].startswith("export TOKEN_EXCHANGE_DSN=") and lines[2] == "tx init --backend postgres"
+    server = pgtools.server_dsn()
+    schema = pgtools.Schema(server, f"te_snippet_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**8}")
+    monkeypatch.setenv("TOKEN_EXCHANGE_DSN", schema.dsn)
+    try:
+        r = tx(*shlex.split(lines[2])[1:], cwd=repo)
+        assert r.code == 0, r.err
+        r = tx("balance", "claude", "--json", cwd=repo)
+        assert r.code == 0 and json.loads(r.out, parse_float=Decimal)["balance"] == 10000
+    finally:
+        import psycopg
+
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema.name}" CASCADE')

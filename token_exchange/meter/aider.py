@@ -13,7 +13,8 @@ input and ``completion_tokens`` as output.
 
 The record id is ``ai:<time>:<digest of the whole event>``: the event's own fields (time, user,
 models, token counts, cumulative ``total_cost``) identify it across replays.  An identical event
-repeated on the next ``message_send`` line (same second, same figures) gets ``:2``, ``:3``...
+repeated within the same second (the time is part of the event, so only there can two be identical)
+gets ``:2``, ``:3``... in the order the log has them, whatever lies between them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from token_exchange.meter.records import (
 )
 
 
+MAX_SEEN = 4096  # distinct events within one second (only events without a usable time come near it)
+
+
 def parse(raw: bytes) -> tuple[object, str | None]:
     """A line's JSON value (orjson: the fingerprint below re-encodes it with orjson, so both sides
     agree on every number), or the reason it cannot be used."""
@@ -60,9 +64,11 @@ def _when(value: object) -> tuple[str, str]:
 def scan_log(f: BinaryIO, offset: int, line: int, carry: Mapping[str, object], *, name: str,
              max_bytes: int = MAX_READ_BYTES) -> ReadResult:
     """Read the complete lines after ``offset`` of an open analytics log (see the module docstring)."""
-    last_raw, n_raw = carry.get("last"), carry.get("n")
-    last = last_raw if isinstance(last_raw, str) else ""
-    repeat = n_raw if isinstance(n_raw, int) and not isinstance(n_raw, bool) and 0 < n_raw < 2**31 else 1
+    second_raw, seen_raw = carry.get("second"), carry.get("seen")
+    second = second_raw if isinstance(second_raw, str) else ""
+    # fingerprint -> how many times it was seen in ``second`` (earlier seconds can no longer repeat)
+    seen: dict[str, int] = {k: v for k, v in seen_raw.items() if isinstance(k, str) and type(v) is int
+                            and 0 < v < 2**31} if isinstance(seen_raw, dict) else {}
     skips = Skips()
     out: list[Usage] = []
     chunk = read_lines(f, offset, line, max_bytes)
@@ -90,17 +96,18 @@ def scan_log(f: BinaryIO, offset: int, line: int, carry: Mapping[str, object], *
             skips.add(lineno, f"{bad} is not a valid token count ({short(props.get(bad), 24)})")
             continue
         fingerprint = digest(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode("utf-8"), 24)
-        repeat = repeat + 1 if fingerprint == last else 1
-        last = fingerprint
+        when, ts = _when(obj.get("time"))
+        if when != second or len(seen) >= MAX_SEEN:
+            second, seen = when, {}
+        repeat = seen[fingerprint] = seen.get(fingerprint, 0) + 1
         if prompt + completion == 0:
             continue
-        when, ts = _when(obj.get("time"))
         parts = [when, fingerprint] + ([str(repeat)] if repeat > 1 else [])
         out.append(Usage("aider", make_record_id("aider", *parts), plain_text(obj.get("user_id"), 128),
                          plain_text(props.get("main_model")), prompt, completion, 0, 0, 0, ts,
                          f"{name}:{lineno}"))
     return ReadResult(tuple(out), chunk.offset, chunk.line, skips.count, tuple(skips.reasons),
-                      {"last": last, "n": repeat}, chunk.seen)
+                      {"second": second, "seen": seen}, chunk.seen)
 
 
 def read_log(path: Path | str, offset: int = 0, line: int = 0, carry: Mapping[str, object] | None = None,

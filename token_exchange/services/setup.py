@@ -41,7 +41,10 @@ def init_home(option: str | Path | None, backend: str) -> dict[str, Any]:
     if not ignore.exists():
         atomic_write(ignore, HOME_GITIGNORE.encode())
     ex = Exchange(home)
-    ex.open_all()
+    try:
+        ex.open_all()
+    finally:
+        ex.close()
     verb = "created" if created else "already set up; config kept"
     return {"home": str(home), "created": created, "backend": ex.cfg.backend,
             "agents": sorted(ex.cfg.agents), "message": f"exchange {verb} at {home} ({ex.cfg.backend} backend)"}
