@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "commit.json"
@@ -215,7 +216,7 @@ def main() -> None:
     rounds = times
     goals: dict[str, object] = {}
 
-    def paired(ours: str, anchor: str, minus: str | None = None) -> dict[str, object] | None:
+    def paired(ours: str, anchor: str, minus: str | None = None) -> dict[str, Any] | None:
         """Median over rounds of ours/anchor measured in the same round (optionally both minus ``minus``)."""
         if ours not in rounds or anchor not in rounds or (minus and minus not in rounds):
             return None

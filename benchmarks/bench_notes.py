@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from token_exchange.amounts import SCALE  # noqa: E402
+from token_exchange.ledger.txn import REWARDS, make_txn, ts_text  # noqa: E402
 from token_exchange.services.exchange import Exchange  # noqa: E402
 from token_exchange.services.setup import init_home  # noqa: E402
-from token_exchange.ledger.txn import REWARDS, make_txn, ts_text  # noqa: E402
 
 ENV = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com", "GIT_COMMITTER_NAME": "Bench",
        "GIT_COMMITTER_EMAIL": "bench@example.com", "GIT_CONFIG_NOSYSTEM": "1"}

@@ -96,14 +96,16 @@ def install_venv(base: Path) -> Path:
 
 
 def bench_repo(repo: Path, runs: int, tx_bin: Path) -> dict[str, float]:
-    from token_exchange.report import range as history
-    from token_exchange.report import build as rep
+    from token_exchange import git
     from token_exchange.cli.output import dumps
+    from token_exchange.report import build as rep
+    from token_exchange.report import range as history
+    from token_exchange.report import render
 
     mb = subprocess.run(["git", "merge-base", "main", "feature"], cwd=repo, capture_output=True, text=True,
                         check=True).stdout.strip()
     rng = f"{mb}..feature"
-    shas = [c.sha for c in history.read_commits(repo, mb, "feature")]
+    shas = [c.sha for c in history.read_range(repo, "main", "feature").commits]
     tx = [str(tx_bin), "report", "--base", "main", "--head", "feature", "--no-ledger"]
     res = interleaved({"git_log_s": ["git", "log", rng],
                        "git_log_report_format_s": ["git", "log", "--format=%H%x00%P%x00%aE%x00%aN%x00%B", rng],
@@ -111,12 +113,12 @@ def bench_repo(repo: Path, runs: int, tx_bin: Path) -> dict[str, float]:
                        "cli_text_s": [*tx, "--format", "text"],
                        "cli_json_with_ids_s": [*tx, "--format", "json"]}, repo, runs)
     res.update({
-        "read_commits_s": timed(lambda: history.read_commits(repo, mb, "feature"), runs),
-        "patch_ids_all_s": timed(lambda: rep.patch_ids(repo, shas), runs),
-        "inprocess_markdown_s": timed(lambda: rep.render_markdown(
-            rep.build(repo, "main", "feature", use_ledger=False, want_ids=False)), runs),
-        "inprocess_json_with_ids_s": timed(lambda: dumps(rep.to_json(
-            rep.build(repo, "main", "feature", use_ledger=False, want_ids=True))), runs),
+        "read_range_s": timed(lambda: history.read_range(repo, "main", "feature"), runs),
+        "patch_ids_all_s": timed(lambda: git.patch_ids(shas, repo), runs),
+        "inprocess_markdown_s": timed(lambda: render.render_markdown(
+            rep.build(repo, "main", "feature", use_ledger=False)), runs),
+        "inprocess_json_with_ids_s": timed(lambda: dumps(render.to_json(
+            rep.build(repo, "main", "feature", use_ledger=False))), runs),
     })
     base = res["git_log_s"]
     for k in ("inprocess_markdown_s", "inprocess_json_with_ids_s", "cli_markdown_s", "cli_text_s",

@@ -22,12 +22,13 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from token_exchange.ledger.txn import LLM, REWARDS, make_txn, ts_text
 from token_exchange.rules import config as config_mod
 from token_exchange.rules import limits
 from token_exchange.services import spending as llm
 from token_exchange.services.exchange import Exchange
-from token_exchange.ledger.txn import LLM, REWARDS, make_txn, ts_text
 
 RESULTS = Path(__file__).parent / "results"
 AGENTS = ["claude", "builder", "lambda", "spark", "observer", "zero"]
@@ -109,7 +110,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=300)
     args = ap.parse_args()
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as d:
         ex, clock = make(Path(d) / "empty")
         rows.append({"case": "empty ledger", "transactions": ex.ledger.fresh().count(), "load_s": 0.0,

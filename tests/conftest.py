@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -37,7 +37,7 @@ class Clock:
         self.now += timedelta(**kw)
 
 
-def make_ex(path: Path, clock: Clock, extra: str = "") -> "Exchange":
+def make_ex(path: Path, clock: Clock, extra: str = "") -> Exchange:
     """An opened exchange at ``path`` with the seed config plus ``extra`` TOML, on ``clock``."""
     from token_exchange.rules import config as config_mod
     from token_exchange.services.exchange import Exchange
@@ -55,7 +55,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def ex(tmp_path: Path, clock: Clock) -> "Exchange":
+def ex(tmp_path: Path, clock: Clock) -> Exchange:
     return make_ex(tmp_path / "ex", clock)
 
 
@@ -145,7 +145,7 @@ class Result:
     out: str
     err: str
 
-    def json(self) -> object:
+    def json(self) -> Any:
         return json.loads(self.out, parse_float=Decimal)
 
 
@@ -194,7 +194,7 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def cli(capsys: pytest.CaptureFixture[str]):
     """Run `tx` in-process (fast) with our exit-code conventions; returns Result."""
     from token_exchange.cli import run as run_tx
 

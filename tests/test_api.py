@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Clock, make_ex, run, tx, tx_at
+from tests.conftest import Clock, make_ex, tx, tx_at
 from token_exchange import api
 from token_exchange.errors import IdConflict, Refused, UserError
 from token_exchange.rules.limits import LimitRefused

@@ -54,7 +54,7 @@ def no_bd(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def txbd(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def txbd(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
     """Run tx-bd in-process (fast) with the real CLI conventions."""
     from token_exchange.cli.bd import run
 

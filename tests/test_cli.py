@@ -140,10 +140,10 @@ def test_doctor_and_export(home: Path) -> None:
     assert json.loads(since) == {"transactions": []}
 
 
-def _commands(app):  # type: ignore[no-untyped-def]
+def _commands(app):
     import typer.main
 
-    def walk(cmd, path):  # type: ignore[no-untyped-def]
+    def walk(cmd, path):
         subs = getattr(cmd, "commands", None)
         if subs:
             for name, sub in subs.items():

@@ -12,6 +12,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,7 +34,7 @@ def new_home(path: Path) -> Exchange:
     return Exchange(path)
 
 
-def award(ex: Exchange, id: str, agent: str, units: int):  # type: ignore[no-untyped-def]
+def award(ex: Exchange, id: str, agent: str, units: int):
     return ex.ledger.append(make_txn(id, "award", REWARDS, agent, units, agent=agent, description="t"))
 
 
@@ -62,7 +63,7 @@ def test_ledger_file_is_valid_toml_and_chained(tmp_path: Path) -> None:
     doc = tomllib.loads((tmp_path / "h" / "ledger.toml").read_text("utf-8"))
     txns = doc["transaction"]
     assert len(txns) == 6 + 2
-    assert all(t["prev"] == p["hash"] for p, t in zip(txns, txns[1:]))
+    assert all(t["prev"] == p["hash"] for p, t in zip(txns, txns[1:], strict=False))  # pairs of neighbours
     assert txns[-1]["amount"] == "450" and txns[-1]["breakdown"]["keyword"] == "fix"
     fast = TomlJournal(tmp_path / "h").read_all().txns
     assert [t.to_json() for t in fast][-1]["description"] == txns[-1]["description"]
@@ -128,7 +129,7 @@ op = st.tuples(st.sampled_from(["award", "transfer", "replay"]), st.sampled_from
 def test_balance_is_the_fold_of_transactions(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:
     ex = new_home(tmp_path_factory.mktemp("fold"))
     model = {a: 10000 * SCALE for a in AGENTS}
-    written = []
+    written: list[Any] = []
     for n, (kind, a, b, units) in enumerate(ops):
         if kind == "award":
             t = make_txn(f"p-{n}", "award", REWARDS, a, units, agent=a)

@@ -24,7 +24,7 @@ from token_exchange.ledger.txn import REWARDS, make_txn
 from token_exchange.services.exchange import Exchange
 
 
-def _batch(n: int, tag: str) -> list:  # type: ignore[type-arg]
+def _batch(n: int, tag: str) -> list:
     who = ("zero", "claude")
     return [make_txn(f"{tag}-{i}", "award", REWARDS, who[i % 2], (i + 1) * 100, agent=who[i % 2],
                      description=f"batch {tag} #{i}", source={"type": "t", "n": i}) for i in range(n)]

@@ -16,7 +16,7 @@ from token_exchange.ledger.txn import chain
 NOW = "2026-01-01T12:00:00Z"
 
 
-def tx(home: Path, *args: str):  # type: ignore[no-untyped-def]
+def tx(home: Path, *args: str):
     return tx_at(NOW, "--home", str(home), *args)
 
 

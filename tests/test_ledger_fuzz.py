@@ -34,7 +34,7 @@ def fresh(template: Path, tmp: Path) -> Path:
     return home
 
 
-def one_line_or_ok(r, report: bool = False) -> None:  # type: ignore[no-untyped-def]
+def one_line_or_ok(r, report: bool = False) -> None:
     """Exit 0, 1 or 2, never a traceback; an error is one line (doctor's report may list several problems)."""
     assert r.code in (0, 1, 2), r
     assert "Traceback" not in r.err

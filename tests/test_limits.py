@@ -10,15 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from token_exchange.rules import limits
-from token_exchange.services import spending as llm
-from token_exchange.amounts import SCALE
-from token_exchange.rules.config import Limits
-from token_exchange.errors import UserError
-from token_exchange.services.exchange import Exchange
-from token_exchange.ledger.txn import ts_micros
-from token_exchange.rules.limits import LimitRefused, Usage, check
 from tests.conftest import Clock, make_ex, tx, tx_at
+from token_exchange.amounts import SCALE
+from token_exchange.errors import UserError
+from token_exchange.ledger.txn import ts_micros
+from token_exchange.rules import limits
+from token_exchange.rules.config import Limits
+from token_exchange.rules.limits import LimitRefused, Usage, check
+from token_exchange.services import spending as llm
+from token_exchange.services.exchange import Exchange
 
 SEED = Limits(hourly=1000 * SCALE, daily=10000 * SCALE, burst=500 * SCALE, reserve=500 * SCALE)
 
@@ -213,9 +213,9 @@ def test_property_limits_never_broken(seq: list[tuple[str, object, int]]) -> Non
                 elif op == "reserve":
                     rids.append(llm.reserve(ex, str(who), "coding", n).id)
                 elif op == "settle" and rids:
-                    llm.settle(ex, rids[int(who) % len(rids)], n)
+                    llm.settle(ex, rids[int(str(who)) % len(rids)], n)
                 elif op == "void" and rids:
-                    llm.void(ex, rids[int(who) % len(rids)])
+                    llm.void(ex, rids[int(str(who)) % len(rids)])
                 elif op == "wait":
                     clock.advance(seconds=n)
             except UserError:
@@ -234,5 +234,5 @@ def test_property_limits_never_broken(seq: list[tuple[str, object, int]]) -> Non
                 got = limits.usage(idx, agent, now_us)
                 assert (got.hourly, got.daily) == (hourly, daily)
             assert sum(idx.accounts().values()) == 0
-            for acct, amount in idx.accounts("hold:").items():
+            for amount in idx.accounts("hold:").values():
                 assert amount >= 0

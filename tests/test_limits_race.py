@@ -8,8 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from token_exchange.rules import config as config_mod
 from token_exchange.amounts import SCALE
+from token_exchange.rules import config as config_mod
 from token_exchange.services.exchange import Exchange
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -25,8 +25,8 @@ def _home(path: Path, extra: str) -> Path:
 
 def _worker(home: str, agent: str, tokens: int, attempts: int, start: multiprocessing.synchronize.Event,
             results: multiprocessing.queues.Queue, reserve_too: bool) -> None:
-    from token_exchange.services import spending as llm
     from token_exchange.errors import Refused
+    from token_exchange.services import spending as llm
 
     ex = Exchange(Path(home), clock=lambda: T0)
     start.wait()

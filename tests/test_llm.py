@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from token_exchange.rules import config as config_mod
-from token_exchange.services import spending as llm
+from tests.conftest import Clock, make_ex, tx, tx_at
 from token_exchange.amounts import SCALE, to_units
 from token_exchange.errors import IdConflict, Refused, UserError
-from token_exchange.services.exchange import Exchange
+from token_exchange.rules import config as config_mod
 from token_exchange.rules.limits import LimitRefused
-from tests.conftest import Clock, make_ex, tx, tx_at
+from token_exchange.services import spending as llm
+from token_exchange.services.exchange import Exchange
 
 NOW = "2026-01-01T12:00:00Z"
 

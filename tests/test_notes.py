@@ -16,12 +16,12 @@ import pytest
 
 from tests.conftest import git, tx
 from token_exchange.amounts import SCALE
-from token_exchange.ledger.doctor import check
 from token_exchange.errors import UserError
+from token_exchange.ledger.backends.notes import ANCHOR_DIR, NotesJournal, anchor_text, sync
+from token_exchange.ledger.doctor import check
+from token_exchange.ledger.txn import make_txn
 from token_exchange.services.exchange import Exchange
 from token_exchange.services.setup import init_home
-from token_exchange.ledger.backends.notes import ANCHOR_DIR, NotesJournal, anchor_text, sync
-from token_exchange.ledger.txn import make_txn
 
 REF = "refs/notes/token-exchange"
 START = 10_000 * SCALE  # the seed's starting balance
@@ -328,9 +328,9 @@ def test_three_clones_append_and_sync_concurrently(tmp_path: Path) -> None:
         assert {a: idx.account(a) for a in agents} == want_bal
         records = record_lines(clone)
         by_id: dict[str, set[str]] = {}
-        for r in records:
-            content = {k: v for k, v in r.items() if k not in ("ts", "hash", "prev")}
-            by_id.setdefault(r["id"], set()).add(json.dumps(content, sort_keys=True))
+        for rec in records:
+            content = {k: v for k, v in rec.items() if k not in ("ts", "hash", "prev")}
+            by_id.setdefault(rec["id"], set()).add(json.dumps(content, sort_keys=True))
         assert set(by_id) == want_ids and all(len(v) == 1 for v in by_id.values())  # none lost, none conflicting
         report = check(ex.ledger)
         assert report.ok, report.problems

@@ -9,14 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from token_exchange.services import pools
-from token_exchange.amounts import SCALE
-from token_exchange.ledger.doctor import check
-from token_exchange.errors import IdConflict, Refused, UserError
-from token_exchange.services.exchange import Exchange
-from token_exchange.rules.limits import LimitRefused
 from tests.conftest import Clock, Result, make_ex, tx, tx_at
-
+from token_exchange.amounts import SCALE
+from token_exchange.errors import IdConflict, Refused, UserError
+from token_exchange.ledger.doctor import check
+from token_exchange.rules.limits import LimitRefused
+from token_exchange.services import pools
+from token_exchange.services.exchange import Exchange
 
 
 def team(ex: Exchange, clock: Clock, a: int = 600, b: int = 400) -> None:

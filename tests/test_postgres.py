@@ -417,7 +417,7 @@ def test_migrate_notes_to_postgres_reseals_and_keeps_ids_dates_and_balances(tmp_
     assert key(after) == key(before)
     assert all(t["prev"] == "" for t in before) and after[0]["prev"] == "" and after[1]["prev"] == after[0]["hash"]
     bal = tx("--home", str(home), "balance", "claude", "--json")
-    assert bal.code == 0 and bal.json()["spent"] == 45  # type: ignore[index]
+    assert bal.code == 0 and bal.json()["spent"] == 45
 
 
 if __name__ == "__main__":  # pragma: no cover

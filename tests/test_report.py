@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, tx
+from token_exchange.errors import UserError
 from token_exchange.report import build as rep
 from token_exchange.report import range as history
 from token_exchange.report import render
-from token_exchange.errors import UserError
 
 CONFIG = """\
 [exchange]
@@ -486,7 +486,7 @@ def test_one_git_log_and_batched_patch_ids(tmp_path: Path, monkeypatch: pytest.M
     real_popen = subprocess.Popen  # subprocess.run goes through Popen too
 
     class CountingPopen(real_popen):  # type: ignore[misc,valid-type]
-        def __init__(self, cmd, *a, **k):  # type: ignore[no-untyped-def]
+        def __init__(self, cmd, *a, **k):
             calls.append(list(cmd))
             super().__init__(cmd, *a, **k)
 

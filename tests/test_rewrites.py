@@ -289,10 +289,10 @@ def test_catch_up_pays_what_the_hooks_skipped(repo: Path) -> None:
     assert earned(repo) == Decimal(450)
     r = tx("catch-up", "--json", cwd=repo)
     assert r.code == 0, r.err
-    assert [p["amount"] for p in r.json()["paid"]] == [330]  # type: ignore[index]
+    assert [p["amount"] for p in r.json()["paid"]] == [330]
     assert earned(repo) == Decimal(450 + 330)
     again = tx("catch-up", "--json", cwd=repo)
-    assert again.json()["paid"] == [] and earned(repo) == Decimal(780)  # type: ignore[index]
+    assert again.json()["paid"] == [] and earned(repo) == Decimal(780)
 
 
 # --- two clones that sync (notes backend) ----------------------------------------------------------------
@@ -325,15 +325,29 @@ def both_synced(a: Path, b: Path) -> None:
         assert r.code == 0, r.err
 
 
+def b_amends(b: Path, tmp: Path) -> Decimal:
+    commit(b, "--amend", "-m", "fix: A's change, reworded by B")
+    return Decimal(450)
+
+
+def b_rebases(b: Path, tmp: Path) -> Decimal:
+    git(b, "switch", "-q", "-c", "side", "HEAD~1")
+    one(b, "b.txt", "docs: B's own work")
+    git(b, "switch", "-q", "main")
+    run_git(b, "rebase", "side")
+    return Decimal(450 + 330)
+
+
+def b_cherry_picks(b: Path, tmp: Path) -> Decimal:
+    git(b, "switch", "-q", "-c", "release", "HEAD~1")
+    run_git(b, "cherry-pick", git(b, "rev-parse", "main").strip())
+    return Decimal(450)
+
+
 TWO_CLONE: dict[str, Callable[[Path, Path], Decimal]] = {
-    "B amends A's commit with -m": lambda b, tmp: (commit(b, "--amend", "-m", "fix: A's change, reworded by B"),
-                                                  Decimal(450))[1],
-    "B rebases A's commit onto its own": lambda b, tmp: (
-        git(b, "switch", "-q", "-c", "side", "HEAD~1"), one(b, "b.txt", "docs: B's own work"),
-        git(b, "switch", "-q", "main"), run_git(b, "rebase", "side"), Decimal(450 + 330))[-1],
-    "B cherry-picks A's commit": lambda b, tmp: (
-        git(b, "switch", "-q", "-c", "release", "HEAD~1"),
-        run_git(b, "cherry-pick", git(b, "rev-parse", "main").strip()), Decimal(450))[-1],
+    "B amends A's commit with -m": b_amends,
+    "B rebases A's commit onto its own": b_rebases,
+    "B cherry-picks A's commit": b_cherry_picks,
 }
 
 

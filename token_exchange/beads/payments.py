@@ -16,7 +16,6 @@ Transactions (kind, id, ``ref = issue:<id>``):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -65,9 +64,8 @@ class PaidIssues:
         """Every issue payment and reversal in the ledger (two range scans of the id index)."""
         found: dict[str, list[IssuePayment]] = {}
         reversed_ids: dict[str, str] = {}
-        for lo, hi in ((REVERSAL_PREFIX + ISSUE_REF, REVERSAL_PREFIX + "issue;"), (ISSUE_REF, "issue;")):
-            for (data,) in idx.db.execute("SELECT data FROM txns WHERE id >= ? AND id < ?", (lo, hi)):
-                t = Txn.from_json(json.loads(data))
+        for prefix in (REVERSAL_PREFIX + ISSUE_REF, ISSUE_REF):
+            for t in idx.with_id_prefix(prefix):
                 if t.kind == "reversal":
                     reversed_ids[t.id[len(REVERSAL_PREFIX):]] = t.id
                 elif t.kind == "award":

@@ -9,10 +9,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from token_exchange.amounts import fmt, to_units
-from token_exchange.ledger.backends import DEFAULT as DEFAULT_BACKEND, NAMES as BACKENDS
 from token_exchange.cli import output as out
 from token_exchange.cli.common import Agent, Amount, Json, exchange, state
 from token_exchange.errors import UserError
+from token_exchange.ledger.backends import DEFAULT as DEFAULT_BACKEND
+from token_exchange.ledger.backends import NAMES as BACKENDS
 from token_exchange.services.exchange import CommitResult
 
 commands = typer.Typer()
@@ -61,7 +62,9 @@ def balance(agent: Annotated[Optional[str], typer.Argument(help="Agent name; all
 
 
 @commands.command()
-def history(agent: Agent, limit: Annotated[int, typer.Option(min=1, max=100000, help="How many transactions.")] = 20, as_json: Json = False) -> None:
+def history(agent: Agent,
+            limit: Annotated[int, typer.Option(min=1, max=100000, help="How many transactions.")] = 20,
+            as_json: Json = False) -> None:
     """An agent's most recent transactions, newest first."""
     ex = exchange()
     ex.cfg.agent(agent)
@@ -85,8 +88,9 @@ def _txn_json(t: Any) -> dict[str, Any]:
 def agents(as_json: Json = False) -> None:
     """The configured agents (level, base rate, models, identities)."""
     cfg = exchange().cfg
-    data = [{"agent": a.name, "level": a.level, "base_rate": a.base_rate, "primary_llm": a.primary_llm,
-             "preferred_llm": a.preferred_llm, "emails": list(a.emails)} for a in cfg.agents.values()]
+    data: list[dict[str, Any]] = [{"agent": a.name, "level": a.level, "base_rate": a.base_rate,
+                                   "primary_llm": a.primary_llm, "preferred_llm": a.preferred_llm,
+                                   "emails": list(a.emails)} for a in cfg.agents.values()]
     if as_json:
         out.emit_json(data)
         return
@@ -120,7 +124,7 @@ def agent_add(name: Annotated[str, typer.Argument(help="New agent name (a-z 0-9 
 def rewards(as_json: Json = False) -> None:
     """The reward rule tables: contracts, keyword bonuses, issue priorities and types, models, limits."""
     cfg = exchange().cfg
-    data = {
+    data: dict[str, Any] = {
         "contracts": [{"name": c.name, "pattern": c.pattern, "multiplier": c.multiplier,
                        "budget": out.amount(c.budget)} for c in cfg.contracts],
         "bonuses": [{"name": b.name, "keywords": list(b.keywords), "multiplier": b.multiplier} for b in cfg.bonuses],

@@ -75,13 +75,14 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
     console().print(t)
 
 
-def _click_exceptions():  # type: ignore[no-untyped-def]
+def _click_exceptions() -> Any:
     """typer >= 0.20 vendors click as ``typer._click``; older typer uses click itself."""
+    import importlib
+
     try:
-        from typer._click import exceptions  # type: ignore[import-not-found]
+        return importlib.import_module("typer._click.exceptions")
     except ImportError:  # pragma: no cover - depends on the installed typer
-        from click import exceptions
-    return exceptions
+        return importlib.import_module("click.exceptions")
 
 
 def error(prog: str, msg: str, code: int, want_json: bool) -> int:

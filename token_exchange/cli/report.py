@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,8 +14,7 @@ from token_exchange.cli.common import Json, state
 from token_exchange.errors import UserError
 
 
-
-class Format(str, Enum):
+class Format(StrEnum):
     markdown = "markdown"
     json = "json"
     text = "text"

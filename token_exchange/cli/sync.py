@@ -17,7 +17,6 @@ def register(app: typer.Typer) -> None:
              as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False) -> None:
         """Fetch, union-merge and push the git-notes ledger (never forced; retried when a push races)."""
         from token_exchange.cli.common import exchange
-
         from token_exchange.services.duplicates import resolve
 
         ex = exchange()

@@ -20,9 +20,9 @@ MAX_PAIRS = 10_000
 
 
 def run(args: list[str]) -> None:
+    from token_exchange.rules.engine import plan_commit
     from token_exchange.services.changes import facts_for, ids_of
     from token_exchange.services.exchange import IndexView, commit_txns
-    from token_exchange.rules.engine import plan_commit
 
     kind = args[0] if args else os.environ.get("PRE_COMMIT_REWRITE_COMMAND", "")  # pre-commit passes no stdin
     if kind not in ("amend", "rebase"):

@@ -382,6 +382,12 @@ class SqliteIndex:
         rows = self.db.execute("SELECT data, hash FROM txns WHERE ref=? AND ref != '' ORDER BY seq", (ref,))
         return [_load(*r) for r in rows]
 
+    def with_id_prefix(self, prefix: str) -> list[Txn]:
+        # A range over the id index; ids never hold the character after the prefix's last one + 1.
+        hi = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
+        rows = self.db.execute("SELECT data, hash FROM txns WHERE id >= ? AND id < ? ORDER BY seq", (prefix, hi))
+        return [_load(*r) for r in rows]
+
     def contract_paid(self, contract: str) -> Units:
         row = self.db.execute("SELECT paid FROM contracts WHERE contract=?", (contract,)).fetchone()
         return row[0] if row else 0

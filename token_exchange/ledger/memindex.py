@@ -169,6 +169,9 @@ class MemoryIndex:
     def by_ref(self, ref: str) -> list[Txn]:
         return list(self._by_ref.get(ref, [])) if ref else []
 
+    def with_id_prefix(self, prefix: str) -> list[Txn]:
+        return [t for t in self._txns.values() if t.id.startswith(prefix)]
+
     def contract_paid(self, contract: str) -> Units:
         return self._contracts.get(contract, 0)
 

@@ -39,7 +39,6 @@ from token_exchange.meter.records import (
     token_count,
 )
 
-
 MAX_SEEN = 4096  # distinct events within one second (only events without a usable time come near it)
 
 

@@ -169,11 +169,12 @@ def compute_facts(commits: Sequence[git.Commit], project: str, repo: Path, view:
     are not its identity."""
     messages = [clean_text(c.message, limit=65536) for c in commits]
     trailers = [trailer_ids(m) for m in messages]
-    pids = git.patch_ids([c.sha for c, t in zip(commits, trailers) if needs_patch_id(t, len(c.parents))], repo)
+    wanted = [c.sha for c, t in zip(commits, trailers, strict=True) if needs_patch_id(t, len(c.parents))]
+    pids = git.patch_ids(wanted, repo)
     seen: dict[str, str] = {}  # trailer -> the first range commit that carries it
     facts = []
     project = clean_text(project, limit=200)
-    for c, m, t in zip(commits, messages, trailers):
+    for c, m, t in zip(commits, messages, trailers, strict=True):
         earlier = {x: seen[x] for x in t if x in seen}
         paid = {x: p.sha for x in t if x not in earlier for p in view.payments([x])[:1] if p.sha and p.sha != c.sha}
         candidates = {**paid, **earlier}
@@ -200,9 +201,8 @@ def open_ledger(home: Path | None, cfg: Config, repo: Path) -> tuple[Any, str] |
     """An Exchange over ``home`` with the BASE rules, when a ledger actually exists there."""
     if home is None:
         return None
-    from token_exchange.services.exchange import Exchange
-
     from token_exchange.ledger.backends import open_journal
+    from token_exchange.services.exchange import Exchange
 
     what = open_journal(cfg.backend, home, cfg).existing()
     if what is None:
@@ -252,7 +252,7 @@ def _price(repo: Path, rng: Any, cfg: Config, proj: str, source: str, changes: d
     agents: dict[str, AgentTotal] = {}
     unmatched: dict[str, int] = {}
     counted: set[str] = set()  # refs of own payments already shown (one change, several commits)
-    for c, f in zip(rng.commits, facts):
+    for c, f in zip(rng.commits, facts, strict=True):
         plan = plan_commit(cfg, f, view)
         view.apply(plan)
         line = CommitLine(c, plan)

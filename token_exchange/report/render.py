@@ -173,7 +173,8 @@ def render_markdown(r: Report, limit: int = MAX_MARKDOWN) -> str:
     sections.append("\n".join(rows) + "\n")
     if r.unmatched:
         rows = ["### Unmatched authors", "",
-                f"Their commits earn nothing{' (this config rejects them in hooks)' if r.unknown_author == 'error' else ''}. "
+                "Their commits earn nothing"
+                f"{' (this config rejects them in hooks)' if r.unknown_author == 'error' else ''}. "
                 f"To pay one, {md_escape(HINT, 200)}.", ""]
         items = sorted(r.unmatched.items())
         for email, cnt in items[:MAX_UNMATCHED_SHOWN]:
@@ -242,15 +243,16 @@ def _plain(text: str, limit: int) -> str:
 
 
 def render_text(r: Report) -> str:
-    out = [f"token-exchange report {r.merge_base[:10]}..{r.head[:10]} (base {r.base[:10]}), project {_plain(r.project, 80)}",
+    out = [f"token-exchange report {r.merge_base[:10]}..{r.head[:10]} (base {r.base[:10]}), "
+           f"project {_plain(r.project, 80)}",
            f"rules: {_plain(r.config_source, 200)}" + (f"; ledger: {r.ledger}" if r.ledger else ""),
            f"total: {fmt(r.total)} tokens" + (f" (the ledger paid {fmt(r.paid_total)})" if r.ledger else ""), ""]
     for a, t in r.agents.items():
         extra = f"  paid {fmt(t.paid)}  due {fmt(t.due)}" if r.ledger else ""
         out.append(f"  {a:<16} {t.commits:>6} commits  {fmt(t.amount):>12}{extra}")
-    for c in r.contracts:
-        out.append(f"contract {_plain(c.name, 60)} x{c.multiplier}: budget {fmt(c.budget)}, paid before "
-                   f"{fmt(c.paid_before)}, this PR {fmt(c.this_pr)}, left {fmt(c.left)}")
+    for use in r.contracts:
+        out.append(f"contract {_plain(use.name, 60)} x{use.multiplier}: budget {fmt(use.budget)}, paid before "
+                   f"{fmt(use.paid_before)}, this PR {fmt(use.this_pr)}, left {fmt(use.left)}")
     out.append("")
     for c in r.commits:
         who = ",".join(c.agents) or "unmatched"

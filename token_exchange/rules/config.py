@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from functools import lru_cache
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -384,12 +384,14 @@ class _Validator:
         iss = self.table(get("issues"), "issues", {"default_type_multiplier", "priority", "types"})
         dtm = self.multiplier(iss.get("default_type_multiplier", Decimal(1)), "issues.default_type_multiplier")
         prio: dict[str, Decimal] = {}
-        for k, v in self.table(iss["priority"] if "priority" in iss else _defaults()["issues"]["priority"], "issues.priority", None).items():
+        priorities = iss["priority"] if "priority" in iss else _defaults()["issues"]["priority"]
+        for k, v in self.table(priorities, "issues.priority", None).items():
             if not re.fullmatch(r"P[0-9]", k):
                 raise self.fail(f"issues.priority.{k}", "priority keys are P0-P9")
             prio[k] = to_decimal(self.amount(v, f"issues.priority.{k}"))
+        type_table = iss["types"] if "types" in iss else _defaults()["issues"]["types"]
         types = {k.lower(): self.multiplier(v, f"issues.types.{k}")
-                 for k, v in self.table(iss["types"] if "types" in iss else _defaults()["issues"]["types"], "issues.types", None).items()}
+                 for k, v in self.table(type_table, "issues.types", None).items()}
 
         self.table(raw.get("hooks", {}), "hooks", {"server"})  # [hooks] server: the old hook server, ignored
 

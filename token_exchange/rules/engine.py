@@ -14,12 +14,13 @@ priced at (for the ``[caps]`` windows) is one of its facts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from token_exchange.amounts import Units, fmt, split
 from token_exchange.rules.config import Cap, Config
 from token_exchange.rules.identities import agent_for, co_author_emails
-from token_exchange.rules.rewards import CommitReward, commit_reward, match_contract
+from token_exchange.rules.rewards import CommitReward, IssueReward, commit_reward, issue_reward, match_contract
 
 PREFIX = "token-exchange"
 COMMIT_REF = "commit:"
@@ -256,11 +257,7 @@ class NothingPaid:
 
 
 # --------------------------------------------------------------------------- issues (bd)
-# What closing a tracker issue pays.  Appended as one block (per-source caps are added to the commit
-# side in parallel); the import sits here so that block merges cleanly.
-from datetime import datetime
-
-from token_exchange.rules.rewards import IssueReward, issue_reward
+# What closing a tracker issue pays.
 
 ISSUE_REF = "issue:"
 REVERSAL_PREFIX = "reversal:"

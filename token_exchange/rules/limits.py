@@ -32,9 +32,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from token_exchange.amounts import Units, fmt, to_decimal
-from token_exchange.rules.config import Limits
 from token_exchange.errors import Refused
 from token_exchange.ledger.protocols import Index
+from token_exchange.rules.config import Limits
 
 HOUR_US = 3600 * 1_000_000
 DAY_US = 86400 * 1_000_000

@@ -13,8 +13,8 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from token_exchange.amounts import Units, fmt, round_reward
-from token_exchange.rules.config import BonusGroup, CommitRules, Config, Contract
 from token_exchange.errors import UserError
+from token_exchange.rules.config import BonusGroup, CommitRules, Config, Contract
 from token_exchange.rules.patterns import fullmatch
 
 SCISSORS = re.compile(r"^# -+ >8 -+$", re.M)
@@ -34,134 +34,29 @@ def clean_message(text: str, comment_char: str = "#") -> str:
     return "\n".join(lines).strip()[:MAX_MESSAGE]
 
 
-_keyword_cache: tuple[tuple[BonusGroup, ...], tuple[re.Pattern[str], dict[str, list[int]]]] | None = None
-
-
-def _keywords(bonuses: tuple[BonusGroup, ...]) -> tuple[re.Pattern[str], dict[str, list[int]]]:
-    """One alternation of every keyword (longest first) and, per keyword, the groups that list it.
-
-    Cached by identity (a config's tuple is reused for every commit; hashing it each time costs more
-    than the match)."""
-    global _keyword_cache
-    if _keyword_cache is not None and _keyword_cache[0] is bonuses:
-        return _keyword_cache[1]
-    owners: dict[str, list[int]] = {}
-    for i, group in enumerate(bonuses):
-        for k in group.keywords:
-            owners.setdefault(k.lower(), []).append(i)
-    words = sorted(owners, key=lambda k: (-len(k), k))
-    result = (re.compile(r"\b(" + "|".join(re.escape(k) for k in words) + r")\b", re.IGNORECASE), owners)
-    _keyword_cache = (bonuses, result)
-    return result
+@lru_cache(maxsize=64)
+def _keywords(bonuses: tuple[BonusGroup, ...]) -> tuple[tuple[tuple[str, re.Pattern[str]], ...], ...]:
+    """Per group, each keyword with its own whole-word, case-insensitive pattern (escaped: a literal, so
+    linear to search); once per set of bonus groups."""
+    return tuple(tuple((k, re.compile(r"\b" + re.escape(k) + r"\b", re.IGNORECASE)) for k in g.keywords)
+                 for g in bonuses)
 
 
 def keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusGroup | None, str]:
     """The matching bonus group with the highest multiplier (no compounding) and its keyword.
 
-    Ties go to the group listed first; the keyword shown is that group's first one in the message.
-    One regex pass over the message, however many groups (a report prices thousands of commits).
+    Every keyword is searched on its own, so overlapping keywords ("hot-fix" and "fix") all count.  Ties
+    go to the group listed first; the keyword shown is that group's keyword found first in the message.
     """
-    if not bonuses:
-        return None, ""
-    pattern, owners = _keywords(bonuses)
-    return _best(bonuses, owners, [m.group(1) for m in pattern.finditer(message[:MAX_MESSAGE])])
-
-
-def keyword_bonuses(bonuses: tuple[BonusGroup, ...], messages: list[str]) -> list[tuple[BonusGroup | None, str]]:
-    """``keyword_bonus`` of every message, with one regex pass over all of them (a report prices 10,000).
-
-    The messages are scanned joined by a line holding only NUL: no keyword contains NUL, and each
-    message still starts and ends at a line boundary, so every match is one ``keyword_bonus`` finds.
-    """
-    none: tuple[BonusGroup | None, str] = (None, "")
-    if not bonuses or not messages:
-        return [none] * len(messages)
-    from bisect import bisect_right
-
-    pattern, owners = _keywords(bonuses)
-    parts = [m[:MAX_MESSAGE] for m in messages]
-    starts: list[int] = []
-    pos = 0
-    for part in parts:
-        starts.append(pos)
-        pos += len(part) + 3
-    text = "\n\x00\n".join(parts)
-    found: dict[int, list[str]] = {}
-    index, end = -1, -1  # the message the previous match fell in, and where it ends (matches come in order)
-    for start, word in _ascii_matches(owners, text) if text.isascii() else (
-            (m.start(), m.group(1)) for m in pattern.finditer(text)):
-        if start >= end:
-            index = bisect_right(starts, start) - 1
-            end = starts[index + 1] if index + 1 < len(starts) else pos
-            found[index] = [word]
-        else:
-            found[index].append(word)
-    out = [none] * len(messages)
-    for i, words in found.items():
-        out[i] = _best(bonuses, owners, words)
-    return out
-
-
-_ascii_cache: tuple[dict[str, list[int]], re.Pattern[bytes] | None] | None = None
-_IS_WORD = [48 <= b <= 57 or 65 <= b <= 90 or b == 95 or 97 <= b <= 122 for b in range(256)]  # ASCII \\w
-
-
-def _ascii_matches(owners: dict[str, list[int]], text: str) -> list[tuple[int, str]]:
-    """The matches of ``_keywords``' pattern in ASCII ``text``, about 5x faster.
-
-    sre scans a case-insensitive alternation that starts with ``\\b`` position by position; on ASCII
-    text (and ASCII keywords) lowercasing changes no length and no match, bytes are scanned faster than
-    str, and the pattern without its leading ``\\b`` lets sre skip ahead on first characters. A
-    candidate whose start is not a word boundary is dropped and the search resumes one character
-    later, so nothing is missed.
-    """
-    global _ascii_cache
-    if _ascii_cache is None or _ascii_cache[0] is not owners:
-        words = sorted(owners, key=lambda k: (-len(k), k))
-        fast = re.compile(("(" + "|".join(re.escape(k) for k in words) + r")\b").encode()) if all(
-            k.isascii() for k in words) else None
-        _ascii_cache = (owners, fast)
-    fast = _ascii_cache[1]
-    if fast is None:
-        pattern = _keyword_cache[1][0] if _keyword_cache else None  # pragma: no cover - set by _keywords
-        return [(m.start(), m.group(1)) for m in pattern.finditer(text)] if pattern else []
-    low = text.lower().encode("ascii")
-    out: list[tuple[int, str]] = []
-    words: dict[bytes, str] = {}
-    is_word = _IS_WORD
-    pos = 0
-    while True:
-        for m in fast.finditer(low, pos):
-            s = m.start()
-            # a \b before the match: a word character on exactly one side
-            if (s > 0 and is_word[low[s - 1]]) != is_word[low[s]]:
-                w = m.group(1)
-                out.append((s, words.get(w) or words.setdefault(w, w.decode("ascii"))))
-            else:
-                pos = s + 1
-                break
-        else:
-            return out
-
-
-def _best(bonuses: tuple[BonusGroup, ...], owners: dict[str, list[int]],
-          words: list[str]) -> tuple[BonusGroup | None, str]:
-    """Of the groups the matched words (in message order) belong to: the highest multiplier, ties to the
-    group listed first, with that group's first keyword in the message."""
-    if len(words) == 1:  # the common case: one keyword in the message
-        word = words[0].lower()
-        groups = owners.get(word, ())
-        if len(groups) == 1:
-            return bonuses[groups[0]], word
-    first: dict[int, str] = {}
-    for w in words:
-        word = w.lower()
-        for i in owners.get(word, ()):
-            first.setdefault(i, word)
-    if not first:
-        return None, ""
-    best = min(first, key=lambda i: (-bonuses[i].multiplier, i))
-    return bonuses[best], first[best]
+    text = message[:MAX_MESSAGE]
+    best: tuple[BonusGroup, str] | None = None
+    for group, patterns in zip(bonuses, _keywords(bonuses), strict=True):
+        if best is not None and group.multiplier <= best[0].multiplier:
+            continue
+        found = [(m.start(), k) for k, p in patterns if (m := p.search(text))]
+        if found:
+            best = (group, min(found)[1])
+    return best if best is not None else (None, "")
 
 
 def match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:

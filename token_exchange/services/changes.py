@@ -43,14 +43,14 @@ def facts_for(commits: Sequence[git.Commit], project: str, repo: Path | str | No
     project = clean_text(project, limit=200)
     messages = [clean_text(c.message, limit=65536) for c in commits]
     trailers = [trailer_ids(m) for m in messages]
-    drop = [copied(c.sha, t) if copied and t else set() for c, t in zip(commits, trailers)]
-    want = [c.sha for c, t, d in zip(commits, trailers, drop) if needs_patch_id(t, len(c.parents), d)]
+    drop = [copied(c.sha, t) if copied and t else set() for c, t in zip(commits, trailers, strict=True)]
+    want = [c.sha for c, t, d in zip(commits, trailers, drop, strict=True) if needs_patch_id(t, len(c.parents), d)]
     pids = dict(patch_ids or {})
     missing = [s for s in want if s not in pids]
     if missing:
         pids.update(git.patch_ids(missing, repo))
     out = []
-    for c, message, t, d in zip(commits, messages, trailers, drop):
+    for c, message, t, d in zip(commits, messages, trailers, drop, strict=True):
         primary, aliases = identity(t, c.sha, pids.get(c.sha) if needs_patch_id(t, len(c.parents), d) else None, d)
         out.append(CommitFacts(c.email, message, project, len(c.parents), primary, aliases,
                                (origins or {}).get(c.sha, ()), c.sha, c.time * 1_000_000))

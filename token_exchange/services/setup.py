@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from token_exchange.rules.config import AGENT_NAME, default_text, edit_config, parse
 from token_exchange.errors import UserError
+from token_exchange.rules.config import AGENT_NAME, default_text, edit_config, parse
 from token_exchange.services.exchange import HOME_GITIGNORE, Exchange
 from token_exchange.services.home import find_home
 from token_exchange.storage import atomic_write
@@ -27,7 +27,7 @@ def init_home(option: str | Path | None, backend: str) -> dict[str, Any]:
     text = ""
     if created:
         doc = tomlkit.parse(default_text())
-        doc["exchange"]["backend"] = backend  # type: ignore[index]
+        doc["exchange"]["backend"] = backend
         text = tomlkit.dumps(doc)
         cfg = parse(text, cfg_path)
     else:

@@ -280,7 +280,7 @@ def svg_bars(rows: Sequence[tuple[str, Sequence[Units]]], series_names: Sequence
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
            f'height="{height}" role="img" aria-label="{esc(label)}">']
     x = ml
-    for j, (name, color) in enumerate(zip(series_names, colors)):
+    for name, color in zip(series_names, colors, strict=False):  # colours cycle past the last series
         out.append(f'<rect x="{x}" y="6" width="12" height="12" fill="{color}"/>'
                    f'<text x="{x + 17}" y="16" class="legend">{esc(name)}</text>')
         x += 30 + 9 * len(name)
@@ -301,7 +301,8 @@ def svg_bars(rows: Sequence[tuple[str, Sequence[Units]]], series_names: Sequence
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-.meta{color:#666;font-size:13px}section{background:#fff;border:1px solid #e4e4e4;border-radius:6px;padding:8px 16px 14px;
+.meta{color:#666;font-size:13px}section{background:#fff;border:1px solid #e4e4e4;border-radius:6px;
+padding:8px 16px 14px;
 margin-bottom:18px}table{border-collapse:collapse;font-size:13px}th,td{padding:3px 10px;border-bottom:1px solid #eee;
 text-align:left}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.neg{color:#c0392b}.pos{color:#1e8449}
 svg{max-width:100%;height:auto}.grid{stroke:#eee}.frame{fill:none;stroke:#bbb}.tick{font-size:11px;fill:#666}
@@ -318,7 +319,7 @@ def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Seque
     body = []
     for row in rows:
         cells = []
-        for c, v in zip(columns, row):
+        for c, v in zip(columns, row, strict=True):
             klass = ["n"] if c in numeric else []
             if c in ("Net",) and str(v).startswith("-"):
                 klass.append("neg")

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from token_exchange.amounts import SCALE, Units
-from token_exchange.viz.dashboard import MAX_CHART_AGENTS, PALETTE, Summary, downsample
 from token_exchange.errors import UserError
+from token_exchange.viz.dashboard import MAX_CHART_AGENTS, PALETTE, Summary, downsample
 
 MISSING = "plotting needs matplotlib: pip install 'token-exchange[plot]' (or pip install matplotlib)"
 
@@ -73,7 +73,7 @@ def plot_summary(s: Summary, path: Path, title: str = "token-exchange", reserve:
     for j, src in enumerate(sources):
         vals = [_tok(s.by_source[a].get(src, 0)) for a in agents]
         ax.barh(agents, vals, left=left, label=src, color=PALETTE[(j + 2) % len(PALETTE)])
-        left = [x + v for x, v in zip(left, vals)]
+        left = [x + v for x, v in zip(left, vals, strict=True)]
     ax.set_title("Earnings by source (contract or award type)")
     ax.set_xlabel("tokens")
     ax.invert_yaxis()

@@ -789,6 +789,11 @@ class PostgresIndex:
         rows = self.db.rows("SELECT data, hash FROM txns WHERE ref = %s AND ref <> '' ORDER BY seq", (ref,))
         return [_load(*r) for r in rows]
 
+    def with_id_prefix(self, prefix: str) -> list[Txn]:
+        hi = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
+        rows = self.db.rows("SELECT data, hash FROM txns WHERE id >= %s AND id < %s ORDER BY seq", (prefix, hi))
+        return [_load(*r) for r in rows]
+
     def contract_paid(self, contract: str) -> Units:
         row = self.db.one("SELECT paid FROM contracts WHERE contract = %s", (contract,))
         return int(row[0]) if row else 0
