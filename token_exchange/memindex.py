@@ -8,9 +8,11 @@ property test checks every query against the SQLite index on random ledgers.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from token_exchange.amounts import Units
 from token_exchange.errors import IdConflict
@@ -31,11 +33,14 @@ class MemoryIndex:
         self._stats: dict[str, dict[str, list[int]]] = defaultdict(dict)  # agent -> kind -> [total, count]
         self._projects: dict[str, dict[str, Units]] = defaultdict(dict)
         self._contracts: dict[str, Units] = defaultdict(int)
-        self._holds: dict[str, list] = {}  # account -> [agent, amount, ts, expires]
+        self._holds: dict[str, list[Any]] = {}  # account -> [agent, amount, ts, expires]
         self._pools: dict[str, dict[tuple[str, str], list[int]]] = defaultdict(dict)
         self._by_agent: dict[str, list[Txn]] = defaultdict(list)
         self._by_ref: dict[str, list[Txn]] = defaultdict(list)
-        self._windows: dict[tuple[str, str], list[tuple[int, int, Units]]] = defaultdict(list)  # (ts, seq, amt)
+        # Per (agent, kind): entries (ts, seq, amount) in order, and their running sums (``cum[k]`` = the sum of
+        # the first k amounts), so a window's total is two lookups and a bisect, however many entries it holds.
+        self._windows: dict[tuple[str, str], list[tuple[int, int, Units]]] = {}
+        self._window_cum: dict[tuple[str, str], list[Units]] = {}
 
     def close(self) -> None:
         pass
@@ -47,19 +52,29 @@ class MemoryIndex:
         self._meta[key] = value
 
     def add(self, txns: Iterable[Txn], position: str, last_hash: str | None) -> list[str]:
-        txns = list(txns)
+        txns = txns if isinstance(txns, list) else list(txns)
         dup: list[str] = []
-        batch: dict[str, Txn] = {}
-        for t in txns:  # validate everything before changing anything (all or nothing, like SQL)
-            old = batch.get(t.id) or self._txns.get(t.id)
-            if old is not None and old.fingerprint() != t.fingerprint():
+        if len(txns) == 1:  # the usual append: no batch to cross-check
+            t = txns[0]
+            old = self._txns.get(t.id)
+            if old is None:
+                self._insert(t)
+            elif old.fingerprint() != t.fingerprint():
                 raise IdConflict(f"transaction {t.id} exists with different content")
-            batch.setdefault(t.id, t)
-        for t in txns:
-            if t.id in self._txns:
+            else:
                 dup.append(t.id)
-                continue
-            self._insert(t)
+        else:
+            batch: dict[str, Txn] = {}
+            for t in txns:  # validate everything before changing anything (all or nothing, like SQL)
+                old = batch.get(t.id) or self._txns.get(t.id)
+                if old is not None and old.fingerprint() != t.fingerprint():
+                    raise IdConflict(f"transaction {t.id} exists with different content")
+                batch.setdefault(t.id, t)
+            for t in txns:
+                if t.id in self._txns:
+                    dup.append(t.id)
+                    continue
+                self._insert(t)
         self._meta["position"] = position
         if last_hash is not None:
             self._meta["last_hash"] = last_hash
@@ -76,7 +91,7 @@ class MemoryIndex:
             st[0] += t.amount
             st[1] += 1
             self._by_agent[t.agent].append(t)
-            bisect.insort(self._windows[(t.agent, t.kind)], (ts, seq, t.amount))
+            self._window_add((t.agent, t.kind), (ts, seq, t.amount))
             if t.kind in EARN_KINDS and t.project:
                 proj = self._projects[t.agent]
                 proj[t.project] = proj.get(t.project, 0) + t.amount
@@ -102,6 +117,17 @@ class MemoryIndex:
                 ps[0] += t.amount
                 ps[1] += 1
 
+    def _window_add(self, key: tuple[str, str], entry: tuple[int, int, Units]) -> None:
+        entries = self._windows.setdefault(key, [])
+        cum = self._window_cum.setdefault(key, [0])
+        if not entries or entries[-1] < entry:  # in time order (seq grows): append
+            entries.append(entry)
+            cum.append(cum[-1] + entry[2])
+            return
+        k = bisect.bisect_right(entries, entry)  # an older timestamp (an import, a merge): re-sum the tail
+        entries.insert(k, entry)
+        cum[k:] = itertools.accumulate((e[2] for e in entries[k:]), initial=cum[k])
+
     # --- queries (see ledger.Index for what each means) -----------------------------------
     def get(self, id: str) -> Txn | None:
         return self._txns.get(id)
@@ -124,7 +150,13 @@ class MemoryIndex:
         return self._by_agent.get(agent, [])[-limit:][::-1] if limit > 0 else []
 
     def window_sum(self, agent: str, kinds: Iterable[str], since_us: int) -> Units:
-        return sum(amount for _, amount in self.window_entries(agent, kinds, since_us))
+        total = 0
+        for kind in set(kinds):
+            entries = self._windows.get((agent, kind))
+            if entries:
+                cum = self._window_cum[(agent, kind)]
+                total += cum[-1] - cum[bisect.bisect_left(entries, (since_us, -1, -1))]
+        return total
 
     def window_entries(self, agent: str, kinds: Iterable[str], since_us: int) -> list[tuple[int, Units]]:
         rows: list[tuple[int, int, Units]] = []
