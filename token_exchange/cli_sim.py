@@ -25,15 +25,16 @@ NEXT_STEPS = (
 )
 
 
-def _progress(enabled: bool, total: int):  # type: ignore[no-untyped-def]
-    """A rich progress bar on stderr (only on a terminal); returns (callback, closer)."""
-    if not enabled or not sys.stderr.isatty():
+def _progress(enabled: bool, total: int, console: Any = None):  # type: ignore[no-untyped-def]
+    """A rich progress bar of ``total`` simulated hours on stderr (only on a terminal; ``console``: another
+    one); returns (callback, closer)."""
+    if not enabled or (console is None and not sys.stderr.isatty()):
         return None, lambda: None
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     prog = Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} h"),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                    TimeRemainingColumn(), console=console or Console(stderr=True), transient=True)
     prog.start()
     task = prog.add_task("sim", total=total)
 
