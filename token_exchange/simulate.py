@@ -135,7 +135,7 @@ STRATEGIES: dict[str, Strategy] = {s.key: s for s in (
              (Task("coding", 45, 5_000, 60_000), Task("planning", 55, 8_000, 30_000)), joins_pools=True),
     Strategy("lambda", "Mostly working, rarely spending", "Claude Opus, rarely", 19.2,
              (("scheme-compiler", 40), ("scheme-lsp", 30), ("dotfiles", 30)), 1, (1, 1),
-             (Task("review", 1, 6_000, 9_000),), joins_pools=True),
+             (Task("review", 1, 6_000, 8_000),), joins_pools=True),
     Strategy("spark", "Balanced approach", "Claude Sonnet + Llama", 14,
              (("agent-token-exchange", 60), ("dotfiles", 40)), 12, (4, 4),
              (Task("general", 3, 10_000, 22_000, model="claude-sonnet"),
