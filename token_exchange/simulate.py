@@ -38,11 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from token_exchange import config as config_mod
+from token_exchange import llm, pools
 from token_exchange.amounts import SCALE, Units, fmt, to_decimal
 from token_exchange.config import Config
 from token_exchange.errors import UserError
 from token_exchange.exchange import Exchange
 from token_exchange.ledger import Index, Ledger, Torn, Txn
+from token_exchange.limits import LimitRefused
 from token_exchange.memindex import MemoryIndex
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -502,9 +504,6 @@ class Spending:
         self.ex = ex
 
     def llm(self, agent: str, task: str, tokens: int, model: str | None, id: str) -> SpendOutcome:
-        from token_exchange import llm
-        from token_exchange.limits import LimitRefused
-
         name = model or self.ex.cfg.agents[agent].model_for(task)
         try:
             res = llm.spend(self.ex, agent, task, tokens, model=name, id=id)
@@ -516,10 +515,6 @@ class Spending:
                  description: str) -> PoolJob:
         """Create a pool, members join and chip in equal shares (under their own limits), the pool pays
         for the job if the shares cover it, then the pool is dissolved (unspent stakes refunded)."""
-        from token_exchange import llm, pools
-        from token_exchange.errors import UserError as Refusal_
-        from token_exchange.limits import LimitRefused
-
         ex = self.ex
         name = id.lower()
         job = PoolJob(name, lead, model, tokens)
@@ -534,7 +529,7 @@ class Spending:
                 job.contributions[a] = c.txn.amount
             except LimitRefused as e:
                 job.refusals.append((a, refusal_outcome(e, model)))
-            except Refusal_ as e:  # pragma: no cover - e.g. below the pool minimum
+            except UserError as e:  # pragma: no cover - e.g. below the pool minimum
                 job.refusals.append((a, SpendOutcome(False, model, share, "other", str(e))))
         funded = sum(job.contributions.values())
         payers = [a for a in members if a in job.contributions]
@@ -681,7 +676,9 @@ class Simulation:
         for i, plan in enumerate(self.plans):
             s = plan.s
             for _ in range(_count(rng, s.commits_per_day)):
-                self._push(base + commit_hour(rng) * 3600 + rng.randrange(3600), i, COMMIT)
+                self.order += 1
+                at = base + commit_hour(rng) * 3600 + rng.randrange(3600)
+                self.buckets.setdefault(at // 3600, []).append((at, self.order, i, COMMIT, None))
             if self.broke[i]:  # out of funds (refused by reserve or balance) and nothing earned since
                 continue
             lo, hi = s.session
