@@ -36,11 +36,8 @@ class MemoryIndex:
         self._holds: dict[str, list[Any]] = {}  # account -> [agent, amount, ts, expires]
         self._pools: dict[str, dict[tuple[str, str], list[int]]] = defaultdict(dict)
         self._by_agent: dict[str, list[Txn]] = defaultdict(list)
-        self._by_ref: dict[str, list[Txn]] = defaultdict(list)
-        # Per (agent, kind): entries (ts, seq, amount) in order, and their running sums (``cum[k]`` = the sum of
-        # the first k amounts), so a window's total is two lookups and a bisect, however many entries it holds.
-        self._windows: dict[tuple[str, str], list[tuple[int, int, Units]]] = {}
-        self._window_cum: dict[tuple[str, str], list[Units]] = {}
+        self._by_ref: dict[str, Txn | list[Txn]] = {}  # one Txn, or a list once a ref has several
+        self._windows: dict[tuple[str, str], _Window] = {}
 
     def close(self) -> None:
         pass
@@ -81,7 +78,6 @@ class MemoryIndex:
         return dup
 
     def _insert(self, t: Txn) -> None:
-        seq = len(self._txns)
         ts = ts_micros(t.ts)
         self._txns[t.id] = t
         self._accounts[t.payer] -= t.amount
@@ -91,7 +87,10 @@ class MemoryIndex:
             st[0] += t.amount
             st[1] += 1
             self._by_agent[t.agent].append(t)
-            self._window_add((t.agent, t.kind), (ts, seq, t.amount))
+            window = self._windows.get((t.agent, t.kind))
+            if window is None:
+                window = self._windows[(t.agent, t.kind)] = _Window()
+            window.add(ts, t.amount)
             if t.kind in EARN_KINDS and t.project:
                 proj = self._projects[t.agent]
                 proj[t.project] = proj.get(t.project, 0) + t.amount
@@ -111,22 +110,17 @@ class MemoryIndex:
             if self._holds[t.payer][1] <= 0:
                 del self._holds[t.payer]
         if t.ref:
-            self._by_ref[t.ref].append(t)
+            same = self._by_ref.get(t.ref)
+            if same is None:
+                self._by_ref[t.ref] = t
+            elif isinstance(same, list):
+                same.append(t)
+            else:
+                self._by_ref[t.ref] = [same, t]
             if t.ref.startswith("pool:"):
                 ps = self._pools[t.ref].setdefault((t.agent, t.kind), [0, 0])
                 ps[0] += t.amount
                 ps[1] += 1
-
-    def _window_add(self, key: tuple[str, str], entry: tuple[int, int, Units]) -> None:
-        entries = self._windows.setdefault(key, [])
-        cum = self._window_cum.setdefault(key, [0])
-        if not entries or entries[-1] < entry:  # in time order (seq grows): append
-            entries.append(entry)
-            cum.append(cum[-1] + entry[2])
-            return
-        k = bisect.bisect_right(entries, entry)  # an older timestamp (an import, a merge): re-sum the tail
-        entries.insert(k, entry)
-        cum[k:] = itertools.accumulate((e[2] for e in entries[k:]), initial=cum[k])
 
     # --- queries (see ledger.Index for what each means) -----------------------------------
     def get(self, id: str) -> Txn | None:
@@ -152,20 +146,20 @@ class MemoryIndex:
     def window_sum(self, agent: str, kinds: Iterable[str], since_us: int) -> Units:
         total = 0
         for kind in set(kinds):
-            entries = self._windows.get((agent, kind))
-            if entries:
-                cum = self._window_cum[(agent, kind)]
-                total += cum[-1] - cum[bisect.bisect_left(entries, (since_us, -1, -1))]
+            window = self._windows.get((agent, kind))
+            if window is not None:
+                total += window.total_since(since_us)
         return total
 
     def window_entries(self, agent: str, kinds: Iterable[str], since_us: int) -> list[tuple[int, Units]]:
-        rows: list[tuple[int, int, Units]] = []
+        rows: list[tuple[int, Units]] = []
         for kind in set(kinds):
-            entries = self._windows.get((agent, kind))
-            if entries:
-                rows.extend(entries[bisect.bisect_left(entries, (since_us, -1, -1)):])
-        rows.sort()
-        return [(ts, amount) for ts, _, amount in rows]
+            window = self._windows.get((agent, kind))
+            if window is not None:
+                k = bisect.bisect_left(window.ts, since_us)
+                rows.extend(zip(window.ts[k:], window.amounts[k:], strict=True))
+        rows.sort(key=lambda row: row[0])  # oldest first (like SQL's ORDER BY ts, equal times in no set order)
+        return rows
 
     def open_holds(self, agent: str) -> list[tuple[str, Units, int, int]]:
         rows = [(acct, h[1], h[2], h[3]) for acct, h in self._holds.items() if h[0] == agent]
@@ -179,7 +173,10 @@ class MemoryIndex:
         return {k: (v[0], v[1]) for k, v in self._pools.get(pool_ref, {}).items()}
 
     def by_ref(self, ref: str) -> list[Txn]:
-        return list(self._by_ref.get(ref, [])) if ref else []
+        same = self._by_ref.get(ref) if ref else None
+        if same is None:
+            return []
+        return list(same) if isinstance(same, list) else [same]
 
     def contract_paid(self, contract: str) -> Units:
         return self._contracts.get(contract, 0)
@@ -192,3 +189,29 @@ class MemoryIndex:
         for t in list(self._txns.values()):
             if wanted is None or t.kind in wanted:
                 yield t
+
+
+class _Window:
+    """One (agent, kind)'s entries in time order, with running sums (``cum[k]``: the sum of the first k
+    amounts), so a window's total is a bisect and a subtraction however many entries it holds."""
+
+    __slots__ = ("amounts", "cum", "ts")
+
+    def __init__(self) -> None:
+        self.ts: list[int] = []
+        self.amounts: list[Units] = []
+        self.cum: list[Units] = [0]
+
+    def add(self, ts: int, amount: Units) -> None:
+        if not self.ts or self.ts[-1] <= ts:  # in time order: append
+            self.ts.append(ts)
+            self.amounts.append(amount)
+            self.cum.append(self.cum[-1] + amount)
+            return
+        k = bisect.bisect_right(self.ts, ts)  # an older timestamp (an import, a merge): re-sum the tail
+        self.ts.insert(k, ts)
+        self.amounts.insert(k, amount)
+        self.cum[k:] = itertools.accumulate(self.amounts[k:], initial=self.cum[k])
+
+    def total_since(self, since_us: int) -> Units:
+        return self.cum[-1] - self.cum[bisect.bisect_left(self.ts, since_us)]
