@@ -12,8 +12,10 @@ Two parts, one run, one results file (benchmarks/results/simulate.json):
   the transactions of each run, since the work itself varies a little from run to run.
 
 The machine's load average is recorded: the figures depend on it.  CPU time is the better measure on a
-shared machine (wall time includes waiting for the CPU).
-Usage: python benchmarks/bench_simulate.py [--runs R] [--pairs P] [--quick]
+shared machine (wall time includes waiting for the CPU), but it still moves with what else runs (shared
+caches).  With --instructions (needs valgrind; ~10 minutes) the two agent counts also run under
+cachegrind, which counts executed instructions: a measure of work that no other process can disturb.
+Usage: python benchmarks/bench_simulate.py [--runs R] [--pairs P] [--quick] [--instructions]
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -107,7 +112,7 @@ def calibrate(seeds: range) -> dict[str, Any]:
         rows.append({"agent": a, "seed": {"earned": earned, "spent": spent, "final": final},
                      "median": {k: m[k] / SCALE for k in ("earned", "spent", "final")}, "within": checks})
     n = cal["runs"]
-    print("findings (seeds of %d): " % n + ", ".join(f"{k} {v}" for k, v in cal["findings"].items()))
+    print(f"findings (seeds of {n}): " + ", ".join(f"{k} {v}" for k, v in cal["findings"].items()))
     print("time of day (median per run): " + ", ".join(
         f"hours {k}: {v['commits']} commits, {v['requests']} requests" for k, v in cal["bands"].items()))
     c, q = SEED_BANDS["0-4"]
@@ -140,11 +145,32 @@ def pairs(n_pairs: int, small: int, large: int) -> dict[str, Any]:
                 r["ratio_cpu_per_transaction"] for r in rows), 3)}
 
 
+def instructions(code: str) -> int:
+    """Instructions executed by ``python -c code`` (cachegrind, no cache simulation)."""
+    proc = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                           sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    m = re.search(r"I\s+refs:\s+([\d,]+)", proc.stderr)
+    assert m, proc.stderr[-500:]
+    return int(m.group(1).replace(",", ""))
+
+
+def instruction_ratio(small: int, large: int) -> dict[str, Any]:
+    base = instructions("import token_exchange.simulate")
+    counts = {}
+    for n in (small, large):
+        counts[n] = instructions(f"from token_exchange.simulate import simulate; simulate(hours=24, seed=1, agents={n})")
+        print(f"{n} agents x 24 h: {counts[n]:,} instructions ({counts[n] - base:,} after the imports)", flush=True)
+    ratio = (counts[large] - base) / (counts[small] - base)
+    print(f"instructions, {large} vs {small} agents (imports excluded): {ratio:.3f}")
+    return {"imports": base, "total": {str(k): v for k, v in counts.items()}, "ratio_excluding_imports": round(ratio, 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1, help="runs of the year (best CPU time is kept)")
     ap.add_argument("--pairs", type=int, default=3, help="alternating 500/1,000-agent pairs")
     ap.add_argument("--quick", action="store_true", help="a month instead of a year, 100 vs 200 agents")
+    ap.add_argument("--instructions", action="store_true", help="also count instructions (valgrind)")
     a = ap.parse_args()
     cal = calibrate(range(1, 21))
     print()
@@ -152,7 +178,10 @@ def main() -> None:
              measure("day, 6 agents, --out (ledger.toml written)", a.runs, hours=24, seed=1, out="tmp"),
              measure("year, 6 agents" if not a.quick else "month, 6 agents", a.runs,
                      hours=8760 if not a.quick else 720, seed=1)]
-    scaling = pairs(a.pairs, *((500, 1000) if not a.quick else (100, 200)))
+    sizes = (500, 1000) if not a.quick else (100, 200)
+    scaling = pairs(a.pairs, *sizes)
+    if a.instructions and shutil.which("valgrind"):
+        scaling["instructions"] = instruction_ratio(*sizes)
     year = cases[2]
     print(f"\n{year['case']}: {year['cpu_s']:.2f} s CPU, {year['wall_s']:.2f} s wall (target at most "
           f"{YEAR_TARGET_S:.0f} s for a year); {scaling['agents'][1]} vs {scaling['agents'][0]} agents: median "
