@@ -78,48 +78,56 @@ class MemoryIndex:
         return dup
 
     def _insert(self, t: Txn) -> None:
-        ts = ts_micros(t.ts)
-        self._txns[t.id] = t
-        self._accounts[t.payer] -= t.amount
-        self._accounts[t.payee] += t.amount
-        if t.agent:
-            st = self._stats[t.agent].setdefault(t.kind, [0, 0])
-            st[0] += t.amount
+        tid, kind, payer, payee, amount, agent, project, _, _, breakdown, ref, ts_text, _, _ = t
+        ts = ts_micros(ts_text)
+        self._txns[tid] = t
+        accounts = self._accounts
+        accounts[payer] -= amount
+        accounts[payee] += amount
+        if agent:
+            kinds = self._stats[agent]
+            st = kinds.get(kind)
+            if st is None:
+                st = kinds[kind] = [0, 0]
+            st[0] += amount
             st[1] += 1
-            self._by_agent[t.agent].append(t)
-            window = self._windows.get((t.agent, t.kind))
+            self._by_agent[agent].append(t)
+            window = self._windows.get((agent, kind))
             if window is None:
-                window = self._windows[(t.agent, t.kind)] = _Window()
-            window.add(ts, t.amount)
-            if t.kind in EARN_KINDS and t.project:
-                proj = self._projects[t.agent]
-                proj[t.project] = proj.get(t.project, 0) + t.amount
-        contract = t.breakdown.get("contract")
-        if contract and t.kind in EARN_KINDS:
-            self._contracts[contract] += t.amount
-        if t.payee.startswith("hold:"):
-            ttl = t.breakdown.get("ttl", 0)
+                window = self._windows[(agent, kind)] = _Window()
+            window.add(ts, amount)
+            if kind in EARN_KINDS and project:
+                proj = self._projects[agent]
+                proj[project] = proj.get(project, 0) + amount
+        contract = breakdown.get("contract")
+        if contract and kind in EARN_KINDS:
+            self._contracts[contract] += amount
+        if payee.startswith("hold:"):
+            ttl = breakdown.get("ttl", 0)
             expires = ts + ttl * 1_000_000 if isinstance(ttl, int) and ttl > 0 else 0
-            hold = self._holds.get(t.payee)
+            hold = self._holds.get(payee)
             if hold is None:
-                self._holds[t.payee] = [t.agent, t.amount, ts, expires]
+                self._holds[payee] = [agent, amount, ts, expires]
             else:
-                hold[1] += t.amount
-        if t.payer.startswith("hold:") and t.payer in self._holds:
-            self._holds[t.payer][1] -= t.amount
-            if self._holds[t.payer][1] <= 0:
-                del self._holds[t.payer]
-        if t.ref:
-            same = self._by_ref.get(t.ref)
+                hold[1] += amount
+        if payer.startswith("hold:") and payer in self._holds:
+            self._holds[payer][1] -= amount
+            if self._holds[payer][1] <= 0:
+                del self._holds[payer]
+        if ref:
+            same = self._by_ref.get(ref)
             if same is None:
-                self._by_ref[t.ref] = t
+                self._by_ref[ref] = t
             elif isinstance(same, list):
                 same.append(t)
             else:
-                self._by_ref[t.ref] = [same, t]
-            if t.ref.startswith("pool:"):
-                ps = self._pools[t.ref].setdefault((t.agent, t.kind), [0, 0])
-                ps[0] += t.amount
+                self._by_ref[ref] = [same, t]
+            if ref.startswith("pool:"):
+                pool = self._pools[ref]
+                ps = pool.get((agent, kind))
+                if ps is None:
+                    ps = pool[(agent, kind)] = [0, 0]
+                ps[0] += amount
                 ps[1] += 1
 
     # --- queries (see ledger.Index for what each means) -----------------------------------
