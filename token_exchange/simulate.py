@@ -62,7 +62,7 @@ EVENTS_KEPT = 500
 # counts 46 commits and 24 requests there; with these weights ~46 of the ~101 daily commits and ~24 of the
 # ~135 requests fall there), balanced 5-12, fewer commits 13-18 with steady LLM use, an evening spike of
 # complex work (requests) 19-23.
-HOUR_COMMITS = (2.5,) * 5 + (1.0,) * 8 + (0.45,) * 6 + (0.9,) * 5
+HOUR_COMMITS = (3.0,) * 5 + (1.0,) * 8 + (0.45,) * 6 + (0.9,) * 5
 HOUR_REQUESTS = (0.85,) * 5 + (1.0,) * 8 + (1.0,) * 6 + (1.4,) * 5
 BANDS = (("0-4", range(5), "heavy commit activity"), ("5-12", range(5, 13), "balanced; rate limits kick in"),
          ("13-18", range(13, 19), "fewer commits, steady LLM use"),
@@ -133,21 +133,21 @@ STRATEGIES: dict[str, Strategy] = {s.key: s for s in (
               Task("coding", 1, 6_000, 26_000, large=0.2, large_tokens=(34_000, 50_000))),
              session_gap=7200, split_on_burst=True, pool_on_burst=0.08,
              messages=(("bugfix", 40), ("testing", 15), ("quality", 20), ("docs", 5), ("plain", 20))),
-    Strategy("builder", "Pragmatic choices", "Mixed (task-based)", 22.1,
-             (("nexushive-setup", 60), ("agent-token-exchange", 25), ("claude-monitor", 15)), 10, (2, 4),
+    Strategy("builder", "Pragmatic choices", "Mixed (task-based)", 19.4,
+             (("nexushive-setup", 80), ("claude-monitor", 20)), 10, (2, 4),
              (Task("coding", 45, 5_000, 60_000), Task("planning", 55, 8_000, 30_000)), joins_pools=True),
-    Strategy("lambda", "Mostly working, rarely spending", "Claude Opus, rarely", 19.2,
-             (("scheme-compiler", 40), ("scheme-lsp", 30), ("dotfiles", 30)), 1, (1, 1),
+    Strategy("lambda", "Mostly working, rarely spending", "Claude Opus, rarely", 16.6,
+             (("scheme-compiler", 55), ("scheme-lsp", 45)), 1, (1, 1),
              (Task("review", 1, 6_000, 8_000),), joins_pools=True),
     Strategy("spark", "Balanced approach", "Claude Sonnet + Llama", 14,
              (("agent-token-exchange", 60), ("dotfiles", 40)), 12, (4, 4),
              (Task("general", 3, 10_000, 22_000, model="claude-sonnet"),
               Task("drafting", 2, 5_000, 40_000, model="llama3.2"))),
-    Strategy("observer", "Analysis", "Gemini Pro (2/1K)", 23.5,
-             (("claude-monitor", 50), ("nexushive-setup", 20), ("agent-token-exchange", 30)), 5, (1, 3),
+    Strategy("observer", "Analysis", "Gemini Pro (2/1K)", 21.3,
+             (("claude-monitor", 80), ("nexushive-setup", 20)), 5, (1, 3),
              (Task("analysis", 1, 7_000, 17_000),), joins_pools=True),
-    Strategy("zero", "Maximum efficiency", "Llama 3.2 (0.1/1K)", 11.1,
-             (("dotfiles", 70), ("scheme-compiler", 30)), 8, (2, 4),
+    Strategy("zero", "Maximum efficiency", "Llama 3.2 (0.1/1K)", 9.3,
+             (("scheme-compiler", 60), ("dotfiles", 40)), 8, (2, 4),
              (Task("general", 1, 10_000, 50_000),)),
 )}
 GENERIC = Strategy("generic", "Primary model", "(primary LLM)", 14, PROJECTS, 6, (1, 3),
