@@ -145,7 +145,7 @@ STRATEGIES: dict[str, Strategy] = {s.key: s for s in (
               Task("drafting", 2, 5_000, 40_000, model="llama3.2"))),
     Strategy("observer", "Analysis", "Gemini Pro (2/1K)", 21.3,
              (("claude-monitor", 80), ("nexushive-setup", 20)), 5, (1, 3),
-             (Task("analysis", 1, 7_000, 17_000),), joins_pools=True),
+             (Task("analysis", 1, 8_000, 18_000),), joins_pools=True),
     Strategy("zero", "Maximum efficiency", "Llama 3.2 (0.1/1K)", 9.3,
              (("scheme-compiler", 60), ("dotfiles", 40)), 8, (2, 4),
              (Task("general", 1, 10_000, 50_000),)),
