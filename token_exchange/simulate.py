@@ -63,7 +63,7 @@ EVENTS_KEPT = 500
 # ~136 requests fall there), balanced 5-12, fewer commits 13-18 with steady LLM use, an evening spike of
 # complex work (requests) 19-23.
 HOUR_COMMITS = (3.0,) * 5 + (1.0,) * 8 + (0.45,) * 6 + (0.9,) * 5
-HOUR_REQUESTS = (0.85,) * 5 + (1.0,) * 8 + (1.0,) * 6 + (1.4,) * 5
+HOUR_REQUESTS = (0.95,) * 5 + (1.0,) * 8 + (1.0,) * 6 + (1.4,) * 5
 BANDS = (("0-4", range(5), "heavy commit activity"), ("5-12", range(5, 13), "balanced; rate limits kick in"),
          ("13-18", range(13, 19), "fewer commits, steady LLM use"),
          ("19-23", range(19, 24), "evening spike in complex work"))
@@ -147,8 +147,8 @@ STRATEGIES: dict[str, Strategy] = {s.key: s for s in (
              (("claude-monitor", 80), ("nexushive-setup", 20)), 5, (1, 3),
              (Task("analysis", 1, 8_000, 18_000),), joins_pools=True),
     Strategy("zero", "Maximum efficiency", "Llama 3.2 (0.1/1K)", 9.3,
-             (("scheme-compiler", 60), ("dotfiles", 40)), 8, (2, 4),
-             (Task("general", 1, 10_000, 50_000),)),
+             (("scheme-compiler", 60), ("dotfiles", 40)), 4, (2, 4),
+             (Task("general", 1, 20_000, 100_000),)),
 )}
 GENERIC = Strategy("generic", "Primary model", "(primary LLM)", 14, PROJECTS, 6, (1, 3),
                    (Task("general", 1, 5_000, 25_000),))
