@@ -59,8 +59,8 @@ EVENTS_KEPT = 500
 # seed's "Final Balances", "Model Usage Patterns" and "Time-of-Day Effects"; none of it is a rule.
 
 # Relative commit / request intensity by hour of day (seed: Time-of-Day Effects): heavy commits 0-4 (the seed
-# counts 46 commits and 24 requests there; with these weights ~46 of the ~92 daily commits and ~24 of the
-# ~136 requests fall there), balanced 5-12, fewer commits 13-18 with steady LLM use, an evening spike of
+# counts 46 commits and 24 requests there; with these weights ~46 of the ~91 daily commits and ~23 of the
+# ~125 requests fall there), balanced 5-12, fewer commits 13-18 with steady LLM use, an evening spike of
 # complex work (requests) 19-23.
 HOUR_COMMITS = (3.0,) * 5 + (1.0,) * 8 + (0.45,) * 6 + (0.9,) * 5
 HOUR_REQUESTS = (0.95,) * 5 + (1.0,) * 8 + (1.0,) * 6 + (1.4,) * 5
