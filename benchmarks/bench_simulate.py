@@ -13,8 +13,9 @@ Two parts, one run, one results file (benchmarks/results/simulate.json):
 
 The machine's load average is recorded: the figures depend on it.  CPU time is the better measure on a
 shared machine (wall time includes waiting for the CPU), but it still moves with what else runs (shared
-caches).  With --instructions (needs valgrind; ~10 minutes) the two agent counts also run under
-cachegrind, which counts executed instructions: a measure of work that no other process can disturb.
+caches, a busy host).  With --instructions (needs valgrind; ~15 minutes) the two agent counts and the long
+run also run under cachegrind, which counts executed instructions: a measure of work that no other process
+can disturb.
 Usage: python benchmarks/bench_simulate.py [--runs R] [--pairs P] [--quick] [--instructions]
 """
 
@@ -155,15 +156,18 @@ def instructions(code: str) -> int:
     return int(m.group(1).replace(",", ""))
 
 
-def instruction_ratio(small: int, large: int) -> dict[str, Any]:
+def instruction_counts(small: int, large: int, hours: int) -> dict[str, Any]:
+    """Instructions of the agents pair (x 24 h) and of the long run (6 agents x ``hours``), imports excluded."""
     base = instructions("import token_exchange.simulate")
+    runs = {f"{small} agents x 24 h": f"agents={small}", f"{large} agents x 24 h": f"agents={large}",
+            f"6 agents x {hours} h": f"hours={hours}"}
     counts = {}
-    for n in (small, large):
-        counts[n] = instructions(f"from token_exchange.simulate import simulate; simulate(hours=24, seed=1, agents={n})")
-        print(f"{n} agents x 24 h: {counts[n]:,} instructions ({counts[n] - base:,} after the imports)", flush=True)
-    ratio = (counts[large] - base) / (counts[small] - base)
-    print(f"instructions, {large} vs {small} agents (imports excluded): {ratio:.3f}")
-    return {"imports": base, "total": {str(k): v for k, v in counts.items()}, "ratio_excluding_imports": round(ratio, 3)}
+    for name, args in runs.items():
+        counts[name] = instructions(f"from token_exchange.simulate import simulate; simulate(seed=1, {args})") - base
+        print(f"{name}: {counts[name]:,} instructions after the imports", flush=True)
+    ratio = counts[f"{large} agents x 24 h"] / counts[f"{small} agents x 24 h"]
+    print(f"instructions, {large} vs {small} agents: {ratio:.3f}")
+    return {"imports": base, "after_imports": counts, "ratio_agents": round(ratio, 3)}
 
 
 def main() -> None:
@@ -181,8 +185,8 @@ def main() -> None:
                      hours=8760 if not a.quick else 720, seed=1)]
     sizes = (500, 1000) if not a.quick else (100, 200)
     scaling = pairs(a.pairs, *sizes)
-    if a.instructions and shutil.which("valgrind"):
-        scaling["instructions"] = instruction_ratio(*sizes)
+    counted = instruction_counts(*sizes, 8760 if not a.quick else 720) \
+        if a.instructions and shutil.which("valgrind") else None
     year = cases[2]
     print(f"\n{year['case']}: {year['cpu_s']:.2f} s CPU, {year['wall_s']:.2f} s wall (target at most "
           f"{YEAR_TARGET_S:.0f} s for a year); {scaling['agents'][1]} vs {scaling['agents'][0]} agents: median "
@@ -190,7 +194,7 @@ def main() -> None:
           f"{RATIO_TARGET:.0f}), {scaling['median_ratio_cpu_per_transaction']:.3f} per transaction")
     data = {"benchmark": "tx simulate (in-process; real Exchange.commit / llm.spend / pools)",
             "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "calibration": cal, "cases": cases, "scaling": scaling,
+            "calibration": cal, "cases": cases, "scaling": scaling, "instructions": counted,
             "targets": {"year_s": YEAR_TARGET_S, "ratio": RATIO_TARGET},
             "load_average_at_end": os.getloadavg()}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
