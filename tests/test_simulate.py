@@ -114,8 +114,9 @@ def test_json_output_is_complete_and_exact(cli) -> None:
     d = r.json()
     assert {"balances", "model_usage", "limit_events", "hourly", "bands", "pools", "findings"} <= set(d)
     for b in d["balances"]:
-        assert isinstance(b["final"], Decimal)
+        assert isinstance(b["final"], (Decimal, int)) and not isinstance(b["final"], (bool, float))
         assert b["start"] + b["earned"] - b["spent"] - b["pooled"] == b["final"]
+    assert any(isinstance(b["final"], Decimal) for b in d["balances"])  # fractional amounts: exact decimals
     assert len(d["hourly"]) == 24
     assert sum(h["commits"] for h in d["hourly"]) == sum(u["commits"] for u in d["model_usage"])
     counts = d["limit_events"]["counts"]

@@ -14,19 +14,29 @@ from token_exchange.errors import UserError
 
 from token_exchange.cli.common import Json  # noqa: E402
 TABLE_AGENTS = 30
+# What to do after the demo: the exchange in a real repository.  Every line is a real command (run by
+# tests/test_sim_next.py in a fresh git repository, in this order); "#" starts a comment.
+NEXT_STEPS = (
+    "next: put the exchange in a real repository (run these inside it)",
+    "  tx init             # .exchange/config.toml with these rules: commit it",
+    "  tx hooks install    # from now on every commit pays its author's agent",
+    '  git commit --allow-empty -m "fix: parser" --author "claude <claude@example.com>"',
+    "  tx balance          # claude has earned 225 = 150 base x 1.0 (default contract) x 1.5 (fix)",
+)
 
 
-def _progress(enabled: bool):  # type: ignore[no-untyped-def]
-    """A rich progress bar on stderr (only on a terminal); returns (callback, closer)."""
-    if not enabled or not sys.stderr.isatty():
+def _progress(enabled: bool, total: int, console: Any = None):  # type: ignore[no-untyped-def]
+    """A rich progress bar of ``total`` simulated hours on stderr (only on a terminal; ``console``: another
+    one); returns (callback, closer)."""
+    if not enabled or (console is None and not sys.stderr.isatty()):
         return None, lambda: None
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     prog = Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed}/{task.total} h"),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                    TimeRemainingColumn(), console=console or Console(stderr=True), transient=True)
     prog.start()
-    task = prog.add_task("sim", total=None)
+    task = prog.add_task("sim", total=total)
 
     def update(done: int, total: int) -> None:
         if done == 1 or done == total or done % 24 == 0:
@@ -46,11 +56,11 @@ def _check_plot_target(path: Path | None) -> None:
 
 
 def run_simulation(hours: int, seed: int, agents: Optional[int], config: Optional[Path], out_dir: Optional[Path],
-                   show_progress: bool, summary: bool = False):  # type: ignore[no-untyped-def]
+                   show_progress: bool, summary: bool = False) -> tuple[Any, Any]:
     from token_exchange.sim import Simulation
 
     sim = Simulation(hours, seed, agents, config, out_dir, summary=summary)
-    update, stop = _progress(show_progress)
+    update, stop = _progress(show_progress, hours)
     sim.progress = update
     try:
         result = sim.run()
@@ -151,6 +161,8 @@ def register(app: typer.Typer) -> None:
             out.message(f"simulated exchange kept at {result.home} (try: tx --home {result.home} balance)")
         if plot is not None:
             out.message(f"wrote {plot}")
+        print()
+        print("\n".join(NEXT_STEPS))
 
     @app.command("plot")
     def plot_cmd(file: Annotated[Path, typer.Argument(help="PNG to write.")], as_json: Json = False) -> None:

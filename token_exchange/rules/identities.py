@@ -9,19 +9,39 @@
 
 from __future__ import annotations
 
-
-from token_exchange.rules.config import Config
+from token_exchange.rules.config import Agent, Config
 
 CO_AUTHOR_KEY = "co-authored-by:"
+CACHED_CONFIGS = 8
+
+# (agents dict, listed email -> agent), newest first.  Keyed by the identity of the config's ``agents``
+# dict: a parsed Config is never changed in place (``_replace`` makes a new one), and holding the dict
+# keeps its id from being reused.  Built once per config, so a lookup is one dict probe however many
+# agents there are (a 1,000-agent simulation pays each commit).
+_email_tables: list[tuple[dict[str, Agent], dict[str, str]]] = []
+
+
+def _emails(cfg: Config) -> dict[str, str]:
+    agents = cfg.agents
+    for held, table in _email_tables:
+        if held is agents:
+            return table
+    table = {}
+    for agent in agents.values():
+        for e in agent.emails:
+            table.setdefault(e, agent.name)  # the first agent listing an address keeps it (config order)
+    _email_tables.insert(0, (agents, table))
+    del _email_tables[CACHED_CONFIGS:]
+    return table
 
 
 def agent_for(cfg: Config, email: str) -> str | None:
     address = email.strip().strip("<>").lower()
     if not address or len(address) > 320:
         return None
-    for agent in cfg.agents.values():
-        if address in agent.emails:
-            return agent.name
+    listed = _emails(cfg).get(address)
+    if listed is not None:
+        return listed
     local = address.split("@", 1)[0].split("+", 1)[0]
     if local in cfg.agents:
         return local

@@ -13,20 +13,25 @@ simulated one starting at ``EPOCH``, ids derive from the seed and a counter,
 so the same seed and config give the same ledger and the same result.
 
 Speed: the simulation runs in a throwaway home whose ledger uses an in-memory
-journal and an in-memory SQLite index (``SimJournal``), inside one
-``ledger.locked()`` block, so no event pays for an fsync or a lock.  The real
-``Ledger`` class does the appends, hash chaining and indexing.  With
-``--out DIR`` the journal is written to ``DIR/ledger.toml`` (and the index
-saved) at the end, so ``tx --home DIR ...`` can inspect the result.
+journal (``SimJournal``) and the dict-backed index (``memindex.MemoryIndex``),
+inside one ``ledger.locked()`` block, so no event pays for an fsync or a lock.
+The real ``Ledger`` class does the appends, hash chaining and indexing.  Events
+are bucketed by hour (only one hour is ever sorted), every per-agent lookup is a
+list index or a dict probe, so a run costs the same per agent-hour whatever its
+length or population.  With ``--out DIR`` the journal is written to
+``DIR/ledger.toml`` (and the index saved) at the end, so ``tx --home DIR ...``
+can inspect the result.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 import json
-import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +46,9 @@ from token_exchange.ledger.protocols import Chunk, Index, Tail
 from token_exchange.ledger.txn import Txn, chain
 from token_exchange.rules import config as config_mod
 from token_exchange.rules.config import Config
+from token_exchange.rules.limits import LimitRefused
+from token_exchange.services import pools
+from token_exchange.services import spending as llm
 from token_exchange.services.exchange import Exchange
 
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -51,15 +59,20 @@ POOL_MIN = 50 * 10_000  # units: a pool job's minimum contribution (50 tokens)
 EVENTS_KEPT = 500
 
 # --- the activity model ---------------------------------------------------------------------------
-# Relative commit / request intensity by hour of day (seed: Time-of-Day Effects): heavy commits 0-4,
-# balanced 5-12, fewer commits 13-18 with steady LLM use, an evening spike of complex work 19-23.
-HOUR_COMMITS = (1.7,) * 5 + (1.0,) * 8 + (0.55,) * 6 + (1.25,) * 5
-HOUR_REQUESTS = (0.85,) * 5 + (1.0,) * 8 + (1.0,) * 6 + (1.35,) * 5
-BANDS = (("0-4", range(0, 5), "heavy commit activity"), ("5-12", range(5, 13), "balanced; rate limits kick in"),
-         ("13-18", range(13, 19), "fewer commits, steady LLM use"), ("19-23", range(19, 24), "evening spike in "
-                                                                                        "complex work"))
+# Everything below is behaviour (who does what, when, how big), calibrated so that 20 seeds reproduce the
+# seed's "Final Balances", "Model Usage Patterns" and "Time-of-Day Effects"; none of it is a rule.
 
-# Projects (seed: Project Multipliers): two land in the default contract.
+# Relative commit / request intensity by hour of day (seed: Time-of-Day Effects): heavy commits 0-4 (the seed
+# counts 46 commits and 24 requests there; with these weights ~46 of the ~91 daily commits and ~23 of the
+# ~125 requests fall there), balanced 5-12, fewer commits 13-18 with steady LLM use, an evening spike of
+# complex work (requests) 19-23.
+HOUR_COMMITS = (3.0,) * 5 + (1.0,) * 8 + (0.45,) * 6 + (0.9,) * 5
+HOUR_REQUESTS = (0.95,) * 5 + (1.0,) * 8 + (1.0,) * 6 + (1.4,) * 5
+BANDS = (("0-4", range(5), "heavy commit activity"), ("5-12", range(5, 13), "balanced; rate limits kick in"),
+         ("13-18", range(13, 19), "fewer commits, steady LLM use"),
+         ("19-23", range(19, 24), "evening spike in complex work"))
+
+# Projects (seed: Project Multipliers): agent-token-exchange and dotfiles fall in the default contract.
 PROJECTS = (("nexushive-setup", 28), ("claude-monitor", 18), ("scheme-compiler", 10), ("scheme-lsp", 8),
             ("agent-token-exchange", 22), ("dotfiles", 14))
 
@@ -94,41 +107,104 @@ class Task:
 
 @dataclass(frozen=True)
 class Strategy:
+    """One agent's working day: how many commits and where, how many LLM sessions and of what.
+
+    Counts are per day and regular (an agent works to a routine): the whole part every day, the fraction
+    on that share of days; *when* each happens is drawn from the hour-of-day profiles.  Requests come in
+    working sessions of a few requests 1-5 minutes apart, which is what runs claude into its hourly limit.
+    """
+
     key: str
     label: str
     models: str
     commits_per_day: float
-    requests_per_day: float
-    session: float              # mean requests per working session (clustered requests)
+    projects: tuple[tuple[str, int], ...]
+    sessions_per_day: float
+    session: tuple[int, int]    # requests per session: min, max
     tasks: tuple[Task, ...]
-    pool_on_burst: float = 0.0  # a refused-for-burst job goes to a team pool with this probability
+    session_gap: int = 0        # seconds at least between the starts of two of its sessions in a day
+    split_on_burst: bool = False  # a job refused for burst is redone in parts the burst limit allows
+    pool_on_burst: float = 0.0  # ... or, with this probability, taken to a team pool instead
     joins_pools: bool = False
+    messages: tuple[tuple[str, int], ...] | None = None  # keyword-group weights (default: MESSAGES' weights)
 
 
-# The six seed agents.  Rates are tuned (not the rules) so the seed's findings come out for most seeds.
+# The six seed agents (seed: Agent Hierarchy, Resource Management Strategies, Model Usage Patterns).
 STRATEGIES: dict[str, Strategy] = {s.key: s for s in (
-    Strategy("claude", "Quality at all costs", "Claude Opus (15/1K)", 10, 42, 2.5,
-             (Task("reasoning", 5, 8_000, 30_000, large=0.2, large_tokens=(34_000, 60_000)),
-              Task("coding", 5, 6_000, 26_000, large=0.15, large_tokens=(34_000, 50_000))),
-             pool_on_burst=0.35),
-    Strategy("builder", "Pragmatic choices", "Mixed (task-based)", 30, 30, 2.5,
-             (Task("coding", 6, 5_000, 60_000), Task("planning", 4, 8_000, 30_000)), joins_pools=True),
-    Strategy("lambda", "Mostly working, rarely spending", "Claude Opus, rarely", 26, 5, 1.0,
-             (Task("review", 1, 5_000, 12_000),), joins_pools=True),
-    Strategy("spark", "Balanced approach", "Claude Sonnet + Llama", 18, 20, 2.5,
-             (Task("general", 1, 6_000, 24_000, model="claude-sonnet"),
-              Task("drafting", 1, 5_000, 40_000, model="llama3.2")), joins_pools=True),
-    Strategy("observer", "Analysis", "Gemini Pro (2/1K)", 28, 16, 2.0,
-             (Task("analysis", 1, 8_000, 24_000),), joins_pools=True),
-    Strategy("zero", "Maximum efficiency", "Llama 3.2 (0.1/1K)", 14, 20, 2.0,
-             (Task("general", 1, 10_000, 60_000),)),
+    Strategy("claude", "Quality at all costs", "Claude Opus (15/1K)", 11,
+             (("claude-monitor", 85), ("nexushive-setup", 15)), 5, (6, 8),
+             (Task("reasoning", 1, 8_000, 30_000, large=0.2, large_tokens=(34_000, 60_000)),
+              Task("coding", 1, 6_000, 26_000, large=0.2, large_tokens=(34_000, 50_000))),
+             session_gap=7200, split_on_burst=True, pool_on_burst=0.08,
+             messages=(("bugfix", 40), ("testing", 15), ("quality", 20), ("docs", 5), ("plain", 20))),
+    Strategy("builder", "Pragmatic choices", "Mixed (task-based)", 19.4,
+             (("nexushive-setup", 80), ("claude-monitor", 20)), 10, (2, 4),
+             (Task("coding", 45, 5_000, 60_000), Task("planning", 55, 8_000, 30_000)), joins_pools=True),
+    Strategy("lambda", "Mostly working, rarely spending", "Claude Opus, rarely", 16.6,
+             (("scheme-compiler", 55), ("scheme-lsp", 45)), 1, (1, 1),
+             (Task("review", 1, 6_000, 8_000),), joins_pools=True),
+    Strategy("spark", "Balanced approach", "Claude Sonnet + Llama", 14,
+             (("agent-token-exchange", 60), ("dotfiles", 40)), 12, (4, 4),
+             (Task("general", 3, 10_000, 22_000, model="claude-sonnet"),
+              Task("drafting", 2, 5_000, 40_000, model="llama3.2"))),
+    Strategy("observer", "Analysis", "Gemini Pro (2/1K)", 21.3,
+             (("claude-monitor", 80), ("nexushive-setup", 20)), 5, (1, 3),
+             (Task("analysis", 1, 8_000, 18_000),), joins_pools=True),
+    Strategy("zero", "Maximum efficiency", "Llama 3.2 (0.1/1K)", 9.3,
+             (("scheme-compiler", 60), ("dotfiles", 40)), 4, (2, 4),
+             (Task("general", 1, 20_000, 100_000),)),
 )}
-GENERIC = Strategy("generic", "Primary model", "(primary LLM)", 14, 12, 2.0, (Task("general", 1, 5_000, 25_000),))
+GENERIC = Strategy("generic", "Primary model", "(primary LLM)", 14, PROJECTS, 6, (1, 3),
+                   (Task("general", 1, 5_000, 25_000),))
 SEED_ORDER = ("claude", "builder", "observer", "lambda", "spark", "zero")
+# The calibration's targets.  Seed, "Final Balances" (a 24-hour run): agent -> (earned, spent, final) in tokens;
+# its Final = Start + Earned - Spent, so "spent" is everything that left the wallet (LLM spend and pool stakes).
+SEED_TABLE: dict[str, tuple[int, int, int]] = {
+    "claude": (3255, 3935, 9320), "builder": (5538, 977, 14561), "observer": (4260, 284, 13976),
+    "lambda": (4103, 105, 13998), "spark": (1978, 1419, 10559), "zero": (1539, 75, 11464)}
+# Seed, "Time-of-Day Effects": hours 0-4 saw 46 commits and 24 requests.
+SEED_BANDS: dict[str, tuple[int, int]] = {"0-4": (46, 24)}
+FINDINGS = ("only_claude_negative", "zero_spends_least", "no_reserve_breach", "claude_hits_burst",
+            "claude_hits_hourly")
 
 
 def strategy_for(name: str, template: str | None = None) -> Strategy:
     return STRATEGIES.get(template or name) or STRATEGIES.get(name) or GENERIC
+
+
+class _Table:
+    """Weighted choice by one ``random()`` and a bisect over cumulative weights (built once)."""
+
+    def __init__(self, items: Sequence[tuple[Any, float]]) -> None:
+        self.items = [item for item, _ in items]
+        self.cum = list(itertools.accumulate(w for _, w in items))
+        self.total = self.cum[-1]
+
+    def pick(self, rng: random.Random) -> Any:
+        return self.items[min(bisect.bisect_right(self.cum, rng.random() * self.total), len(self.items) - 1)]
+
+
+COMMIT_HOURS = _Table(list(enumerate(HOUR_COMMITS)))
+REQUEST_HOURS = _Table(list(enumerate(HOUR_REQUESTS)))
+MESSAGE_TEXTS = {group: tuple(t.format(x=x) for t in templates for x in SUBJECTS)
+                 for group, _, templates in MESSAGES}
+
+
+class _Plan:
+    """A strategy's draw tables, built once per run."""
+
+    def __init__(self, s: Strategy) -> None:
+        self.s = s
+        self.projects = _Table(s.projects)
+        self.tasks = _Table([(t, t.weight) for t in s.tasks])
+        weights = s.messages or tuple((group, w) for group, w, _ in MESSAGES)
+        self.messages = _Table([(MESSAGE_TEXTS[group], w) for group, w in weights])
+
+
+def _count(rng: random.Random, per_day: float) -> int:
+    """A routine's count for one day: the whole part, plus one on the fraction of days."""
+    whole = int(per_day)
+    return whole + (rng.random() < per_day - whole)
 
 
 # --- a fast journal for throwaway homes ----------------------------------------------------------
@@ -324,6 +400,7 @@ class AgentStats:
     refusals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     pool_jobs: int = 0
     pool_contributions: int = 0
+    deferred: int = 0   # requests not sent: the agent was waiting for a limit to free up (or for income)
 
 
 @dataclass
@@ -349,9 +426,8 @@ class SimResult:
         negative = sorted(a for a, v in net.items() if v < 0)
         spent = {a: self.balances[a]["spent"] + self.balances[a]["pooled"] for a in self.agents}
         least = min(self.agents, key=lambda a: (spent[a], a)) if self.agents else None
-        breaches = sorted(a for a in self.agents
-                          if (self.stats[a].min_balance is not None
-                              and self.stats[a].min_balance < self.cfg.agents[a].limits.reserve))
+        lowest = {a: self.stats[a].min_balance for a in self.agents}
+        breaches = sorted(a for a, low in lowest.items() if low is not None and low < self.cfg.agents[a].limits.reserve)
         c = self.event_counts.get("claude", {})
         return {"net_negative": negative, "only_claude_negative": negative == ["claude"],
                 "claude_hits_burst": c.get("burst", 0) > 0, "claude_hits_hourly": c.get("hourly", 0) > 0,
@@ -392,7 +468,7 @@ class SimResult:
                 "daily_spend": to_decimal(int(spent * 24 // max(self.hours, 1))),
                 "models": {m: {"requests": v[0], "tokens": v[1], "spent": to_decimal(v[2])}
                            for m, v in sorted(st.by_model.items())},
-                "pool_jobs": st.pool_jobs, "pool_contributions": st.pool_contributions}
+                "deferred": st.deferred, "pool_jobs": st.pool_jobs, "pool_contributions": st.pool_contributions}
 
     def bands(self) -> list[dict[str, Any]]:
         out = []
@@ -412,6 +488,8 @@ class SpendOutcome:
     cost: Units
     kind: str = ""       # refusal kind: burst | hourly | daily | reserve | balance | other
     message: str = ""
+    cap: Units = 0       # the refusing limit (burst: the largest single spend allowed)
+    frees_at_us: int | None = None  # hourly/daily: when the engine says enough capacity frees up
 
 
 @dataclass
@@ -439,7 +517,8 @@ REFUSAL_KINDS = {"burst": "burst", "hourly": "hourly", "daily": "daily", "reserv
 def refusal_outcome(e: Any, model: str) -> SpendOutcome:
     """A ``limits.LimitRefused`` as an outcome: kind, and the engine's own message (first clause)."""
     r = e.refusal
-    return SpendOutcome(False, model, r.amount, REFUSAL_KINDS.get(r.limit, "other"), r.message)
+    return SpendOutcome(False, model, r.amount, REFUSAL_KINDS.get(r.limit, "other"), r.message, r.cap,
+                        e.frees_at_us)
 
 
 class Spending:
@@ -449,9 +528,6 @@ class Spending:
         self.ex = ex
 
     def llm(self, agent: str, task: str, tokens: int, model: str | None, id: str) -> SpendOutcome:
-        from token_exchange.rules.limits import LimitRefused
-        from token_exchange.services import spending as llm
-
         name = model or self.ex.cfg.agents[agent].model_for(task)
         try:
             res = llm.spend(self.ex, agent, task, tokens, model=name, id=id)
@@ -463,11 +539,6 @@ class Spending:
                  description: str) -> PoolJob:
         """Create a pool, members join and chip in equal shares (under their own limits), the pool pays
         for the job if the shares cover it, then the pool is dissolved (unspent stakes refunded)."""
-        from token_exchange.errors import UserError as Refusal_
-        from token_exchange.rules.limits import LimitRefused
-        from token_exchange.services import pools
-        from token_exchange.services import spending as llm
-
         ex = self.ex
         name = id.lower()
         job = PoolJob(name, lead, model, tokens)
@@ -482,7 +553,7 @@ class Spending:
                 job.contributions[a] = c.txn.amount
             except LimitRefused as e:
                 job.refusals.append((a, refusal_outcome(e, model)))
-            except Refusal_ as e:  # pragma: no cover - e.g. below the pool minimum
+            except UserError as e:  # pragma: no cover - e.g. below the pool minimum
                 job.refusals.append((a, SpendOutcome(False, model, share, "other", str(e))))
         funded = sum(job.contributions.values())
         payers = [a for a in members if a in job.contributions]
@@ -506,36 +577,12 @@ class Spending:
 
 
 # --- the engine ------------------------------------------------------------------------------------
-def _poisson(rng: random.Random, lam: float) -> int:
-    if lam <= 0:
-        return 0
-    if lam > 30:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, p = math.exp(-lam), 0, 1.0
-    while True:
-        p *= rng.random()
-        if p <= limit:
-            return k
-        k += 1
-
-
-def _pick(rng: random.Random, items: tuple[tuple[Any, int], ...] | list[tuple[Any, int]]) -> Any:
-    total = sum(w for _, w in items)
-    r = rng.random() * total
-    for item, w in items:
-        r -= w
-        if r < 0:
-            return item
-    return items[-1][0]
-
-
-@dataclass(order=True)
-class _Event:
-    at: int                     # seconds since EPOCH
-    order: int
-    agent: str = field(compare=False)
-    what: str = field(compare=False)   # commit | session
-    n: int = field(compare=False, default=1)
+# Event kinds: a commit; a session's first request; a later request of a session; a part of a split job.
+COMMIT, SESSION, REQUEST, PART = 0, 1, 2, 3
+EPOCH_US = int(EPOCH.timestamp()) * 1_000_000
+PAUSE_FALLBACK = 3600  # seconds an agent waits after a window refusal the engine gives no time for
+POOL_NEIGHBOURHOOD = 50
+SPACING_TRIES = 20  # draws to find a session start ``session_gap`` away from the agent's others that day
 
 
 class Simulation:
@@ -584,17 +631,38 @@ class Simulation:
         (home / "config.toml").write_text(self.config_text, "utf-8")
         self.ex = ex = SimExchange(home, self.cfg, self.clock)
         self.spending = Spending(ex)
-        names = list(self.cfg.agents)
+        names = self.names = list(self.cfg.agents)
+        plans: dict[Strategy, _Plan] = {}
+        self.plans: list[_Plan] = []
+        for a in names:
+            s = strategy_for(a, self.templates.get(a))
+            if s not in plans:
+                plans[s] = _Plan(s)
+            self.plans.append(plans[s])
+        self.helpers = [i for i, p in enumerate(self.plans) if p.s.joins_pools]
         self.stats = {a: AgentStats() for a in names}
+        self.agent_stats = [self.stats[a] for a in names]
         self.hourly = [{"commits": 0, "requests": 0, "refusals": 0, "earned": 0, "spent": 0} for _ in range(24)]
         self.events: list[LimitEvent] = []
         self.event_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.pool_log: list[dict[str, Any]] = []
+        # Each agent's reaction to refusals: after an hourly/daily refusal it pauses its LLM work until the
+        # time the engine says capacity frees up; after a reserve/funds refusal until it has earned again.
+        self.paused_until = [0] * len(names)
+        self.broke = [False] * len(names)
+        # Events: (at, order, agent, what, data), bucketed by the hour they fall in; the playing hour's own
+        # additions go to a small heap.
+        self.queue: list[tuple[int, int, int, int, Any]] = []
+        self.buckets: dict[int, list[tuple[int, int, int, int, Any]]] = {}
+        self.hour = -1
+        self.order = 0
         try:
             with ex.ledger.locked():
                 ex.open_all()
                 for h in range(self.hours):
-                    self._hour(h, names)
+                    if h % 24 == 0:
+                        self._plan_day(h // 24)
+                    self._play_hour(h)
                     if self.progress:
                         self.progress(h + 1, self.hours)
                 result = self._result(names)
@@ -609,54 +677,107 @@ class Simulation:
         finally:
             ex.close()
 
-    # one simulated hour: draw every agent's activity, then play it in time order
-    def _hour(self, h: int, names: list[str]) -> None:
+    # --- drawing the activity ------------------------------------------------------------------------
+    def _push(self, at: int, agent: int, what: int, data: Any = None) -> None:
+        """Schedule an event: into the bucket of the hour it falls in, or, if that hour is playing, into
+        its small heap (so nothing ever sorts more than one hour of events)."""
+        self.order += 1
+        event = (at, self.order, agent, what, data)
+        hour = at // 3600
+        if hour <= self.hour:
+            heapq.heappush(self.queue, event)
+        else:
+            self.buckets.setdefault(hour, []).append(event)
+
+    def _plan_day(self, day: int) -> None:
+        """Every agent's commits and LLM sessions of one day, at times drawn from the hour profiles.
+
+        A session is planned as its first request and its length; each request schedules the next one
+        when it is done, so a session the limits stop costs nothing more."""
         rng = self.rng
-        hod = h % 24
-        cw = HOUR_COMMITS[hod] / (sum(HOUR_COMMITS) / 24) / 24
-        rw = HOUR_REQUESTS[hod] / (sum(HOUR_REQUESTS) / 24) / 24
-        base = h * 3600
-        events: list[_Event] = []
-        order = 0
-        for a in names:
-            st = strategy_for(a, self.templates.get(a))
-            for _ in range(_poisson(rng, st.commits_per_day * cw)):
-                order += 1
-                events.append(_Event(base + rng.randrange(3600), order, a, "commit"))
-            sessions = _poisson(rng, st.requests_per_day * rw / st.session)
-            for _ in range(sessions):
-                order += 1
-                n = 1 + _poisson(rng, st.session - 1)
-                events.append(_Event(base + rng.randrange(3600), order, a, "session", n))
-        events.sort()
-        for ev in events:
-            self.now = EPOCH + timedelta(seconds=ev.at)
-            if ev.what == "commit":
-                self._commit(ev.agent, hod)
+        base = day * 86400
+        commit_hour, request_hour = COMMIT_HOURS.pick, REQUEST_HOURS.pick
+        for i, plan in enumerate(self.plans):
+            s = plan.s
+            for _ in range(_count(rng, s.commits_per_day)):
+                self.order += 1
+                at = base + commit_hour(rng) * 3600 + rng.randrange(3600)
+                self.buckets.setdefault(at // 3600, []).append((at, self.order, i, COMMIT, None))
+            if self.broke[i]:  # out of funds (refused by reserve or balance) and nothing earned since
+                continue
+            lo, hi = s.session
+            starts: list[int] = []
+            for _ in range(_count(rng, s.sessions_per_day)):
+                at = request_hour(rng) * 3600 + rng.randrange(3600)
+                for _ in range(SPACING_TRIES if s.session_gap else 0):
+                    if all(abs(at - other) >= s.session_gap for other in starts):
+                        break
+                    at = request_hour(rng) * 3600 + rng.randrange(3600)
+                starts.append(at)
+                self._push(base + at, i, SESSION, rng.randint(lo, hi) - 1)
+
+    def _play_hour(self, hour: int) -> None:
+        """Play one hour's events in time order: its bucket, sorted, merged with what the hour itself adds."""
+        self.hour = hour
+        bucket = self.buckets.pop(hour, [])
+        bucket.sort()
+        queue = self.queue  # events scheduled during this hour for this hour (next requests, split parts)
+        i, n = 0, len(bucket)
+        while i < n or queue:
+            if queue and (i == n or queue[0] < bucket[i]):
+                at, _, agent, what, data = heapq.heappop(queue)
             else:
-                at = ev.at
-                for i in range(ev.n):
-                    self.now = EPOCH + timedelta(seconds=at)
-                    self._request(ev.agent, hod)
-                    at += rng.randrange(20, 240)
+                at, _, agent, what, data = bucket[i]
+                i += 1
+            self.now = EPOCH + timedelta(seconds=at)
+            if what == COMMIT:
+                self._commit(agent, at)
+            else:
+                self._request(agent, at, what, data)
 
-    def _commit(self, agent: str, hod: int) -> None:
+    # --- acting through the engine -------------------------------------------------------------------
+    def _commit(self, i: int, at: int) -> None:
         rng = self.rng
-        project = _pick(rng, PROJECTS)
-        group = _pick(rng, [(m, w) for m in MESSAGES for w in (m[1],)])
-        msg = rng.choice(group[2]).format(x=rng.choice(SUBJECTS))
+        agent = self.names[i]
+        plan = self.plans[i]
+        project = plan.projects.pick(rng)
+        msg = rng.choice(plan.messages.pick(rng))
         out = self.ex.commit(agent, project, msg, reward_id=self._id("c"))
-        self.stats[agent].commits += 1
-        self.hourly[hod]["commits"] += 1
-        self.hourly[hod]["earned"] += out.amount
+        self.agent_stats[i].commits += 1
+        row = self.hourly[at // 3600 % 24]
+        row["commits"] += 1
+        row["earned"] += out.amount
+        if out.amount > 0:
+            self.broke[i] = False
 
-    def _request(self, agent: str, hod: int) -> None:
+    def _request(self, i: int, at: int, what: int, data: Any) -> None:
+        """One LLM request (``data``: how many more the session holds, or a split part's (task, tokens)).
+
+        Refused by a window limit, the agent stops the session and pauses until the engine says capacity
+        frees up; a session due meanwhile starts then.  Refused by the reserve (or funds), it stops asking
+        until it has earned again."""
+        st = self.agent_stats[i]
+        more = 0 if what == PART else data
+        if self.broke[i]:
+            st.deferred += 1 + more
+            return
+        if at < self.paused_until[i]:
+            if what == SESSION:
+                self._push(self.paused_until[i], i, what, data)
+            else:
+                st.deferred += 1 + more
+            return
         rng = self.rng
-        strat = strategy_for(agent, self.templates.get(agent))
-        task = _pick(rng, [(t, t.weight) for t in strat.tasks])
-        lo, hi = task.large_tokens if task.large and rng.random() < task.large else (task.min_tokens, task.max_tokens)
-        tokens = rng.randrange(lo // 1000, hi // 1000 + 1) * 1000
-        st = self.stats[agent]
+        agent = self.names[i]
+        plan = self.plans[i]
+        if what != PART:
+            task: Task = plan.tasks.pick(rng)
+            lo, hi = task.large_tokens if task.large and rng.random() < task.large else (task.min_tokens,
+                                                                                         task.max_tokens)
+            tokens = rng.randrange(lo // 1000, hi // 1000 + 1) * 1000
+        else:
+            task, tokens = data
+        hod = at // 3600 % 24
         st.requests += 1
         self.hourly[hod]["requests"] += 1
         res = self.spending.llm(agent, task.task, tokens, task.model, self._id("r"))
@@ -668,31 +789,54 @@ class Simulation:
             row[2] += res.cost
             self.hourly[hod]["spent"] += res.cost
             self._track_min(agent)
-            return
-        self._refused(agent, res, tokens, hod)
-        if res.kind == "burst" and strat.pool_on_burst and rng.random() < strat.pool_on_burst:
-            self._pool_job(agent, res.model, tokens, hod)
+        else:
+            self._refused(agent, res, tokens, hod)
+            if res.kind in ("hourly", "daily"):
+                until = (res.frees_at_us - EPOCH_US + 999_999) // 1_000_000 if res.frees_at_us \
+                    else at + PAUSE_FALLBACK
+                self.paused_until[i] = max(until, at + 1)
+                st.deferred += more  # the rest of this session is dropped; later sessions wait for the window
+                return
+            if res.kind in ("reserve", "balance"):
+                self.broke[i] = True
+                st.deferred += more
+                return
+            if res.kind == "burst" and what != PART:
+                s = plan.s
+                if s.pool_on_burst and rng.random() < s.pool_on_burst:
+                    self._pool_job(i, res.model, tokens, hod)
+                elif s.split_on_burst and res.cap > 0:
+                    parts = -(-res.cost // res.cap)
+                    t = at
+                    for k in range(parts):
+                        t += rng.randrange(60, 180)
+                        self._push(t, i, PART, (task, tokens // parts + (k < tokens % parts)))
+        if more:
+            self._push(at + rng.randrange(60, 300), i, REQUEST, more - 1)
 
     def _refused(self, agent: str, res: Any, tokens: int, hod: int, pool: str = "") -> None:
         self.stats[agent].refusals[res.kind] += 1
         self.event_counts[agent][res.kind] += 1
         self.hourly[hod]["refusals"] += 1
-        self.events.append(LimitEvent(self.now, agent, res.kind, res.message, res.model, tokens, res.cost, pool))
+        if len(self.events) <= EVENTS_KEPT:  # the result shows the first EVENTS_KEPT (and says if there were more)
+            self.events.append(LimitEvent(self.now, agent, res.kind, res.message, res.model, tokens, res.cost,
+                                          pool))
 
-    def _pool_job(self, lead: str, model: str, tokens: int, hod: int) -> None:
+    def _pool_job(self, lead: int, model: str, tokens: int, hod: int) -> None:
         """An expensive job no single agent may afford: the lead and 2-3 teammates pool for it."""
         rng = self.rng
-        helpers = [a for a in self.cfg.agents if a != lead
-                   and strategy_for(a, self.templates.get(a)).joins_pools]
+        helpers = self.helpers
+        if len(helpers) > POOL_NEIGHBOURHOOD:  # big runs: pick from a neighbourhood, not the whole population
+            start = rng.randrange(len(helpers))
+            helpers = helpers[start:start + POOL_NEIGHBOURHOOD]
+        helpers = [h for h in helpers if h != lead]
         if not helpers:
             return
-        if len(helpers) > 50:  # big runs: pick from a neighbourhood, not the whole population
-            start = rng.randrange(len(helpers))
-            helpers = helpers[start:start + 50]
-        members = [lead, *rng.sample(helpers, min(len(helpers), rng.choice((2, 3))))]
-        job = self.spending.pool_job(self._id("pool"), lead, members, model, tokens,
-                                     f"opus job for {lead}: {rng.choice(SUBJECTS)} design review")
-        self.stats[lead].pool_jobs += 1
+        name = self.names[lead]
+        members = [name, *(self.names[h] for h in rng.sample(helpers, min(len(helpers), rng.choice((2, 3)))))]
+        job = self.spending.pool_job(self._id("pool"), name, members, model, tokens,
+                                     f"opus job for {name}: {rng.choice(SUBJECTS)} design review")
+        self.stats[name].pool_jobs += 1
         for a, amount in job.contributions.items():
             if amount:
                 self.stats[a].pool_contributions += 1
@@ -726,3 +870,34 @@ class Simulation:
 def simulate(hours: int = 24, seed: int = 1, agents: int | None = None, config: Path | None = None,
              out: Path | None = None, progress: Callable[[int, int], None] | None = None) -> SimResult:
     return Simulation(hours, seed, agents, config, out, progress).run()
+
+
+def _median(values: Sequence[int]) -> int:
+    """The median of whole numbers, as a whole number (the lower unit when it falls between two)."""
+    s = sorted(values)
+    n = len(s)
+    return (s[(n - 1) // 2] + s[n // 2]) // 2
+
+
+def calibration(runs: Sequence[SimResult]) -> dict[str, Any]:
+    """Runs of the seed's setting (24 h, six agents) against the seed's figures: each agent's median earned,
+    spent (LLM spend plus net pool stakes, as the seed's Final = Start + Earned - Spent) and final balance,
+    in units; how many runs show each of the seed's findings; the median commits and requests per band."""
+    agents: dict[str, dict[str, int]] = {}
+    for a in SEED_TABLE:
+        rows = [r.balances[a] for r in runs if a in r.balances]
+        if rows:
+            agents[a] = {"earned": _median([b["earned"] for b in rows]),
+                         "spent": _median([b["spent"] + b["pooled"] for b in rows]),
+                         "final": _median([b["final"] for b in rows])}
+    tally = {k: 0 for k in FINDINGS}
+    bands: dict[str, list[list[int]]] = {label: [[], []] for label, _, _ in BANDS}
+    for r in runs:
+        f = r.findings()
+        for k in FINDINGS:
+            tally[k] += bool(f[k])
+        for b in r.bands():
+            bands[b["hours"]][0].append(b["commits"])
+            bands[b["hours"]][1].append(b["requests"])
+    return {"runs": len(runs), "agents": agents, "findings": tally,
+            "bands": {k: {"commits": _median(c), "requests": _median(q)} for k, (c, q) in bands.items()}}
