@@ -246,6 +246,21 @@ def test_close_pays_assignee_once_and_records_project(beads_repo, txbd):
     assert shown["status"] == "closed" and shown["close_reason"] == "fixed rounding"
 
 
+def test_issue_caps_cut_a_close_to_what_the_window_leaves(beads_repo, txbd):
+    """[caps] issues: one batch of closes sees its own earlier awards; the next close in the window pays 0."""
+    cfg = beads_repo / ".exchange" / "config.toml"
+    cfg.write_text(cfg.read_text().replace("\n[caps]\n", "\n[caps]\nissues = { daily = 500 }\n", 1))
+    r = txbd("close", "tx-b71c", "tx-a3f8.1", "--json")  # builder: a P2 bug (450), then a P2 task (300)
+    assert r.code == 0, r.err
+    paid = {c["id"]: c["amount"] for c in r.json()["closed"]}
+    assert paid == {"tx-b71c": 450, "tx-a3f8.1": 50}
+    assert balance(beads_repo, "builder") == 10500
+    cut = next(t for t in ledger_txns(beads_repo) if t["id"] == "issue:tx-a3f8.1")
+    assert "daily issues cap 500" in cut["breakdown"]["cap"]
+    preview = txbd("preview", "tx-a3f8", "--json")  # claude's cap is untouched by builder's awards
+    assert preview.code == 0 and preview.json()["reward"] == 500, preview.err  # a P1 epic: 500 x 1.0
+
+
 def test_reclose_reopen_sync_and_priority_change_pay_once(beads_repo, txbd):
     assert txbd("close", "tx-b71c").code == 0
     again = txbd("close", "tx-b71c", "--json")  # bd re-closes an already closed issue successfully

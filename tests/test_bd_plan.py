@@ -42,6 +42,9 @@ class Ledger:
     def issue_payments(self, issue_id: str) -> Sequence[IssuePayment]:
         return self.payments.get(issue_id, [])
 
+    def earned(self, agent: str, source: str, since_us: int) -> int:
+        return 0  # no [caps] in these tests (tests/test_caps.py covers them)
+
     def apply(self, p: IssuePlan) -> None:
         got = self.payments.setdefault(p.facts.id, [])
         if p.action == "pay":

@@ -248,3 +248,26 @@ def test_hostile_ids_and_accounts_refused() -> None:
         make_txn("ok", "award", REWARDS, "../../x", 1)
     with pytest.raises(UserError):
         make_txn("ok", "award", REWARDS, "zero", -1)
+
+
+def test_doctor_finds_an_overdraft_at_an_instant_but_not_the_order_within_one() -> None:
+    """Balances are proved at every instant: a hold settled in the microsecond it was made may be read
+    back settle-first (a union-merged journal keeps no order within an instant); a real overdraft is
+    found, naming the transaction; a clawback may leave a debt."""
+    from token_exchange.ledger.doctor import Report, fold
+    from token_exchange.ledger.txn import make_txn
+
+    t1, t2 = "2026-01-01T12:00:00.000000Z", "2026-01-01T12:00:01.000000Z"
+    opened = make_txn("open:claude", "open", "world:genesis", "claude", 100, ts=t1)
+    hold = make_txn("llm:r1", "hold", "claude", "hold:r1", 80, ts=t2)
+    settle = make_txn("llm:r1:settle", "spend", "hold:r1", "world:llm", 80, ts=t2)
+    ok = Report()
+    fold([opened, settle, hold], ok)  # settle-first within t2: hold:r1 is never negative at an instant
+    assert ok.ok, ok.problems
+    bad = Report()
+    over = make_txn("llm:s1", "spend", "claude", "world:llm", 150, ts=t2)
+    fold([opened, over], bad)
+    assert bad.problems == ["transaction 1 (llm:s1): claude goes negative (-0.005)"]
+    debt = Report()
+    fold([opened, over._replace(id="clawback:x:claude", kind="clawback", payee="world:rewards")], debt)
+    assert debt.ok, debt.problems

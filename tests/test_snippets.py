@@ -100,6 +100,7 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("docs/api.md", "# config.yaml"): "test_litellm_hook_and_its_proxy_config",
     ("docs/postgres.md", "pip install 'token-exchange[postgres]'"): "test_postgres_setup",
     ("docs/postgres.md", "tx migrate --to postgres"): "test_synopses",
+    ("docs/DEVELOPING.md", "cli/ (typer"): "test_developing_layers_name_real_packages",
 }
 
 
@@ -477,3 +478,14 @@ def test_postgres_setup(tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPa
 
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema.name}" CASCADE')
+
+
+# --- docs/DEVELOPING.md -----------------------------------------------------------------------------
+def test_developing_layers_name_real_packages() -> None:
+    """The layer diagram names packages and modules that exist (tests/test_layout.py checks the arrows)."""
+    text = snippet("docs/DEVELOPING.md", "cli/ (typer").text
+    names = re.findall(r"([a-z_]+)(/|\.py)", text)
+    assert len(names) >= 12
+    for name, kind in names:
+        path = ROOT / "token_exchange" / (name + (".py" if kind == ".py" else ""))
+        assert path.exists(), f"docs/DEVELOPING.md names {name}{kind}, which is not in token_exchange/"

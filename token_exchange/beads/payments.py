@@ -25,11 +25,14 @@ from token_exchange.errors import UserError
 from token_exchange.ledger.protocols import Index
 from token_exchange.ledger.txn import REWARDS, Txn, make_txn
 from token_exchange.rules.engine import (
+    FOREVER_US,
     ISSUE_REF,
     REVERSAL_PREFIX,
+    SOURCE_KINDS,
     IssuePayee,
     IssuePayment,
     IssuePlan,
+    issue_time_us,
     plan_issue,
 )
 from token_exchange.rules.rewards import match_contract
@@ -54,10 +57,25 @@ def _cycle(payment_id: str) -> int:
 
 
 class PaidIssues:
-    """The engine's read-only view of the issue payments in a ledger index (``IssueLedgerView``)."""
+    """The engine's read-only view of the issue payments in a ledger index (``IssueLedgerView``), plus
+    what a batch being planned has already awarded (so the ``[caps]`` see earlier issues of the batch)."""
 
-    def __init__(self, by_issue: dict[str, list[IssuePayment]]) -> None:
+    def __init__(self, by_issue: dict[str, list[IssuePayment]], idx: Index | None = None) -> None:
         self.by_issue = by_issue
+        self.idx = idx
+        self.planned: list[tuple[str, int, Units]] = []  # (agent, time_us, amount) planned in this batch
+
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
+        kinds = SOURCE_KINDS.get(source, ())
+        total = self.idx.window_sum(agent, kinds, since_us, FOREVER_US) if self.idx is not None and kinds else 0
+        if source == "issues":
+            total += sum(a for who, t, a in self.planned if who == agent and t >= since_us)
+        return total
+
+    def add_planned(self, p: IssuePlan) -> None:
+        """Count a planned award towards its agent's caps for the rest of the batch."""
+        if p.action == "pay" and p.payee.agent is not None:
+            self.planned.append((p.payee.agent, issue_time_us(p.facts), p.amount))
 
     @classmethod
     def load(cls, idx: Index) -> PaidIssues:
@@ -74,7 +92,7 @@ class PaidIssues:
                         p._replace(reversed_by=reversed_ids.get(t.id, "")))
         for payments in found.values():
             payments.sort(key=lambda p: _cycle(p.id))
-        return cls(found)
+        return cls(found, idx)
 
     @classmethod
     def of(cls, idx: Index, issue_ids: Sequence[str]) -> PaidIssues:
@@ -90,7 +108,7 @@ class PaidIssues:
                     payments.append(_payment(t)._replace(reversed_by=rev.id if rev is not None else ""))
             if payments:
                 found[issue_id] = sorted(payments, key=lambda p: _cycle(p.id))
-        return cls(found)
+        return cls(found, idx)
 
     def issue_payments(self, issue_id: str) -> list[IssuePayment]:
         return self.by_issue.get(issue_id, [])
@@ -205,7 +223,9 @@ def apply(ex: Any, items: Sequence[tuple[Issue, IssuePayee]], project: str, via:
             if issue.id in seen:
                 continue
             seen.add(issue.id)
-            planned.append((issue, plan(ex.cfg, issue, payee, view, project)))
+            p = plan(ex.cfg, issue, payee, view, project)
+            view.add_planned(p)
+            planned.append((issue, p))
         txns: list[Txn] = []
         pending: list[tuple[int, int]] = []  # (outcome index, txn index)
         taken: dict[str, Units] = {}

@@ -13,7 +13,7 @@ from token_exchange.cli.common import Json
 from token_exchange.errors import UserError
 from token_exchange.hooks.install import HOOK_TYPES, install, status, uninstall
 
-hooks_app = typer.Typer(help="Install the plain git hooks (commit-msg, post-commit) without pre-commit.",
+hooks_app = typer.Typer(help="Install the plain git hooks (commit-msg, post-commit, post-rewrite) without pre-commit.",
                         no_args_is_help=True)
 Types = Annotated[Optional[list[str]], typer.Option("--hook-type", help=f"One of {', '.join(HOOK_TYPES)} "
                                                     "(repeatable; default all).")]

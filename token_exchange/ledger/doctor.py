@@ -47,17 +47,32 @@ class Report:
 
 
 def fold(txns: list[Txn], report: Report) -> dict[str, int]:
-    """Replay in order (each id once); returns account balances and records every broken invariant."""
+    """Replay in order (each id once); returns account balances and records every broken invariant.
+
+    Balances are checked at every instant, after all the transactions dated at it: records of one
+    instant have no order a union-merged journal (git notes) keeps, so a hold and its settlement
+    written in the same microsecond may come back either way round."""
     balances: dict[str, int] = {}
     seen: set[str] = set()
+    overdrawn: dict[str, tuple[int, Txn]] = {}  # account -> the first transaction of this instant that overdrew it
+
+    def close_instant() -> None:
+        for account, (n, t) in overdrawn.items():
+            if balances[account] < 0:
+                report.problems.append(f"transaction {n} ({t.id}): {account} goes negative ({fmt(balances[account])})")
+        overdrawn.clear()
+
     for n, t in enumerate(txns):
         if t.id in seen:
             continue
+        if n and t.ts != txns[n - 1].ts:
+            close_instant()
         seen.add(t.id)
         balances[t.payer] = balances.get(t.payer, 0) - t.amount
         balances[t.payee] = balances.get(t.payee, 0) + t.amount
         if not t.payer.startswith("world:") and balances[t.payer] < 0 and t.kind not in DEBT_KINDS:
-            report.problems.append(f"transaction {n} ({t.id}): {t.payer} goes negative ({fmt(balances[t.payer])})")
+            overdrawn.setdefault(t.payer, (n, t))
+    close_instant()
     if sum(balances.values()) != 0:
         report.problems.append("debits do not equal credits")
     return balances

@@ -24,6 +24,8 @@ from token_exchange.rules.rewards import CommitReward, IssueReward, commit_rewar
 
 PREFIX = "token-exchange"
 COMMIT_REF = "commit:"
+SOURCE_KINDS = {"commits": ("earn",), "issues": ("award",)}  # the ledger kinds each ``[caps]`` source counts
+FOREVER_US = 2**62  # "no upper bound" for a window sum
 
 
 class CommitFacts(NamedTuple):
@@ -308,6 +310,10 @@ class IssueLedgerView(Protocol):
         """Every payment of the issue, oldest first, each with its reversal if it has one."""
         ...
 
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
+        """What ``agent`` earned from ``source`` at or after ``since_us`` (the ``[caps]`` windows)."""
+        ...
+
 
 class IssuePlan(NamedTuple):
     """What the ledger should do about one issue as it is now, decided before anything is written.
@@ -327,6 +333,7 @@ class IssuePlan(NamedTuple):
     amount: Units = 0
     standing: IssuePayment | None = None
     reasons: tuple[str, ...] = ()
+    cut: str = ""  # why a cap cut the award ("" when it was not cut)
 
     @property
     def breakdown(self) -> dict[str, str]:
@@ -334,16 +341,20 @@ class IssuePlan(NamedTuple):
         if self.reward is None:
             return {}
         r = self.reward
-        return {"priority": r.priority, "priority_tokens": str(r.base), "issue_type": r.issue_type,
-                "multiplier": str(r.multiplier), "multiplier_from": r.multiplier_from, "payee_from": self.payee.source}
+        out = {"priority": r.priority, "priority_tokens": str(r.base), "issue_type": r.issue_type,
+               "multiplier": str(r.multiplier), "multiplier_from": r.multiplier_from, "payee_from": self.payee.source}
+        if self.cut:
+            out["cap"] = self.cut
+        return out
 
     def describe(self) -> str:
         """One line: what happens and why."""
         i = self.facts.id
         if self.action == "pay":
             assert self.reward is not None
+            cut = f"; {self.cut}" if self.cut else ""
             return (f"{i}: paid {fmt(self.amount)} tokens to {self.payee.agent} ({self.reward.reason};"
-                    f" payee from {self.payee.source})")
+                    f" payee from {self.payee.source}{cut})")
         return f"{i}: " + "; ".join(self.reasons)
 
 
@@ -418,5 +429,14 @@ def plan_issue(cfg: Config, facts: IssueFacts, payee: IssuePayee, view: IssueLed
                                        f" reversed ({last.reversed_by}); only a later close pays again"),))
     if payee.agent is None:
         return IssuePlan(facts, payee, "unpaid", reward, reasons=(f"nobody to pay ({payee.detail})",))
+    amount, cut = cap_amount(cfg, payee.agent, "issues", reward.amount, view, issue_time_us(facts))
+    reasons = (reward.reason, f"payee from {payee.source} {payee.detail}", *((cut,) if cut else ()))
     return IssuePlan(facts, payee, "pay", reward, txn_id=issue_payment_id(facts.id, len(payments) + 1),
-                     amount=reward.amount, reasons=(reward.reason, f"payee from {payee.source} {payee.detail}"))
+                     amount=amount, reasons=reasons, cut=cut)
+
+
+def issue_time_us(facts: IssueFacts) -> int:
+    """The moment a close is priced at for the ``[caps]`` windows: bd's ``closed_at``, else ``updated_at``.
+    Without either, 0: the windows then reach back over everything earned (never more than a cap allows)."""
+    when = instant(facts.closed_at) or instant(facts.updated_at)
+    return when[0] * 1_000_000 + when[1] // 1000 if when else 0

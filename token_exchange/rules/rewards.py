@@ -35,28 +35,30 @@ def clean_message(text: str, comment_char: str = "#") -> str:
 
 
 @lru_cache(maxsize=64)
-def _keywords(bonuses: tuple[BonusGroup, ...]) -> tuple[tuple[tuple[str, re.Pattern[str]], ...], ...]:
-    """Per group, each keyword with its own whole-word, case-insensitive pattern (escaped: a literal, so
-    linear to search); once per set of bonus groups."""
-    return tuple(tuple((k, re.compile(r"\b" + re.escape(k) + r"\b", re.IGNORECASE)) for k in g.keywords)
-                 for g in bonuses)
+def _keywords(bonuses: tuple[BonusGroup, ...]) -> tuple[tuple[BonusGroup, re.Pattern[str]], ...]:
+    """Each group with one whole-word, case-insensitive pattern for its keywords, highest multiplier first
+    (ties in listed order); once per set of bonus groups.  The keywords are escaped literals (linear to
+    search) in sorted order, so a search finds the leftmost keyword and, of those starting there, the
+    smallest.  One pattern per group, not one for all: a match can hide an overlapping keyword of
+    another group ("hot-fix" hides "fix"), never one of its own group's (any match of a group counts)."""
+    order = sorted(range(len(bonuses)), key=lambda i: (-bonuses[i].multiplier, i))
+    return tuple((bonuses[i], re.compile(r"\b(?:" + "|".join(re.escape(k) for k in sorted(bonuses[i].keywords))
+                                         + r")\b", re.IGNORECASE)) for i in order if bonuses[i].keywords)
 
 
 def keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusGroup | None, str]:
     """The matching bonus group with the highest multiplier (no compounding) and its keyword.
 
-    Every keyword is searched on its own, so overlapping keywords ("hot-fix" and "fix") all count.  Ties
-    go to the group listed first; the keyword shown is that group's keyword found first in the message.
-    """
+    Groups are tried highest multiplier first, so the first group with a whole-word keyword in the
+    message is the answer; ties go to the group listed first.  The keyword shown is that group's
+    keyword found first in the message (the smallest of those starting at the same place)."""
     text = message[:MAX_MESSAGE]
-    best: tuple[BonusGroup, str] | None = None
-    for group, patterns in zip(bonuses, _keywords(bonuses), strict=True):
-        if best is not None and group.multiplier <= best[0].multiplier:
-            continue
-        found = [(m.start(), k) for k, p in patterns if (m := p.search(text))]
-        if found:
-            best = (group, min(found)[1])
-    return best if best is not None else (None, "")
+    for group, pattern in _keywords(bonuses):
+        m = pattern.search(text)
+        if m:
+            word = m.group(0).casefold()
+            return group, next((k for k in sorted(group.keywords) if k.casefold() == word), m.group(0))
+    return None, ""
 
 
 def match_contract(contracts: tuple[Contract, ...], project: str) -> Contract:

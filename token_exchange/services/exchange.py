@@ -22,7 +22,15 @@ from token_exchange.ledger.protocols import Index
 from token_exchange.ledger.txn import GENESIS, REWARDS, Appended, Balance, Txn, make_txn, ts_micros
 from token_exchange.rules import config as config_mod
 from token_exchange.rules.config import Config
-from token_exchange.rules.engine import COMMIT_REF, CommitFacts, CommitPlan, Payment, plan_commit
+from token_exchange.rules.engine import (
+    COMMIT_REF,
+    FOREVER_US,
+    SOURCE_KINDS,
+    CommitFacts,
+    CommitPlan,
+    Payment,
+    plan_commit,
+)
 from token_exchange.services.home import find_home
 
 LINKS = "world:links"
@@ -35,8 +43,6 @@ HOME_GITIGNORE = """# token-exchange: only config.toml is tracked; the ledger is
 
 
 # Which kinds of transaction count as earned from each source, for the [caps] windows.
-SOURCE_KINDS = {"commits": ("earn",), "issues": ("award",)}
-FOREVER_US = 2**62
 
 
 class IndexView:
