@@ -8,7 +8,7 @@ index rebuilt from the journal alone, a consistent ``tx doctor`` — holds for e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def test_every_backend_is_covered() -> None:
 
 
 @pytest.fixture(params=sorted(CASES))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Exchange, Clock]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Exchange, Clock]]:
     clock = Clock(T0)
     ex = open_backend(request.param, request, tmp_path, clock)
     yield request.param, ex, clock

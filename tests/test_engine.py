@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_report_equals_hooks import config_text, config_spec
+from tests.test_report_equals_hooks import config_spec, config_text
 from token_exchange.amounts import SCALE
 from token_exchange.rules import config as config_mod
 from token_exchange.rules.engine import (
@@ -76,19 +76,19 @@ def test_every_plan_keeps_the_invariants(spec: dict[str, object], commits: list[
         uncut = [s.uncut if s.cut else s.amount for s in plan.shares]
         assert max(uncut) - min(uncut) <= 1  # equal shares, to the unit (largest remainder)
         assert all(0 <= s.amount <= (s.uncut if s.cut else s.amount) for s in plan.shares)  # caps only cut
-        contract = match_contract(cfg.contracts, f.project)
-        left = max(contract.budget - view.contract_paid(contract.name), 0) if contract.budget is not None else None
+        terms = match_contract(cfg.contracts, f.project)
+        left = max(terms.budget - view.contract_paid(terms.name), 0) if terms.budget is not None else None
         if plan.status == "excluded":
             assert plan.reward.amount == 0
         else:
-            gross = Decimal(cfg.agent(plan.agents[0]).base_rate) * contract.multiplier * plan.reward.bonus
+            gross = Decimal(cfg.agent(plan.agents[0]).base_rate) * terms.multiplier * plan.reward.bonus
             exact = int((gross * SCALE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
             assert plan.reward.amount == (exact if left is None else min(exact, left))  # never past the budget
         view.apply(plan)
         paid_changes[change] = plan.amount
-    for c in cfg.contracts:  # a budget is never exceeded over the whole sequence
-        if c.budget is not None:
-            assert view.contract_paid(c.name) <= c.budget
+    for k in cfg.contracts:  # a budget is never exceeded over the whole sequence
+        if k.budget is not None:
+            assert view.contract_paid(k.name) <= k.budget
 
 
 class OnePayment:

@@ -3,6 +3,7 @@ import, doctor, status."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -212,13 +213,15 @@ def export(format: Annotated[str, typer.Option("--format", help="csv or json.")]
            since: Annotated[Optional[str], typer.Option(help="Only transactions at or after this ISO time.")] = None,
            as_json: Json = False) -> None:
     """Export every transaction (CSV or JSON) to stdout."""
-    from token_exchange.ledger.transfer import export_ledger
+    from token_exchange.services import export as exporting
 
     if format not in ("csv", "json"):
         raise UserError(f"--format must be csv or json, not {format[:20]!r}")
-    if as_json:
-        format = "json"
-    export_ledger(exchange(), format, since)
+    txns = exporting.exported(exchange(), since)
+    if as_json or format == "json":
+        out.emit_json(exporting.export_json(txns))
+    else:
+        exporting.write_csv(txns, sys.stdout)
 
 
 @commands.command("import")
@@ -228,7 +231,7 @@ def import_(file: Annotated[Path, typer.Argument(help="A JSON or CSV export of `
                                   ] = False,
             as_json: Json = False) -> None:
     """Import transactions from a JSON or CSV export; idempotent by id; refuses what does not verify."""
-    from token_exchange.ledger.transfer import import_ledger
+    from token_exchange.services.export import import_ledger
 
     r = import_ledger(exchange(), file, allow_unverified=unverified)
     if as_json:

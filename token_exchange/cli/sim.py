@@ -8,11 +8,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from token_exchange.cli import output as out
 from token_exchange.amounts import fmt
+from token_exchange.cli import output as out
+from token_exchange.cli.common import Json  # noqa: E402
 from token_exchange.errors import UserError
 
-from token_exchange.cli.common import Json  # noqa: E402
 TABLE_AGENTS = 30
 # What to do after the demo: the exchange in a real repository.  Every line is a real command (run by
 # tests/test_sim_next.py in a fresh git repository, in this order); "#" starts a comment.
@@ -188,8 +188,8 @@ def register(app: typer.Typer) -> None:
                   seed: Annotated[int, typer.Option(help="With --simulate: random seed.")] = 1,
                   as_json: Json = False) -> None:
         """Write one self-contained HTML page (inline SVG, no scripts, no network) about a ledger."""
-        from token_exchange.viz.dashboard import collect, render_html
         from token_exchange.storage import atomic_write
+        from token_exchange.viz.dashboard import collect, render_html
 
         if out_file.parent and not out_file.parent.exists():
             raise UserError(f"directory {out_file.parent} does not exist")
@@ -229,8 +229,8 @@ def _hourly_html(data: dict[str, Any]) -> str:
 
 def _ledger_limits(ex: Any, agents: list[str]) -> dict[str, Any]:
     """Refusals are not transactions, so for a real ledger show each agent's limit usage now."""
-    from token_exchange.rules import limits as limits_mod
     from token_exchange.amounts import fmt
+    from token_exchange.rules import limits as limits_mod
 
     idx = ex.ledger.fresh()
     now = limits_mod.micros(ex.clock())

@@ -129,8 +129,9 @@ class MemoryIndex:
 
     def balance(self, agent: str) -> Balance:
         kinds = {k: v[0] for k, v in self._stats.get(agent, {}).items()}
-        taken_back = sum(t.amount for t in self._by_agent.get(agent, ()) if t.kind == "reversal" and
-                         t.payer == agent and t.breakdown.get("original_kind") in EARN_KINDS) if "reversal" in kinds else 0
+        taken_back = sum(t.amount for t in self._by_agent.get(agent, ())
+                         if t.kind == "reversal" and t.payer == agent and t.breakdown.get("original_kind") in EARN_KINDS
+                         ) if "reversal" in kinds else 0
         return Balance(agent, self.account(agent), sum(kinds.get(k, 0) for k in EARN_KINDS) - taken_back,
                        sum(kinds.get(k, 0) for k in SPEND_KINDS), kinds, dict(self._projects.get(agent, {})))
 

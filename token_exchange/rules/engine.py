@@ -52,7 +52,15 @@ class Payment(NamedTuple):
     ts_us: int = 0  # when it was recorded (micros since the epoch)
 
 
-class LedgerView(Protocol):
+class Earnings(Protocol):
+    """What an agent has earned, for the ``[caps]`` windows (every ledger view has it)."""
+
+    def earned(self, agent: str, source: str, since_us: int) -> Units:
+        """What ``agent`` earned from ``source`` (``commits`` or ``issues``) at or after ``since_us``."""
+        ...
+
+
+class LedgerView(Earnings, Protocol):
     """The read-only ledger facts a plan depends on."""
 
     def payments(self, ids: Sequence[str]) -> list[Payment]:
@@ -61,10 +69,6 @@ class LedgerView(Protocol):
 
     def contract_paid(self, contract: str) -> Units:
         """Everything ever paid under ``contract`` (its budget is what is left)."""
-        ...
-
-    def earned(self, agent: str, source: str, since_us: int) -> Units:
-        """What ``agent`` earned from ``source`` (``commits`` or ``issues``) at or after ``since_us``."""
         ...
 
 
@@ -185,7 +189,7 @@ def plan_commit(cfg: Config, facts: CommitFacts, view: LedgerView) -> CommitPlan
     return CommitPlan(facts, agents, reward, tuple(shares))
 
 
-def cap_amount(cfg: Config, agent: str, source: str, amount: Units, view: LedgerView,
+def cap_amount(cfg: Config, agent: str, source: str, amount: Units, view: Earnings,
                time_us: int) -> tuple[Units, str]:
     """``amount`` cut to what ``agent``'s ``[caps]`` for ``source`` leave in the windows ending at ``time_us``,
     and why ("" when nothing was cut).  Issue awards call this with ``source="issues"``."""
@@ -303,15 +307,11 @@ class IssuePayment(NamedTuple):
     reversed_by: str = ""  # the reversal's id; "" while the payment stands
 
 
-class IssueLedgerView(Protocol):
+class IssueLedgerView(Earnings, Protocol):
     """The read-only ledger facts an issue plan depends on."""
 
     def issue_payments(self, issue_id: str) -> Sequence[IssuePayment]:
         """Every payment of the issue, oldest first, each with its reversal if it has one."""
-        ...
-
-    def earned(self, agent: str, source: str, since_us: int) -> Units:
-        """What ``agent`` earned from ``source`` at or after ``since_us`` (the ``[caps]`` windows)."""
         ...
 
 

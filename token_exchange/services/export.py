@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from token_exchange.amounts import fmt, to_decimal
 from token_exchange.errors import UserError
@@ -28,25 +27,30 @@ CSV_FIELDS = ["id", "ts", "kind", "agent", "payer", "payee", "amount", "project"
 MAX_IMPORT_BYTES = 2 * 1024**3
 
 
-def export_ledger(ex: Exchange, format: str, since: str | None) -> None:
-    from token_exchange.cli.output import dumps
-
+def exported(ex: Exchange, since: str | None) -> list[Txn]:
+    """Every transaction (at or after ``since``, an ISO 8601 time), oldest first."""
     floor = None
     if since:
         try:
             floor = ts_micros(since if ("+" in since or since.endswith("Z")) else since + "+00:00")
         except ValueError:
             raise UserError(f"--since {since[:40]!r} is not an ISO 8601 time") from None
-    txns = [t for t in ex.ledger.fresh().iter_txns() if floor is None or ts_micros(t.ts) >= floor]
-    if format == "json":
-        rows = []
-        for t in txns:
-            d = t.to_json()
-            d["amount"] = to_decimal(t.amount)
-            rows.append(d)
-        sys.stdout.write(dumps({"transactions": rows}) + "\n")
-        return
-    w = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, lineterminator="\n")
+    return [t for t in ex.ledger.fresh().iter_txns() if floor is None or ts_micros(t.ts) >= floor]
+
+
+def export_json(txns: list[Txn]) -> dict[str, Any]:
+    """The JSON export: every field, amounts as exact Decimal tokens."""
+    rows = []
+    for t in txns:
+        d = t.to_json()
+        d["amount"] = to_decimal(t.amount)
+        rows.append(d)
+    return {"transactions": rows}
+
+
+def write_csv(txns: list[Txn], out: IO[str]) -> None:
+    """The CSV export (``source`` and ``breakdown`` as JSON text)."""
+    w = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
     for t in txns:
         w.writerow({"id": t.id, "ts": t.ts, "kind": t.kind, "agent": t.agent, "payer": t.payer, "payee": t.payee,
