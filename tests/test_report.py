@@ -15,6 +15,7 @@ from token_exchange.errors import UserError
 from token_exchange.report import build as rep
 from token_exchange.report import range as history
 from token_exchange.report import render
+from token_exchange.services import revision
 
 CONFIG = """\
 [exchange]
@@ -536,13 +537,13 @@ def test_config_texts_read_in_one_batch(tmp_path: Path) -> None:
     repo = make_pr(tmp_path)
     commit(repo, "docs: a directory where a config path could point", CLAUDE, "conf/x.toml")
     base, head = (git(repo, "rev-parse", r).strip() for r in ("main", "feature"))
-    texts = history.config_texts_at(repo, [base, head, head], ".exchange/config.toml")
+    texts = revision.config_texts_at(repo, [base, head, head], ".exchange/config.toml")
     assert texts[0] == texts[1] == texts[2] == (repo / ".exchange" / "config.toml").read_text()
-    assert history.config_texts_at(repo, [base, head], "conf") == [None, None]  # a tree: not a config
-    assert history.config_texts_at(repo, [head, base], "conf/x.toml") == [
+    assert revision.config_texts_at(repo, [base, head], "conf") == [None, None]  # a tree: not a config
+    assert revision.config_texts_at(repo, [head, base], "conf/x.toml") == [
         "docs: a directory where a config path could point\n", None]
     with pytest.raises(UserError):
-        history.config_texts_at(repo, [head], "a\nb")
+        revision.config_texts_at(repo, [head], "a\nb")
     r = tx("report", "--base", "main", "--head", "feature", "--config-path", "conf", "--json", cwd=repo)
     assert r.code == 0 and "built-in defaults" in json.loads(r.out)["rules"]
 

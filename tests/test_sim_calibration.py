@@ -18,7 +18,7 @@ SEEDS = range(1, 21)
 
 
 @pytest.fixture(scope="module")
-def cal() -> dict:  # type: ignore[type-arg]
+def cal() -> dict:
     return calibration([simulate(hours=24, seed=s) for s in SEEDS])
 
 
@@ -28,7 +28,7 @@ def within(value: int, target_tokens: int, share: float, floor_tokens: int = 0) 
 
 
 @pytest.mark.parametrize("agent", list(SEED_TABLE))
-def test_median_balances_match_the_seed_table(cal: dict, agent: str) -> None:  # type: ignore[type-arg]
+def test_median_balances_match_the_seed_table(cal: dict, agent: str) -> None:
     earned, spent, final = SEED_TABLE[agent]
     got = cal["agents"][agent]
     shown = {k: v / SCALE for k, v in got.items()}
@@ -38,14 +38,14 @@ def test_median_balances_match_the_seed_table(cal: dict, agent: str) -> None:  #
     assert all(type(v) is int for v in got.values())  # medians in whole units, never floats
 
 
-def test_the_seed_findings_hold_for_at_least_18_of_20_seeds(cal: dict) -> None:  # type: ignore[type-arg]
+def test_the_seed_findings_hold_for_at_least_18_of_20_seeds(cal: dict) -> None:
     assert cal["runs"] == len(SEEDS)
     for k in FINDINGS:
         assert cal["findings"][k] >= 18, (k, cal["findings"])
     assert cal["findings"]["no_reserve_breach"] == len(SEEDS)  # a rule, not a tendency
 
 
-def test_hours_0_to_4_match_the_seed(cal: dict) -> None:  # type: ignore[type-arg]
+def test_hours_0_to_4_match_the_seed(cal: dict) -> None:
     commits, requests = SEED_BANDS["0-4"]
     band = cal["bands"]["0-4"]
     assert abs(band["commits"] - commits) <= 5, band

@@ -32,7 +32,7 @@ def shown_steps(out: str) -> list[str]:
     return [line.strip() for line in block]
 
 
-def test_demo_ends_with_the_next_steps(cli) -> None:  # type: ignore[no-untyped-def]
+def test_demo_ends_with_the_next_steps(cli) -> None:
     r = cli("simulate", "--hours", "24", "--seed", "1")
     assert r.code == 0, r.err
     assert r.out.rstrip().splitlines()[-len(NEXT_STEPS):] == list(NEXT_STEPS)
@@ -40,7 +40,7 @@ def test_demo_ends_with_the_next_steps(cli) -> None:  # type: ignore[no-untyped-
     assert "next:" not in cli("simulate", "--hours", "2", "--json").out  # one JSON document, nothing else
 
 
-def test_every_shown_command_works_in_a_fresh_repository(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_every_shown_command_works_in_a_fresh_repository(cli, tmp_path: Path) -> None:
     steps = shown_steps(cli("simulate", "--hours", "1").out)
     repo = tmp_path / "myproject"  # no contract pattern matches: the default contract (1.0x)
     repo.mkdir()

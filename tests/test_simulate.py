@@ -19,11 +19,11 @@ LOG_RE = re.compile(r"^\[\d\d:\d\d:\d\d\] WARN: (Transaction exceeds burst limit
 
 
 @pytest.fixture(scope="module")
-def runs() -> list:  # type: ignore[type-arg]
+def runs() -> list:
     return [simulate(hours=24, seed=s) for s in SEEDS]
 
 
-def test_seed_findings_hold_for_most_seeds(runs: list) -> None:  # type: ignore[type-arg]
+def test_seed_findings_hold_for_most_seeds(runs: list) -> None:
     tally: Counter[str] = Counter()
     for r in runs:
         f = r.findings()
@@ -46,7 +46,7 @@ def test_default_seed_shows_every_finding() -> None:
     assert f["reserve_breaches"] == []
 
 
-def test_accounts_add_up_and_models_follow_strategies(runs: list) -> None:  # type: ignore[type-arg]
+def test_accounts_add_up_and_models_follow_strategies(runs: list) -> None:
     for r in runs[:5]:
         for a in r.agents:
             b = r.balances[a]
@@ -62,7 +62,7 @@ def test_accounts_add_up_and_models_follow_strategies(runs: list) -> None:  # ty
         assert r.stats["lambda"].requests < r.stats["builder"].requests
 
 
-def test_time_of_day_shape(runs: list) -> None:  # type: ignore[type-arg]
+def test_time_of_day_shape(runs: list) -> None:
     per_hour = Counter()  # type: Counter[str]
     for r in runs:
         for b in r.bands():

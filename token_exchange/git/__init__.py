@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -169,8 +170,12 @@ LOG_FORMAT = "%H%x00%P%x00%aE%x00%aN%x00%ct%x00%B"
 
 def commits(*revs: str, repo: Path | str | None = None, no_walk: bool = False, topo: bool = False,
             reverse: bool = False, first_parent: bool = False, max_count: int | None = None,
-            since: str | None = None) -> list[Commit]:
-    """Commits of ``git log REVS`` (with ``no_walk``: exactly the named commits, in the given order)."""
+            since: str | None = None, mailmap_rev: str | None = None) -> list[Commit]:
+    """Commits of ``git log REVS`` (with ``no_walk``: exactly the named commits, in the given order).
+
+    With ``mailmap_rev`` author emails are mapped by ``mailmap_rev:.mailmap`` and nothing else: git also
+    reads ``.mailmap`` from the top of the work tree (a pull request's checkout), so it is pointed at an
+    empty one."""
     token = os.urandom(8).hex()  # a record separator a message cannot forge
     args = ["-c", "log.showSignature=false", "log", "--no-color", f"--format=%x01{token}{LOG_FORMAT}"]
     if no_walk:
@@ -185,7 +190,13 @@ def commits(*revs: str, repo: Path | str | None = None, no_walk: bool = False, t
         args.append(f"-n{max_count}")
     if since:
         args.append(f"--since={since}")
-    proc = run(*args, "--end-of-options", *revs, "--", repo=repo, check=False)
+    args += ["--end-of-options", *revs, "--"]
+    if mailmap_rev is None:
+        proc = run(*args, repo=repo, check=False)
+    else:
+        with tempfile.TemporaryDirectory(prefix="tx-log-") as empty:
+            proc = run("--work-tree", empty, "-c", "mailmap.file=", "-c", f"mailmap.blob={mailmap_rev}:.mailmap",
+                       *args, repo=repo, check=False)
     if proc.returncode != 0:
         raise GitError(f"git log failed: {last_line(proc.stderr)}")
     return parse_log(proc.stdout, token)

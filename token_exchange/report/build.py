@@ -23,13 +23,13 @@ from typing import Any, NamedTuple
 from token_exchange import git
 from token_exchange.amounts import Units
 from token_exchange.errors import clean_text
-from token_exchange.report.range import config_texts_at, read_range
+from token_exchange.report.range import read_range
 from token_exchange.report.rule_diff import rule_changes
-from token_exchange.rules import config as config_mod
 from token_exchange.rules.config import Config
 from token_exchange.rules.engine import CommitFacts, CommitPlan, LedgerView, NothingPaid, Overlay, Payment, plan_commit
 from token_exchange.rules.reward_ids import identity, needs_patch_id, trailer_ids
 from token_exchange.rules.rewards import CommitReward, match_contract
+from token_exchange.services.revision import config_texts_at, rules_from
 
 MARKER = "<!-- token-exchange-report -->"
 DEFAULT_CONFIG_PATH = ".exchange/config.toml"
@@ -190,13 +190,6 @@ def compute_facts(commits: Sequence[git.Commit], project: str, repo: Path, view:
 
 
 # --- the whole report ------------------------------------------------------------------------------
-def rules_from(text: str | None, rev: str, path: str) -> tuple[Config, str | None]:
-    """The rules in the config ``text`` read at ``rev`` (None: the file is not there, the defaults apply)."""
-    if text is None:
-        return config_mod.parse(config_mod.default_text(), None), None
-    return config_mod.parse(text, Path(f"{rev[:12]}:{path}")), text
-
-
 def open_ledger(home: Path | None, cfg: Config, repo: Path) -> tuple[Any, str] | None:
     """An Exchange over ``home`` with the BASE rules, when a ledger actually exists there."""
     if home is None:

@@ -32,9 +32,7 @@ work (pending -> post | void):
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +43,7 @@ from token_exchange.amounts import Units, fmt
 from token_exchange.errors import UserError, clean_text
 from token_exchange.ledger.protocols import Index
 from token_exchange.ledger.txn import REWARDS, Txn, make_txn, ts_micros, ts_text
+from token_exchange.rules import config as config_mod
 from token_exchange.rules.config import BRANCH_RE, Config
 from token_exchange.rules.engine import (
     COMMIT_REF,
@@ -56,6 +55,7 @@ from token_exchange.rules.engine import (
 from token_exchange.rules.reward_ids import trailer_ids
 from token_exchange.services.changes import copied_from_history, facts_for, ids_of
 from token_exchange.services.exchange import Exchange, IndexView, commit_txns
+from token_exchange.services.revision import config_texts_at, rules_at
 
 DEFAULT_CONFIG_PATH = ".exchange/config.toml"
 SETTLED_ACCOUNT = "world:settlement"
@@ -174,28 +174,6 @@ def resolve_tip(repo: Path, branch: str, rev: str | None) -> str:
     raise UserError(f"no branch {branch!r} here (nor origin/{branch}); pass --rev or fetch it")
 
 
-def pinned_log(repo: Path, args: Sequence[str], mailmap_rev: str) -> list[git.Commit]:
-    """``git log ARGS`` with only ``mailmap_rev:.mailmap`` applied (see ``report.range``)."""
-    token = os.urandom(8).hex()
-    with tempfile.TemporaryDirectory(prefix="tx-settle-") as empty:
-        proc = git.run("--work-tree", empty, "-c", "mailmap.file=", "-c", f"mailmap.blob={mailmap_rev}:.mailmap",
-                       "-c", "log.showSignature=false", "log", "--no-color", f"--format=%x01{token}{git.LOG_FORMAT}",
-                       *args, "--", repo=repo, check=False)
-    if proc.returncode != 0:
-        raise UserError(f"git log failed: {git.last_line(proc.stderr)}")
-    return git.parse_log(proc.stdout, token)
-
-
-def rules_at(repo: Path, rev: str, path: str) -> tuple[Config, str]:
-    from token_exchange.report.build import rules_from
-    from token_exchange.report.range import config_texts_at
-
-    text = config_texts_at(repo, [rev], path)[0]
-    cfg, found = rules_from(text, rev, path)
-    where = f"{rev[:12]}:{path}" if found is not None else f"built-in defaults ({path} is not in {rev[:12]})"
-    return cfg, where
-
-
 def on_merge_start(repo: Path, tip: str, path: str) -> str:
     """Where on-merge began, without a marker: the oldest commit of the newest run of first-parent config
     changes that all say ``mode = "on-merge"`` (what landed after it landed under on-merge, including a
@@ -204,9 +182,6 @@ def on_merge_start(repo: Path, tip: str, path: str) -> str:
     changed = git.out("log", "--first-parent", "--format=%H", tip, "--", path, repo=repo, check=False).split()
     if not changed:
         return ""
-    from token_exchange.report.range import config_texts_at
-    from token_exchange.rules import config as config_mod
-
     start = ""
     for sha, text in zip(changed, config_texts_at(repo, changed, path), strict=True):  # newest first
         try:
@@ -244,7 +219,9 @@ def settle(ex: Exchange, repo: Path, *, branch: str | None = None, rev: str | No
             return Result(branch, tip, base, where, cfg.settlement.mode, [], [], [], "", 0,
                           [f"the rules at {base[:12]} settle nothing (mode = {cfg.settlement.mode!r})"])
         run = _Run(ex, idx, repo, cfg, branch, base, now_s)
-        for first in pinned_log(repo, ["--first-parent", "--reverse", f"{base}..{tip}"], base) if walked else []:
+        landed = git.commits(f"{base}..{tip}", repo=repo, first_parent=True, reverse=True,
+                             mailmap_rev=base) if walked else []
+        for first in landed:
             run.land(first)
         run.expire(int(ex.clock().timestamp() * 1_000_000))
         marker = run.mark(tip)
@@ -304,8 +281,8 @@ class _Run:
         ts = ts_text(datetime.fromtimestamp(when, UTC))
         commits = [first]
         if len(first.parents) > 1:
-            commits = pinned_log(self.repo, ["--topo-order", "--reverse", f"{first.parents[0]}..{first.sha}"],
-                                 self.base)
+            commits = git.commits(f"{first.parents[0]}..{first.sha}", repo=self.repo, topo=True, reverse=True,
+                                  mailmap_rev=self.base)
         for c in commits:
             facts = facts_for([c], self.project, self.repo, copied=copied_from_history(self.view, self.repo))[0]
             facts = facts._replace(time_us=when * 1_000_000, origins=squashed_ids(c.message, self.repo))

@@ -251,6 +251,9 @@ class SimJournal:
     def link_problems(self, txns: list[Txn]) -> list[str]:
         return []
 
+    def link_notes(self) -> list[str]:
+        return []
+
     def set_aside(self, tail: Tail) -> Path:  # pragma: no cover - nothing is ever torn in memory
         raise UserError("an in-memory journal has no tail")
 
