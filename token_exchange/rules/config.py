@@ -1,165 +1,46 @@
-"""Exchange configuration: the seed's tables as typed, validated, exact values.
+"""Exchange configuration: reading, caching and editing ``.exchange/config.toml``.
 
-Read with ``tomllib`` (fast, stdlib) using ``parse_float=Decimal`` so no amount is
-ever a binary float.  ``tomlkit`` is only imported by the code that *edits* the
-file (``edit_config``), to keep the user's comments and layout.
+Read with ``tomllib`` (fast, stdlib) using ``parse_float=Decimal`` so no amount is ever a binary
+float.  ``tomlkit`` is only imported by the code that *edits* the file (``edit_config``), to keep the
+user's comments and layout.  The types (``Config`` and its parts) are in ``rules.settings`` and the
+checks in ``rules.validate``; they are named here too, so that every reader imports one module.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from token_exchange.amounts import Units, to_decimal, to_units
-from token_exchange.errors import ConfigError, UserError
-from token_exchange.ledger.backends import DEFAULT as DEFAULT_BACKEND
-from token_exchange.ledger.backends import NAMES
-from token_exchange.rules.patterns import MAX_PATTERN, PatternError, compiled
+from token_exchange.errors import ConfigError
+from token_exchange.rules.settings import (
+    AGENT_NAME,
+    BRANCH_RE,
+    CAP_SOURCES,
+    CAP_WINDOWS,
+    METER_SOURCES,
+    SETTLEMENT_MODES,
+    Agent,
+    BonusGroup,
+    Cap,
+    CommitRules,
+    Config,
+    Contract,
+    Limits,
+    MeterConfig,
+    Model,
+    SessionRule,
+    Settlement,
+    default_text,
+    defaults,
+)
+from token_exchange.rules.validate import Validator
 
-AGENT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-BACKENDS = NAMES  # the backend registry (ledger/backends/__init__.py)
-UNKNOWN_AUTHOR = ("ignore", "error")
-SETTLEMENT_MODES = ("immediate", "on-merge")
-CAP_SOURCES = ("commits", "issues")
-CAP_WINDOWS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
-BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
-
-
-class Limits(NamedTuple):
-    """Spending limits in units (burst: per spend; reserve: floor; windows: rolling)."""
-
-    hourly: Units
-    daily: Units
-    burst: Units
-    reserve: Units
-    spend_provisional: bool = True  # False: unsettled provisional awards are not spendable ([settlement])
-
-
-class Cap(NamedTuple):
-    """The most an agent may earn from one source (commits, issues) in a rolling window."""
-
-    source: str
-    window: str  # hourly, daily, weekly
-    seconds: int
-    amount: Units
-
-
-class Settlement(NamedTuple):
-    """Who pays: the hooks at commit time (``immediate``), or ``tx settle`` once a commit lands on the
-    default branch (``on-merge``: the hooks record a provisional award meanwhile)."""
-
-    mode: str = "immediate"
-    branch: str = "main"
-    provisional_ttl: int = 30 * 86400  # seconds before an unlanded provisional award expires
-    spend_provisional: bool = False
-
-
-class Agent(NamedTuple):
-    name: str
-    level: int
-    base_rate: Decimal
-    primary_llm: str
-    preferred_llm: dict[str, str]
-    emails: tuple[str, ...]
-    limits: Limits
-    caps: tuple[Cap, ...] = ()  # [caps] with this agent's [agents.NAME.caps] overrides
-
-    def model_for(self, task_type: str) -> str:
-        """The agent's model for a task type, falling back to its primary LLM."""
-        return self.preferred_llm.get(task_type, self.primary_llm)
-
-
-class Model(NamedTuple):
-    name: str
-    cost_per_1k: Decimal
-    input_per_1k: Decimal
-    output_per_1k: Decimal
-    # Metering (issue 18): prompt-cache prices; None = derived from input_per_1k (see cache_prices).
-    cache_write_per_1k: Decimal | None = None
-    cache_read_per_1k: Decimal | None = None
-
-    def cache_prices(self) -> tuple[Decimal, Decimal]:
-        """(cache write, cache read) per 1K: as configured, else ``CACHE_WRITE_FACTOR`` /
-        ``CACHE_READ_FACTOR`` x input_per_1k (Anthropic bills a 5-minute cache write at 1.25x and a
-        cache hit at 0.1x the base input price; OpenAI's cached input is 0.1x on current models)."""
-        write = self.cache_write_per_1k
-        read = self.cache_read_per_1k
-        return (self.input_per_1k * CACHE_WRITE_FACTOR if write is None else write,
-                self.input_per_1k * CACHE_READ_FACTOR if read is None else read)
-
-
-class Contract(NamedTuple):
-    name: str
-    pattern: str | None  # None: the catch-all "default"
-    multiplier: Decimal
-    budget: Units
-
-
-class BonusGroup(NamedTuple):
-    name: str
-    keywords: tuple[str, ...]
-    multiplier: Decimal
-
-
-class CommitRules(NamedTuple):
-    pay_merges: bool = False
-    pay_fixups: bool = False
-    pay_reverts: bool = False
-
-
-class Config(NamedTuple):
-    backend: str
-    starting_balance: Units
-    unknown_author: str
-    project: str
-    notes_ref: str
-    agents: dict[str, Agent]
-    models: dict[str, Model]
-    contracts: tuple[Contract, ...]
-    bonuses: tuple[BonusGroup, ...]
-    commit_rules: CommitRules
-    issue_priority: dict[str, Decimal]
-    issue_types: dict[str, Decimal]
-    default_type_multiplier: Decimal
-    limits: Limits
-    reservation_ttl: int
-    path: Path | None = None
-    raw: dict[str, Any] = {}  # the parsed TOML, for tools that need keys we do not model
-    settlement: Settlement = Settlement()
-    caps: tuple[Cap, ...] = ()  # the [caps] defaults (each agent's effective caps: Agent.caps)
-
-    @property
-    def on_merge(self) -> bool:
-        return self.settlement.mode == "on-merge"
-
-    def agent(self, name: str) -> Agent:
-        try:
-            return self.agents[name]
-        except KeyError:
-            raise UserError(f"unknown agent {name!r} (known: {', '.join(sorted(self.agents))})") from None
-
-    def model(self, name: str) -> Model:
-        try:
-            return self.models[name]
-        except KeyError:
-            raise UserError(f"unknown model {name!r} (known: {', '.join(sorted(self.models))})") from None
-
-
-def default_text() -> str:
-    """The commented default config (the seed's tables)."""
-    return (Path(__file__).parent / "defaults.toml").read_text("utf-8")  # no importlib.resources: hooks pay ~20 ms
-
-
-@lru_cache(maxsize=1)
-def _defaults() -> dict[str, Any]:
-    import tomllib
-
-    return tomllib.loads(default_text(), parse_float=Decimal)
+__all__ = ["AGENT_NAME", "BRANCH_RE", "CAP_SOURCES", "CAP_WINDOWS", "METER_SOURCES", "SETTLEMENT_MODES", "Agent",
+           "BonusGroup", "Cap", "CommitRules", "Config", "Contract", "Limits", "MeterConfig", "Model",
+           "SessionRule", "Settlement", "default_text", "edit_config", "load", "meter_config", "parse"]
 
 
 def load(path: Path | None) -> Config:
@@ -171,7 +52,7 @@ def load(path: Path | None) -> Config:
         stamp = f"{CACHE_VERSION}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
         cached = _read_cache(path, stamp)
         if cached is not None:  # parsed before and unchanged: skip tomllib (~12 ms on every hook)
-            return _Validator(cached, "", str(path)).config(path)
+            return Validator(cached, "", str(path)).config(path)
         text = path.read_text("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"no config at {path} (run `tx init`)") from None
@@ -190,7 +71,7 @@ def parse(text: str, path: Path | None) -> Config:
         raw = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where}: invalid TOML: {e}") from None
-    return _Validator(raw, text, where).config(path)
+    return Validator(raw, text, where).config(path)
 
 
 # A derived, disposable cache of the *validated* raw config next to it (ignored by the home's .gitignore),
@@ -225,318 +106,6 @@ def _write_cache(path: Path, stamp: str, raw: dict[str, Any]) -> None:
         pass  # a cache is an optimisation only (e.g. a read-only home)
 
 
-class _Validator:
-    """Turns the raw TOML dict into a Config, naming key and line on every error."""
-
-    def __init__(self, raw: dict[str, Any], text: str, where: str) -> None:
-        self.raw = raw
-        self.lines = text.splitlines()
-        self.where = where
-
-    def fail(self, key: str, msg: str) -> ConfigError:
-        leaf = key.rsplit(".", 1)[-1].split("[")[0]
-        line = ""
-        pat = re.compile(rf"^\s*(\[\[?\s*)?\"?{re.escape(leaf)}\"?\s*(=|\]|\.)")
-        for i, text in enumerate(self.lines, 1):
-            if pat.search(text):
-                line = f":{i}"
-                break
-        return ConfigError(f"{self.where}{line}: {key}: {msg}")
-
-    def table(self, obj: Any, key: str, allowed: set[str] | None) -> dict[str, Any]:
-        if not isinstance(obj, dict):
-            raise self.fail(key, "expected a table")
-        if allowed is not None:
-            for k in obj:
-                if k not in allowed:
-                    raise self.fail(f"{key}.{k}" if key else k, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-        return obj
-
-    def multiplier(self, value: Any, key: str) -> Decimal:
-        if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-            raise self.fail(key, f"expected a number, got {value!r}")
-        d = Decimal(value)
-        if not d.is_finite() or d <= 0:
-            raise self.fail(key, f"must be a positive number, got {value}")
-        if d > 1000:
-            raise self.fail(key, f"{value} is implausibly large (max 1000)")
-        return d
-
-    def amount(self, value: Any, key: str, *, allow_zero: bool = True) -> Units:
-        if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-            raise self.fail(key, f"expected a number, got {value!r}")
-        try:
-            return to_units(value, what=key, allow_zero=allow_zero)
-        except UserError as e:
-            raise self.fail(key, str(e).split(": ", 1)[-1]) from None
-
-    def string(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
-        if not isinstance(value, str):
-            raise self.fail(key, f"expected a string, got {value!r}")
-        if choices and value not in choices:
-            raise self.fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def limits(self, obj: Any, key: str, base: Limits | None) -> Limits:
-        t = self.table(obj, key, {"hourly", "daily", "burst", "reserve", "reservation_ttl"})
-        vals: dict[str, Units] = {}
-        for name in ("hourly", "daily", "burst", "reserve"):
-            if name in t:
-                vals[name] = self.amount(t[name], f"{key}.{name}")
-            elif base is not None:
-                vals[name] = getattr(base, name)
-            else:
-                raise self.fail(f"{key}.{name}", "missing")
-        return Limits(vals["hourly"], vals["daily"], vals["burst"], vals["reserve"])
-
-    def config(self, path: Path | None) -> Config:
-        raw = self.table(self.raw, "", {"exchange", "agents", "models", "contracts", "bonuses",
-                                        "commit_rules", "issues", "limits", "hooks", "meter", "settlement",
-                                        "caps"})
-        get = lambda k: raw[k] if k in raw else _defaults()[k]  # noqa: E731  (defaults parsed only if needed)
-
-        ex = self.table(get("exchange"), "exchange",
-                        {"backend", "starting_balance", "unknown_author", "project", "notes_ref", "dsn"})
-        backend = self.string(ex.get("backend", DEFAULT_BACKEND), "exchange.backend", BACKENDS)
-        start = self.amount(ex.get("starting_balance", 10000), "exchange.starting_balance")
-        unknown = self.string(ex.get("unknown_author", "ignore"), "exchange.unknown_author", UNKNOWN_AUTHOR)
-        project = self.string(ex.get("project", ""), "exchange.project")
-        notes_ref = self.string(ex.get("notes_ref", "refs/notes/token-exchange"), "exchange.notes_ref")
-        if not re.fullmatch(r"refs/notes/[A-Za-z0-9._/-]{1,100}", notes_ref) or ".." in notes_ref:
-            raise self.fail("exchange.notes_ref", f"must look like refs/notes/NAME, got {notes_ref!r}")
-        # [exchange] dsn: the postgres backend's connection string (read there, from raw; docs/postgres.md).
-        if len(self.string(ex.get("dsn", ""), "exchange.dsn")) > 4096:
-            raise self.fail("exchange.dsn", "is longer than 4096 characters")
-
-        lim = self.table(get("limits"), "limits", {"hourly", "daily", "burst", "reserve", "reservation_ttl"})
-        limits = self.limits(lim, "limits", None)
-        ttl = lim.get("reservation_ttl", 900)
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 7 * 86400:
-            raise self.fail("limits.reservation_ttl", f"must be whole seconds between 1 and 604800, got {ttl!r}")
-
-        settlement = self.settlement(get("settlement"))
-        # Provisional awards only exist in on-merge mode; only there can the limits hold them back.
-        spendable = settlement.spend_provisional or settlement.mode != "on-merge"
-        limits = limits._replace(spend_provisional=spendable)
-        caps = self.caps(get("caps"), "caps", ())
-
-        models: dict[str, Model] = {}
-        for name, spec in self.table(get("models"), "models", None).items():
-            key = f"models.{name}"
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}", name):
-                raise self.fail(key, "invalid model name")
-            s = self.table(spec, key, {"cost_per_1k", "input_per_1k", "output_per_1k", *CACHE_PRICE_KEYS})
-            if "cost_per_1k" not in s:
-                raise self.fail(f"{key}.cost_per_1k", "missing")
-            cost = self._price(s["cost_per_1k"], f"{key}.cost_per_1k")
-            models[name] = Model(name, cost, self._price(s.get("input_per_1k", cost), f"{key}.input_per_1k"),
-                                 self._price(s.get("output_per_1k", cost), f"{key}.output_per_1k"),
-                                 *self.cache_prices(s, key))
-
-        agents: dict[str, Agent] = {}
-        seen_emails: dict[str, str] = {}
-        for name, spec in self.table(get("agents"), "agents", None).items():
-            key = f"agents.{name}"
-            if not AGENT_NAME.fullmatch(name):
-                raise self.fail(key, "agent names are 1-64 of a-z 0-9 _ . - starting with a letter or digit")
-            if name in agents:  # pragma: no cover - TOML itself rejects duplicate tables
-                raise self.fail(key, "duplicate agent")
-            s = self.table(spec, key, {"level", "base_rate", "primary_llm", "preferred_llm", "emails", "limits",
-                                       "caps"})
-            level = s.get("level", 1)
-            if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
-                raise self.fail(f"{key}.level", f"expected a whole number 0-100, got {level!r}")
-            if "base_rate" not in s:
-                raise self.fail(f"{key}.base_rate", "missing")
-            rate = to_decimal(self.amount(s["base_rate"], f"{key}.base_rate", allow_zero=False))
-            primary = self.string(s.get("primary_llm", ""), f"{key}.primary_llm")
-            if primary not in models:
-                raise self.fail(f"{key}.primary_llm", f"unknown model {primary!r}")
-            pref = self.table(s.get("preferred_llm", {}), f"{key}.preferred_llm", None)
-            for task, model in pref.items():
-                if self.string(model, f"{key}.preferred_llm.{task}") not in models:
-                    raise self.fail(f"{key}.preferred_llm.{task}", f"unknown model {model!r}")
-            emails = s.get("emails", [])
-            if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
-                raise self.fail(f"{key}.emails", "expected a list of strings")
-            for e in emails:
-                low = e.strip().lower()
-                if low in seen_emails and seen_emails[low] != name:
-                    raise self.fail(f"{key}.emails", f"{e} already belongs to agent {seen_emails[low]}")
-                seen_emails[low] = name
-            agent_limits = self.limits(s["limits"], f"{key}.limits", limits) if "limits" in s else limits
-            agent_limits = agent_limits._replace(spend_provisional=spendable)
-            agent_caps = self.caps(s["caps"], f"{key}.caps", caps) if "caps" in s else caps
-            agents[name] = Agent(name, level, rate, primary, dict(pref), tuple(e.strip().lower() for e in emails),
-                                 agent_limits, agent_caps)
-
-        self.meter(agents, models)  # [meter] (issue 18): validated with the rest, read by meter_config()
-
-        contracts = self._contracts(get("contracts"))
-        bonuses = self._bonuses(get("bonuses"))
-
-        cr = self.table(get("commit_rules"), "commit_rules", {"pay_merges", "pay_fixups", "pay_reverts"})
-        for k, v in cr.items():
-            if not isinstance(v, bool):
-                raise self.fail(f"commit_rules.{k}", f"expected true or false, got {v!r}")
-        rules = CommitRules(**cr)
-
-        iss = self.table(get("issues"), "issues", {"default_type_multiplier", "priority", "types"})
-        dtm = self.multiplier(iss.get("default_type_multiplier", Decimal(1)), "issues.default_type_multiplier")
-        prio: dict[str, Decimal] = {}
-        priorities = iss["priority"] if "priority" in iss else _defaults()["issues"]["priority"]
-        for k, v in self.table(priorities, "issues.priority", None).items():
-            if not re.fullmatch(r"P[0-9]", k):
-                raise self.fail(f"issues.priority.{k}", "priority keys are P0-P9")
-            prio[k] = to_decimal(self.amount(v, f"issues.priority.{k}"))
-        type_table = iss["types"] if "types" in iss else _defaults()["issues"]["types"]
-        types = {k.lower(): self.multiplier(v, f"issues.types.{k}")
-                 for k, v in self.table(type_table, "issues.types", None).items()}
-
-        self.table(raw.get("hooks", {}), "hooks", {"server"})  # [hooks] server: the old hook server, ignored
-
-        return Config(backend, start, unknown, project, notes_ref, agents, models, contracts, bonuses, rules,
-                      prio, types, dtm, limits, ttl, path, self.raw, settlement, caps)
-
-    def settlement(self, obj: Any) -> Settlement:
-        t = self.table(obj, "settlement", {"mode", "branch", "provisional_ttl", "spend_provisional"})
-        mode = self.string(t.get("mode", "immediate"), "settlement.mode", SETTLEMENT_MODES)
-        branch = self.string(t.get("branch", "main"), "settlement.branch")
-        if not BRANCH_RE.fullmatch(branch) or ".." in branch or branch.endswith((".lock", "/")):
-            raise self.fail("settlement.branch", f"not a usable branch name: {branch[:60]!r}")
-        ttl = t.get("provisional_ttl", 30 * 86400)
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= 366 * 86400:
-            raise self.fail("settlement.provisional_ttl",
-                            f"must be whole seconds between 60 and {366 * 86400} (a year), got {ttl!r}")
-        spend = t.get("spend_provisional", False)
-        if not isinstance(spend, bool):
-            raise self.fail("settlement.spend_provisional", f"expected true or false, got {spend!r}")
-        return Settlement(mode, branch, ttl, spend)
-
-    def caps(self, obj: Any, key: str, base: tuple[Cap, ...]) -> tuple[Cap, ...]:
-        """``{commits = {daily = N}, issues = {...}}``; an agent's table overrides ``base`` per source and window."""
-        t = self.table(obj, key, set(CAP_SOURCES))
-        found = {(c.source, c.window): c for c in base}
-        for source, spec in t.items():
-            windows = self.table(spec, f"{key}.{source}", set(CAP_WINDOWS))
-            for window, value in windows.items():
-                found[(source, window)] = Cap(source, window, CAP_WINDOWS[window],
-                                              self.amount(value, f"{key}.{source}.{window}"))
-        return tuple(found[k] for k in sorted(found, key=lambda k: (CAP_SOURCES.index(k[0]), CAP_WINDOWS[k[1]])))
-
-    def _price(self, value: Any, key: str) -> Decimal:
-        return to_decimal(self.amount(value, key, allow_zero=True))
-
-    def _contracts(self, obj: Any) -> tuple[Contract, ...]:
-        if not isinstance(obj, list) or not obj:
-            raise self.fail("contracts", "expected a non-empty array of tables ([[contracts]])")
-        out: list[Contract] = []
-        names: set[str] = set()
-        for i, spec in enumerate(obj):
-            key = f"contracts[{i}]"
-            s = self.table(spec, key, {"name", "pattern", "multiplier", "budget"})
-            name = self.string(s.get("name", s.get("pattern", "")), f"{key}.name")
-            if not name or len(name) > 100:
-                raise self.fail(f"{key}.name", "must be 1-100 characters")
-            if name in names:
-                raise self.fail(f"{key}.name", f"duplicate contract {name!r}")
-            names.add(name)
-            pattern = s.get("pattern")
-            if name == "default" and pattern is None:
-                pat = None
-            else:
-                pat = self.string(pattern if pattern is not None else name, f"{key}.pattern")
-                if len(pat) > MAX_PATTERN:
-                    raise self.fail(f"{key}.pattern", f"longer than {MAX_PATTERN} characters")
-                try:  # the one pattern policy: RE2, linear time (rules.patterns)
-                    compiled(pat)
-                except PatternError as e:
-                    raise self.fail(f"{key}.pattern", str(e)) from None
-            mult = self.multiplier(s.get("multiplier", Decimal(1)), f"{key}.multiplier")
-            if "budget" not in s:
-                raise self.fail(f"{key}.budget", "missing")
-            budget = self.amount(s["budget"], f"{key}.budget")
-            out.append(Contract(name, pat, mult, budget))
-        if out[-1].name != "default":
-            raise self.fail("contracts", 'the last contract must be "default" (the catch-all)')
-        if any(c.name == "default" for c in out[:-1]):
-            raise self.fail("contracts", '"default" must be the last contract')
-        return tuple(out)
-
-    def _bonuses(self, obj: Any) -> tuple[BonusGroup, ...]:
-        if not isinstance(obj, list):
-            raise self.fail("bonuses", "expected an array of tables ([[bonuses]])")
-        out = []
-        for i, spec in enumerate(obj):
-            key = f"bonuses[{i}]"
-            s = self.table(spec, key, {"name", "keywords", "multiplier"})
-            kws = s.get("keywords")
-            if not isinstance(kws, list) or not kws or not all(isinstance(k, str) and k.strip() for k in kws):
-                raise self.fail(f"{key}.keywords", "expected a non-empty list of words")
-            if any(len(k) > 50 for k in kws):
-                raise self.fail(f"{key}.keywords", "keywords are at most 50 characters")
-            mult = self.multiplier(s.get("multiplier"), f"{key}.multiplier")
-            out.append(BonusGroup(str(s.get("name", kws[0])), tuple(k.strip().lower() for k in kws), mult))
-        return tuple(out)
-
-    # --- metering (issue 18): [models.NAME] cache prices and the [meter] table ---------------------
-    def cache_prices(self, spec: dict[str, Any], key: str) -> tuple[Decimal | None, Decimal | None]:
-        """``cache_write_per_1k`` / ``cache_read_per_1k`` of a model; None when not given (derived)."""
-        write, read = (self._price(spec[k], f"{key}.{k}") if k in spec else None for k in CACHE_PRICE_KEYS)
-        return write, read
-
-    def meter(self, agents: dict[str, Agent], models: dict[str, Model]) -> MeterConfig:
-        """The [meter] table, key by key as ``METER_KEYS`` declares it; defaults for what it leaves out."""
-        given = self.raw.get("meter")
-        m = self.table({} if given is None else given, "meter", set(METER_KEYS))
-        default_agent = self.string(m.get("default_agent", ""), "meter.default_agent")
-        if default_agent and default_agent not in agents:
-            raise self.fail("meter.default_agent", f"unknown agent {default_agent!r}")
-        fallback = self.string(m.get("fallback_model", ""), "meter.fallback_model")
-        if fallback and fallback not in models:
-            raise self.fail("meter.fallback_model", f"unknown model {fallback!r}")
-        headroom = self.amount(m.get("guard_headroom", DEFAULT_GUARD_HEADROOM), "meter.guard_headroom",
-                               allow_zero=False)
-        if "models" in m:
-            aliases: dict[str, str] = {}
-            for pattern, name in self.table(m["models"], "meter.models", None).items():
-                what = f"meter.models.{pattern}"
-                if not pattern or len(pattern) > MAX_PATTERN or "\x00" in pattern:
-                    raise self.fail(what, f"a model id pattern is 1-{MAX_PATTERN} characters")
-                if self.string(name, what) not in models:
-                    raise self.fail(what, f"unknown model {name!r} (known: {', '.join(sorted(models))})")
-                aliases[pattern] = name
-        else:  # the defaults' map, minus entries for price tables this config does not have
-            aliases = {k: v for k, v in _defaults()["meter"]["models"].items() if v in models}
-        rules = m.get("sessions", [])
-        if not isinstance(rules, list):
-            raise self.fail("meter.sessions", "expected an array of tables ([[meter.sessions]])")
-        sessions = tuple(self.session_rule(r, f"meter.sessions[{i}]", agents) for i, r in enumerate(rules))
-        return MeterConfig(default_agent, fallback, headroom, aliases, sessions)
-
-    def session_rule(self, obj: Any, key: str, agents: dict[str, Agent]) -> SessionRule:
-        s = self.table(obj, key, {"agent", *SESSION_MATCHERS})
-        if "agent" not in s:
-            raise self.fail(f"{key}.agent", "missing")
-        agent = self.string(s["agent"], f"{key}.agent")
-        if agent not in agents:
-            raise self.fail(f"{key}.agent", f"unknown agent {agent!r}")
-        source = s.get("source", [])
-        sources = [source] if isinstance(source, str) else source
-        if not isinstance(sources, list) or not all(isinstance(x, str) and x in METER_SOURCES for x in sources):
-            raise self.fail(f"{key}.source", f"expected one or a list of {', '.join(METER_SOURCES)}")
-        globs: dict[str, str | None] = {}
-        for name in ("cwd", "path", "session"):
-            value = s.get(name)
-            if value is not None:
-                value = self.string(value, f"{key}.{name}")
-                if not value or len(value) > MAX_PATTERN or "\x00" in value:
-                    raise self.fail(f"{key}.{name}", f"a pattern is 1-{MAX_PATTERN} characters")
-            globs[name] = value
-        return SessionRule(agent, tuple(dict.fromkeys(sources)), globs["cwd"], globs["path"], globs["session"])
-    # --- end of metering ---------------------------------------------------------------------------
-
-
 def edit_config(path: Path, edit: Any) -> None:
     """Apply ``edit(doc)`` to the config with tomlkit (comments kept), validate, write atomically."""
     import tomlkit
@@ -550,55 +119,7 @@ def edit_config(path: Path, edit: Any) -> None:
     atomic_write(path, text.encode("utf-8"))
 
 
-# --- metering (issue 18): which agent a session is, which price table a model id is ----------------
-CACHE_PRICE_KEYS = ("cache_write_per_1k", "cache_read_per_1k")
-CACHE_WRITE_FACTOR = Decimal("1.25")
-CACHE_READ_FACTOR = Decimal("0.1")
-METER_SOURCES = ("claude-code", "codex", "aider")
-METER_KEYS = ("default_agent", "fallback_model", "guard_headroom", "models", "sessions")
-SESSION_MATCHERS = ("source", "cwd", "path", "session")
-DEFAULT_GUARD_HEADROOM = Decimal("0.0001")
-
-
-class SessionRule(NamedTuple):
-    """One ``[[meter.sessions]]`` rule: every matcher it sets must match (globs, ``~`` = home)."""
-
-    agent: str
-    source: tuple[str, ...]  # empty: any source
-    cwd: str | None
-    path: str | None
-    session: str | None
-
-    def matches(self, source: str, cwd: str | None, path: str | None, session: str | None) -> bool:
-        from fnmatch import fnmatchcase
-        from os.path import expanduser
-
-        if self.source and source not in self.source:
-            return False
-        for pattern, value in ((self.cwd, cwd), (self.path, path), (self.session, session)):
-            if pattern is not None and (not value or not fnmatchcase(value, expanduser(pattern))):
-                return False
-        return True
-
-
-class MeterConfig(NamedTuple):
-    """The validated ``[meter]`` table (see defaults.toml)."""
-
-    default_agent: str  # "" = none
-    fallback_model: str  # "" = the agent's primary_llm
-    guard_headroom: Units
-    models: dict[str, str]  # real model id glob -> price table name
-    sessions: tuple[SessionRule, ...]
-
-    def agent_for(self, source: str, *, cwd: str | None = None, path: str | None = None,
-                  session: str | None = None) -> str | None:
-        """The first rule that matches, else ``default_agent``; None when neither gives an agent."""
-        for rule in self.sessions:
-            if rule.matches(source, cwd, path, session):
-                return rule.agent
-        return self.default_agent or None
-
 
 def meter_config(cfg: Config) -> MeterConfig:
     """The ``[meter]`` table of a loaded config (validated again: it is small)."""
-    return _Validator(cfg.raw or _defaults(), "", str(cfg.path or "<defaults>")).meter(cfg.agents, cfg.models)
+    return Validator(cfg.raw or defaults(), "", str(cfg.path or "<defaults>")).meter(cfg.agents, cfg.models)
