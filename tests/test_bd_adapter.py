@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES, GENERATED_CUSTOM_TYPES, Result, seed_bd_store
+from token_exchange import clock
 
 BD = FIXTURES / "bd"
 SMALL = FIXTURES / "beads" / "small.jsonl"
@@ -259,6 +261,19 @@ def test_issue_caps_cut_a_close_to_what_the_window_leaves(beads_repo, txbd):
     assert "daily issues cap 500" in cut["breakdown"]["cap"]
     preview = txbd("preview", "tx-a3f8", "--json")  # claude's cap is untouched by builder's awards
     assert preview.code == 0 and preview.json()["reward"] == 500, preview.err  # a P1 epic: 500 x 1.0
+    assert preview.json()["pays"] == 500 and preview.json()["cut"] is None
+    # A preview prices a close made now: at the stand-in's "now" builder's daily window is spent ...
+    with clock.injected(lambda: datetime(2026, 2, 1, 13, 0, tzinfo=UTC)):
+        capped = txbd("preview", "tx-e9f0", "--agent", "builder", "--json")  # a P1 task, unassigned
+        shown = txbd("preview", "tx-e9f0", "--agent", "builder")
+    assert capped.code == 0 and capped.json()["agent"] == "builder", capped.err
+    assert capped.json()["reward"] == 400 and capped.json()["pays"] == 0  # P1 500 x task 0.8
+    assert "daily issues cap 500" in capped.json()["cut"]
+    assert "capped: " in shown.out and "pays 0 tokens" in shown.out
+    # ... and two days after the awards were written (the ledger's own time) it is free again.
+    with clock.injected(lambda: datetime.now(UTC) + timedelta(days=2)):
+        later = txbd("preview", "tx-e9f0", "--agent", "builder", "--json")
+    assert later.json()["pays"] == 400 and later.json()["cut"] is None
 
 
 def test_reclose_reopen_sync_and_priority_change_pay_once(beads_repo, txbd):

@@ -17,8 +17,10 @@ Transactions (kind, id, ``ref = issue:<id>``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any, NamedTuple
 
+from token_exchange import clock
 from token_exchange.amounts import Units, fmt, to_decimal
 from token_exchange.beads.issues import BeadsDataError, Issue, issue_json, reward_json
 from token_exchange.errors import UserError
@@ -121,10 +123,12 @@ class PaidIssues:
 def plan(cfg: Any, issue: Issue, payee: IssuePayee, view: PaidIssues, project: str = "",
          as_closed: bool = False) -> IssuePlan:
     """``plan_issue`` for one issue; a bad priority names the record (``issues.jsonl line 11 (tx-7): ...``).
-    ``as_closed``: what closing it would do (previews)."""
+    ``as_closed``: what closing it now would do (previews; an open issue is priced as closed now, so
+    the ``[caps]`` windows are the ones a close now falls in)."""
     facts = issue.facts(project)
-    if as_closed:
-        facts = facts._replace(status="closed")
+    if as_closed and facts.status != "closed":
+        now = clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        facts = facts._replace(status="closed", closed_at=now)
     try:
         return plan_issue(cfg, facts, payee, view)
     except UserError as e:

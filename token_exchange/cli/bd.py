@@ -1,5 +1,8 @@
 """``tx-bd``: pay issue-close rewards from the beads (``bd``) issue tracker.
 
+Long because it is a whole command-line program (every command with its help, ``--json`` and
+table output); the decisions it prints are made below it.
+
 A thin typer app: it parses, calls ``token_exchange.beads`` and prints.  Results go to stdout,
 messages to stderr, ``--json`` prints one document, exit 0 done / 1 refused / 2 usage.  rich is
 imported only when a table is drawn, so the hook path stays light.  Every payment decision is
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from token_exchange.amounts import fmt, to_decimal
+from token_exchange.amounts import Units, fmt, to_decimal
 from token_exchange.beads import client as bdc
 from token_exchange.beads import hooks as bdhooks
 from token_exchange.beads import issues as bdi
@@ -202,6 +205,8 @@ def preview(issue: Annotated[str, typer.Argument(help="Issue id, e.g. bd-a3f8.1"
         data.update(reward=0, not_work=i.not_work)
     if p.standing is not None and p.action == "paid":
         data.update(paid_to=p.standing.agent, paid_amount=to_decimal(p.standing.amount), paid_at=p.standing.ts)
+    if p.action == "pay":
+        data.update(pays=to_decimal(p.amount), cut=p.cut or None)
     if as_json:
         out.emit_json(data)
         return
@@ -210,6 +215,8 @@ def preview(issue: Annotated[str, typer.Argument(help="Issue id, e.g. bd-a3f8.1"
         print(f"  [{i.status}] {i.not_work} is not work: closing it pays nothing")
         return
     print(f"  [{i.status}] {p.reward.reason} = {fmt(p.reward.amount)} tokens")
+    if p.action == "pay" and p.cut:
+        print(f"  capped: {p.cut} -> pays {fmt(p.amount)} tokens")
     if p.action == "paid" and p.standing is not None:
         print(f"  already paid {fmt(p.standing.amount)} to {p.standing.agent} at {p.standing.ts}:"
               " closing again pays nothing")
@@ -217,6 +224,13 @@ def preview(issue: Annotated[str, typer.Argument(help="Issue id, e.g. bd-a3f8.1"
         print(f"  -> {payee.agent} (from {payee.source} {payee.detail})")
     else:
         print(f"  -> nobody: {payee.detail}")
+
+
+def _at_stake(p: Any) -> Units:
+    """What closing pays: the plan's amount (caps applied) when it would pay, else the reward's figure."""
+    if p.action == "pay":
+        return int(p.amount)
+    return p.reward.amount if p.reward is not None else 0
 
 
 @app.command("preview-all")
@@ -235,8 +249,8 @@ def preview_all(jsonl: JsonlOpt = None, as_json: Json = False) -> None:
         p = pay.plan(cfg, i, payee, view, as_closed=True)
         assert p.reward is not None
         rows.append((i, p))
-    rows.sort(key=lambda t: (-(t[1].reward.amount if t[1].reward else 0), t[0].priority_label, t[0].id))
-    total = sum(p.reward.amount for _i, p in rows if p.reward is not None and p.action != "paid")
+    rows.sort(key=lambda t: (-_at_stake(t[1]), t[0].priority_label, t[0].id))
+    total = sum(_at_stake(p) for _i, p in rows if p.action != "paid")
     if as_json:
         items = []
         parts: dict[Any, dict[str, Any]] = {}  # equal rewards are shared by many issues: encode each once
@@ -246,12 +260,12 @@ def preview_all(jsonl: JsonlOpt = None, as_json: Json = False) -> None:
             if part is None:
                 part = parts[p.reward] = bdi.reward_json(p.reward)
             d = bdi.issue_json(i, p.reward, part)
-            d.update(agent=p.payee.agent, already_paid=p.action == "paid")
+            d.update(agent=p.payee.agent, already_paid=p.action == "paid", pays=to_decimal(_at_stake(p)))
             items.append(d)
         out.emit_json({"issues": items, "count": len(items), "total": to_decimal(total), "source": src.name})
         return
     table_rows = [[i.id, i.priority_label, p.reward.issue_type if p.reward else i.issue_type, i.status,
-                   fmt(p.reward.amount if p.reward else 0) + (" (paid)" if p.action == "paid" else ""),
+                   fmt(_at_stake(p)) + (" (paid)" if p.action == "paid" else " (capped)" if p.cut else ""),
                    p.payee.agent or "-", i.title[:60]] for i, p in rows]
     cols = ["Issue", "Pri", "Type", "Status", "Reward", "Agent", "Title"]
     if sys.stdout.isatty() and len(table_rows) <= 2000:

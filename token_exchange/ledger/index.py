@@ -1,5 +1,8 @@
 """The SQLite index: derived state (balances, ids, windows, holds, pools), rebuildable at any time.
 
+A little long: the schema, the incremental ``add`` and the streaming ``rebuild`` must agree column
+for column, so they stay side by side.
+
 Two ways in: ``add`` (a few new transactions, one SQLite transaction, checks ids) and ``rebuild``
 (a whole journal streamed in: bulk inserts into a fresh file without secondary indexes, totals
 folded in Python, indexes built afterwards, then the file is renamed over the old one, so a crash

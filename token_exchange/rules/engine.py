@@ -1,5 +1,9 @@
 """The one pricing engine: what a commit pays, to whom, and why.
 
+Long on purpose: one rule, one place.  Every pricing decision (commits and issue closes, contract
+budgets, caps, shares) is here and nowhere else; the pure functions and the read-only view
+protocols they price against belong together.
+
 Every payer and previewer calls :func:`plan_commit`: ``tx commit``, the post-commit hook (which then
 writes the plan), the commit-msg preview, ``tx report`` (with a view of the ledger as it stood before
 the range, plus what the range itself has planned so far), settlement and the simulation.  Nothing

@@ -1,5 +1,7 @@
 """``tx settle``: pay what landed on the default branch, once, under the default branch's rules.
 
+(Long mostly because this docstring states the settlement contract in full.)
+
 In on-merge mode (``[settlement] mode = "on-merge"``) the hooks only record *provisional* awards
 (visible at once, counted apart).  Settlement is what pays, the way TigerBeetle's two-phase transfers
 work (pending -> post | void):

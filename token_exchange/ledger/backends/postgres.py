@@ -1,5 +1,9 @@
 """The PostgreSQL journal: one ledger shared by many hosts, with limits that hold across all of them.
 
+Long because a backend is one file behind one protocol (``ledger.protocols``): this one is journal
+*and* index in the database (schema, migrations, the locked check-then-write, sync), so adding or
+removing it touches this file and the registry only.
+
 Why a database (docs/postgres.md): the file journals serialise writers with a flock, which only
 works on one machine, and git notes replicate eventually, so two hosts could each spend an agent's
 hourly limit between syncs.  Here every check-then-write (``Ledger.locked()``: limits, balances,

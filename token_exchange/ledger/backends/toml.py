@@ -1,5 +1,8 @@
 """The repo-local TOML journal: ``ledger.toml``, one ``[[transaction]]`` block per entry.
 
+Long because a backend is one file behind one protocol (``ledger.protocols``): the strict block
+reader, torn-tail recovery, the checkpoint fast path and the merge driver's view all live here.
+
 Blocks are only ever appended, never rewritten.  Each write is one batch: a ``# batch N`` line then N
 blocks, in one ``write`` + ``fsync``.  A batch is committed when all N blocks are complete (each ends
 with its ``hash`` line), so a writer killed at any byte leaves a *torn* tail that no reader counts:
