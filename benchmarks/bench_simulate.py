@@ -41,7 +41,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "simulate.json"
 sys.path.insert(0, str(ROOT))
 
 from token_exchange.amounts import SCALE  # noqa: E402
-from token_exchange.sim import SEED_BANDS, SEED_TABLE, calibration, simulate  # noqa: E402
+from token_exchange.sim.calibration import SEED_BANDS, SEED_TABLE, calibration  # noqa: E402
+from token_exchange.sim.run import simulate  # noqa: E402
 
 YEAR_TARGET_S = 3.0
 RATIO_TARGET = 2.0
@@ -158,12 +159,12 @@ def instructions(code: str) -> int:
 
 def instruction_counts(small: int, large: int, hours: int) -> dict[str, Any]:
     """Instructions of the agents pair (x 24 h) and of the long run (6 agents x ``hours``), imports excluded."""
-    base = instructions("import token_exchange.sim")
+    base = instructions("import token_exchange.sim.run")
     runs = {f"{small} agents x 24 h": f"agents={small}", f"{large} agents x 24 h": f"agents={large}",
             f"6 agents x {hours} h": f"hours={hours}"}
     counts = {}
     for name, args in runs.items():
-        counts[name] = instructions(f"from token_exchange.sim import simulate; simulate(seed=1, {args})") - base
+        counts[name] = instructions(f"from token_exchange.sim.run import simulate; simulate(seed=1, {args})") - base
         print(f"{name}: {counts[name]:,} instructions after the imports", flush=True)
     ratio = counts[f"{large} agents x 24 h"] / counts[f"{small} agents x 24 h"]
     print(f"instructions, {large} vs {small} agents: {ratio:.3f}")

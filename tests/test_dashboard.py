@@ -14,7 +14,8 @@ import pytest
 from token_exchange.amounts import fmt, to_units
 from token_exchange.ledger.txn import LLM, make_txn
 from token_exchange.services.exchange import Exchange
-from token_exchange.viz.dashboard import collect, downsample, render_html
+from token_exchange.viz.dashboard import render_html
+from token_exchange.viz.summary import collect, downsample
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

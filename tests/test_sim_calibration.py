@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from token_exchange.amounts import SCALE
-from token_exchange.sim import FINDINGS, SEED_BANDS, SEED_TABLE, calibration, simulate
+from token_exchange.sim.calibration import FINDINGS, SEED_BANDS, SEED_TABLE, calibration
+from token_exchange.sim.run import simulate
 
 SEEDS = range(1, 21)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from token_exchange.sim import LIMIT_KINDS, simulate
+from token_exchange.sim.result import LIMIT_KINDS
+from token_exchange.sim.run import simulate
 
 SEEDS = range(20)
 LOG_RE = re.compile(r"^\[\d\d:\d\d:\d\d\] WARN: (Transaction exceeds burst limit \(\d+\.\d+ > \d+\)|"

@@ -89,7 +89,8 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("docs/notes.md", "tx init --backend notes "): "test_notes_quick_start",
     ("docs/notes.md", "- uses: actions/checkout@v4"): "test_notes_ci_steps",
     ("docs/settlement.md", "[settlement]"): "test_settlement_config_snippet",
-    ("docs/simulation.md", "[02:27:33] WARN"): "test_simulation_log_lines",
+    ("docs/simulation.md", "[00:04:41] WARN"): "test_simulation_log_lines",
+    ("docs/simulation.md", "next: put the exchange"): "test_simulation_next_steps",
     ("docs/spending.md", "$ tx llm claude coding 5000"): "test_spending_session",
     ("docs/spending.md", "used(window) ="): "test_window_rule_names_what_the_code_counts",
     ("docs/spending.md", "from token_exchange.services.exchange import Exchange"): "test_spending_agent_code",
@@ -347,8 +348,44 @@ def test_settlement_config_snippet() -> None:
 def test_simulation_log_lines(tmp_path: Path) -> None:
     r = tx("simulate", "--hours", "24", "--seed", "1", cwd=tmp_path)
     assert r.code == 0, r.err
-    for line in snippet("docs/simulation.md", "[02:27:33] WARN").text.splitlines():
+    for line in snippet("docs/simulation.md", "[00:04:41] WARN").text.splitlines():
         assert line in r.out.splitlines(), line
+
+
+def test_simulation_next_steps(tmp_path: Path) -> None:
+    """The "next:" block is what `tx simulate` prints; its commands, run in order in a fresh repository
+    (real git, the real hooks, `tx` in a subprocess, a developer who is not an agent), do what they say."""
+    from token_exchange.cli.sim import NEXT_STEPS
+
+    text = snippet("docs/simulation.md", "next: put the exchange").text
+    assert text.splitlines() == list(NEXT_STEPS)
+    lines = commands(text)[1:]
+    assert [c.split()[0] for c, _ in lines] == ["tx", "tx", "git", "tx"]
+    repo = tmp_path / "myproject"  # no contract pattern matches: the default contract (1.0x)
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    assert Path(os.environ["HOME"]).is_relative_to(tmp_path) and "TOKEN_EXCHANGE_HOME" not in os.environ
+    env = {"GIT_AUTHOR_NAME": "Dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
+           "GIT_COMMITTER_NAME": "Dev", "GIT_COMMITTER_EMAIL": "dev@example.com"}
+    outputs = []
+    for cmd, _ in lines:
+        args = shlex.split(cmd)
+        r = tx(*args[1:], cwd=repo, env=env) if args[0] == "tx" else run(args, cwd=repo, env=env)
+        assert r.code == 0, (cmd, r.out, r.err)
+        outputs.append(r.out + r.err)
+    comments = [c for _, c in lines]
+    assert comments[0].startswith(".exchange/config.toml") and (repo / ".exchange" / "config.toml").is_file()
+    assert (repo / ".git" / "hooks" / "post-commit").is_file()
+    m = re.fullmatch(r"claude has earned (\d+) = (\d+) base x ([\d.]+) \(default contract\) x ([\d.]+) \(fix\)",
+                     comments[3])
+    assert m, comments[3]
+    earned = int(m.group(1))
+    assert Decimal(m.group(2)) * Decimal(m.group(3)) * Decimal(m.group(4)) == earned
+    assert f"token-exchange: claude {earned} tokens on myproject" in outputs[2]  # the post-commit hook paid it
+    assert "claude" in outputs[3] and str(10000 + earned) in outputs[3]  # tx balance shows it
+    balance = tx("balance", "claude", "--json", cwd=repo).json()
+    assert balance["earned"] == earned and balance["balance"] == 10000 + earned
+    assert git(repo, "log", "--format=%ae %ce").split() == ["claude@example.com", "dev@example.com"]
 
 
 def test_spending_session(tmp_path: Path) -> None:

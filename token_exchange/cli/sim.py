@@ -57,7 +57,7 @@ def _check_plot_target(path: Path | None) -> None:
 
 def run_simulation(hours: int, seed: int, agents: Optional[int], config: Optional[Path], out_dir: Optional[Path],
                    show_progress: bool, summary: bool = False) -> tuple[Any, Any]:
-    from token_exchange.sim import Simulation
+    from token_exchange.sim.run import Simulation
 
     sim = Simulation(hours, seed, agents, config, out_dir, summary=summary)
     update, stop = _progress(show_progress, hours)
@@ -168,8 +168,8 @@ def register(app: typer.Typer) -> None:
     def plot_cmd(file: Annotated[Path, typer.Argument(help="PNG to write.")], as_json: Json = False) -> None:
         """Draw this exchange's ledger: balances over time, earnings by source, spend by model (PNG)."""
         from token_exchange.cli import common as cli
-        from token_exchange.viz.dashboard import collect
         from token_exchange.viz.plot import plot_summary
+        from token_exchange.viz.summary import collect
 
         _check_plot_target(file)
         ex = cli.exchange()
@@ -189,7 +189,8 @@ def register(app: typer.Typer) -> None:
                   as_json: Json = False) -> None:
         """Write one self-contained HTML page (inline SVG, no scripts, no network) about a ledger."""
         from token_exchange.storage import atomic_write
-        from token_exchange.viz.dashboard import collect, render_html
+        from token_exchange.viz.dashboard import render_html
+        from token_exchange.viz.summary import collect
 
         if out_file.parent and not out_file.parent.exists():
             raise UserError(f"directory {out_file.parent} does not exist")

@@ -1,6 +1,6 @@
 """``tx plot`` / ``tx simulate --plot``: a PNG with matplotlib (the optional ``plot`` extra).
 
-Three panels from the ledger summary (``dashboard.collect``): balances over time
+Three panels from the ledger summary (``summary.collect``): balances over time
 per agent, earnings by source per agent, spend by model.  Floats appear only as
 drawing coordinates here; every amount printed anywhere else stays exact.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from token_exchange.amounts import SCALE, Units
 from token_exchange.errors import UserError
-from token_exchange.viz.dashboard import MAX_CHART_AGENTS, PALETTE, Summary, downsample
+from token_exchange.viz.summary import MAX_CHART_AGENTS, PALETTE, Summary, downsample
 
 MISSING = "plotting needs matplotlib: pip install 'token-exchange[plot]' (or pip install matplotlib)"
 
