@@ -4,7 +4,6 @@ quotes against the engine, pools, threads, and the docs example run verbatim."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -30,28 +29,6 @@ def open_tx(tmp_path: Path, clock: Clock, extra: str = "") -> api.Exchange:
 @pytest.fixture
 def t(tmp_path: Path, clock: Clock) -> api.Exchange:
     return open_tx(tmp_path, clock)
-
-
-# --- the docs example, verbatim -----------------------------------------------------------------
-def _blocks(text: str, lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", text, re.DOTALL)
-
-
-def test_docs_example_runs_verbatim(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """The example exactly as written, in this process (its times come from an injected clock: nothing in the
-    environment can move an exchange's clock)."""
-    from token_exchange import clock
-
-    doc = (ROOT / "docs" / "api.md").read_text("utf-8")
-    section = doc.split("## Python API", 1)[1].split("\n## ", 1)[0]
-    code, expected = _blocks(section, "python")[0], _blocks(section, "text")[0]
-    monkeypatch.setenv("TOKEN_EXCHANGE_HOME", str(home))
-    monkeypatch.chdir(tmp_path)
-    capsys.readouterr()
-    with clock.injected(Clock()):
-        exec(compile(code, "docs/api.md", "exec"), {"__name__": "__main__"})
-    assert capsys.readouterr().out == expected
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -178,9 +155,20 @@ def test_earn_pays_tokens_once_per_id_and_refuses_floats(t: api.Exchange) -> Non
         t.earn("builder", "0.00001", "beads", "x")
 
 
-def test_transfer_is_not_available_yet(t: api.Exchange) -> None:
-    with pytest.raises(UserError, match="not available yet"):
-        t.transfer("claude", "builder", "5", "thanks")
+def test_transfer_moves_tokens_once_under_the_payers_limits(t: api.Exchange) -> None:
+    done = t.transfer("claude", "builder", "5.5", "thanks for the review", id="tip-1")
+    assert (done.payer, done.payee, done.amount, done.created) == ("claude", "builder", D("5.5"), True)
+    assert done.balance == D("9994.5") and t.balance("builder") == D("10005.5")
+    again = t.transfer("claude", "builder", "5.5", "thanks for the review", id="tip-1")
+    assert not again.created and t.balance("claude") == D("9994.5")  # the same id moves once
+    assert [(e.kind, e.amount, e.payee) for e in t.history("claude", 1)] == [("transfer", D("-5.5"), "builder")]
+    with pytest.raises(Refused, match="burst"):
+        t.transfer("claude", "builder", 600, "too much at once")  # the seed's burst limit is 500
+    with pytest.raises(UserError, match="two different agents"):
+        t.transfer("claude", "claude", 1, "to myself")
+    with pytest.raises(UserError, match="float"):
+        t.transfer("claude", "builder", 1.5, "a float")  # type: ignore[arg-type]
+    assert t.balance("claude") == D("9994.5")
 
 
 # --- limits as a guard sees them -----------------------------------------------------------------------

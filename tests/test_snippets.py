@@ -94,8 +94,8 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("docs/spending.md", "$ tx llm claude coding 5000"): "test_spending_session",
     ("docs/spending.md", "used(window) ="): "test_window_rule_names_what_the_code_counts",
     ("docs/spending.md", "from token_exchange.services.exchange import Exchange"): "test_spending_agent_code",
-    ("docs/api.md", "from token_exchange import api"): "test_api_example_prints_its_output_block",
-    ("docs/api.md", "Wallet(agent='claude'"): "test_api_example_prints_its_output_block",
+    ("README.md", "from token_exchange import api"): "test_api_example_prints_its_output_block",
+    ("README.md", "Wallet(agent='claude'"): "test_api_example_prints_its_output_block",
     ("docs/api.md", "claude mcp add token-exchange -- tx mcp"): "test_mcp_registration_names_real_options",
     ("docs/api.md", "# token_exchange_hook.py"): "test_litellm_hook_and_its_proxy_config",
     ("docs/api.md", "# config.yaml"): "test_litellm_hook_and_its_proxy_config",
@@ -435,7 +435,7 @@ def test_spending_agent_code(tmp_path: Path) -> None:
     assert json.loads(proc.stdout) == {"state": "settled", "cost": str(90 * 10_000), "tokens": 6000}  # 6000 x 15/1K
 
 
-# --- docs/api.md (also run by tests/test_api.py::test_docs_example_runs_verbatim) -------------------------
+# --- the README's Python API example, verbatim ---------------------------------------------------------
 def test_api_example_prints_its_output_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """As tests/test_api.py runs it: in this process, on an injected clock (the environment moves no clock)."""
@@ -444,13 +444,13 @@ def test_api_example_prints_its_output_block(tmp_path: Path, monkeypatch: pytest
 
     home = tmp_path / "home"
     assert tx("--home", str(home), "init").code == 0
-    code = snippet("docs/api.md", "from token_exchange import api").text
-    expected = snippet("docs/api.md", "Wallet(agent='claude'").text
+    code = snippet("README.md", "from token_exchange import api").text
+    expected = snippet("README.md", "Wallet(agent='claude'").text
     monkeypatch.setenv("TOKEN_EXCHANGE_HOME", str(home))
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     with clock.injected(Clock()):
-        exec(compile(code, "docs/api.md", "exec"), {"__name__": "__main__"})
+        exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
     assert capsys.readouterr().out == expected
 
 

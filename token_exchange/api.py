@@ -67,6 +67,7 @@ __all__ = [
     "Reservation",
     "ReservationInfo",
     "Spend",
+    "Transfer",
     "UserError",
     "Verdict",
     "Wallet",
@@ -261,6 +262,23 @@ class Earning:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "agent": self.agent, "amount": self.amount, "source": self.source,
+                "description": self.description, "created": self.created, "balance": self.balance}
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Tokens moved from one agent to another (``created`` False: that id moved them before; nothing new)."""
+
+    id: str
+    payer: str
+    payee: str
+    amount: Decimal
+    description: str
+    created: bool
+    balance: Decimal  # the payer's, after
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "payer": self.payer, "payee": self.payee, "amount": self.amount,
                 "description": self.description, "created": self.created, "balance": self.balance}
 
 
@@ -747,9 +765,16 @@ class Exchange:
                        _d(svc.ledger.balance(agent).balance))
 
     def transfer(self, payer: str, payee: str, amount: Decimal | int | str, reason: str, *,
-                 id: str | None = None) -> Entry:
-        """Move tokens from one agent's wallet to another's (under the payer's limits)."""
-        raise UserError("transfer is not available yet in this version of token-exchange")
+                 id: str | None = None) -> Transfer:
+        """Move tokens from one agent's wallet to another's, under the payer's limits (``tx transfer``);
+        the same ``id`` twice moves them once."""
+        from token_exchange.services.corrections import transfer
+
+        svc = self.svc
+        done = transfer(svc, payer, payee, _amount(amount, "amount"), id=id, description=reason)
+        t = done.txn
+        return Transfer(t.id, t.payer, t.payee, _d(t.amount), t.description, done.created,
+                        _d(svc.ledger.balance(payer).balance))
 
     # --- pools -------------------------------------------------------------------------------
     def pool(self, name: str) -> Pool:
