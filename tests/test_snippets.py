@@ -101,7 +101,7 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("docs/api.md", "# config.yaml"): "test_litellm_hook_and_its_proxy_config",
     ("docs/postgres.md", "pip install 'token-exchange[postgres]'"): "test_postgres_setup",
     ("docs/postgres.md", "tx migrate --to postgres"): "test_synopses",
-    ("docs/DEVELOPING.md", "cli/ (typer"): "test_developing_layers_name_real_packages",
+    ("docs/DEVELOPING.md", "entry points   cli/"): "test_developing_layers_name_real_packages",
 }
 
 
@@ -520,9 +520,15 @@ def test_postgres_setup(tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPa
 # --- docs/DEVELOPING.md -----------------------------------------------------------------------------
 def test_developing_layers_name_real_packages() -> None:
     """The layer diagram names packages and modules that exist (tests/test_layout.py checks the arrows)."""
-    text = snippet("docs/DEVELOPING.md", "cli/ (typer").text
+    text = snippet("docs/DEVELOPING.md", "entry points   cli/").text
     names = re.findall(r"([a-z_]+)(/|\.py)", text)
     assert len(names) >= 12
     for name, kind in names:
         path = ROOT / "token_exchange" / (name + (".py" if kind == ".py" else ""))
         assert path.exists(), f"docs/DEVELOPING.md names {name}{kind}, which is not in token_exchange/"
+    from tests.test_layout import RANK
+
+    ranks = [{RANK[n] for n, _ in re.findall(r"([a-z_]+)(/|\.py)", line) if n in RANK} for line in text.splitlines()]
+    ranks = [r for r in ranks if r]
+    assert all(len(r) == 1 for r in ranks), "each row of the diagram is one layer"
+    assert [r.pop() for r in ranks] == list(range(len(ranks)))[::-1], "the rows are tests/test_layout.py's layers"
