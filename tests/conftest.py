@@ -156,9 +156,23 @@ def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = No
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def tx(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
-    """Run the real `tx` console entry point in a subprocess."""
-    return run([sys.executable, "-m", "token_exchange", *args], cwd=cwd, env=env)
+def tx(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, real: bool = False) -> Result:
+    """Run `tx` as a user would: in this process, in ``cwd`` with ``env`` over the environment (the same
+    entry point, exit codes and streams as the console script, without a Python start-up per call);
+    ``real=True`` (or TX_TESTS_REAL_PROCESS=1 for the whole suite) runs a real process instead, where the
+    process is the point."""
+    if real or os.environ.get("TX_TESTS_REAL_PROCESS") == "1":
+        return run([sys.executable, "-m", "token_exchange", *args], cwd=cwd, env=env)
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    try:
+        os.environ.update(env or {})
+        if cwd is not None:
+            os.chdir(cwd)
+        return tx_inproc(*args)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 def tx_inproc(*args: str) -> Result:
