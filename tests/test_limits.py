@@ -17,6 +17,7 @@ from token_exchange.ledger.txn import ts_micros
 from token_exchange.rules import limits
 from token_exchange.rules.config import Limits
 from token_exchange.rules.limits import LimitRefused, Usage, check
+from token_exchange.services import reservations
 from token_exchange.services import spending as llm
 from token_exchange.services.exchange import Exchange
 
@@ -125,15 +126,15 @@ def test_more_than_the_window_limit_itself(tmp_path: Path) -> None:
 def test_open_reservations_count_and_settled_ones_count_once(tmp_path: Path) -> None:
     clock = Clock()
     ex = make_ex(tmp_path / "ex", clock)
-    llm.reserve(ex, "claude", "coding", 33000, id="r1")  # holds 495
-    llm.reserve(ex, "claude", "coding", 33000, id="r2")  # 990 in all
+    reservations.reserve(ex, "claude", "coding", 33000, id="r1")  # holds 495
+    reservations.reserve(ex, "claude", "coding", 33000, id="r2")  # 990 in all
     with pytest.raises(LimitRefused, match=r"Hourly limit reached \(990.0/1000 used, need 15.0\); open "
                                            r"reservations hold 990.0 of it: settle or void them first"):
-        llm.reserve(ex, "claude", "coding", 1000, id="r3")
+        reservations.reserve(ex, "claude", "coding", 1000, id="r3")
     st = limits.status(ex.ledger.fresh(), ex.cfg.agent("claude").limits, "claude", limits.micros(clock()))
     assert st.usage.held == 990 * SCALE and st.usage.hourly == 990 * SCALE
-    llm.settle(ex, "r1", 10000)  # 150: the 495 hold stops counting, the settle counts once
-    llm.void(ex, "r2")
+    reservations.settle(ex, "r1", 10000)  # 150: the 495 hold stops counting, the settle counts once
+    reservations.void(ex, "r2")
     st = limits.status(ex.ledger.fresh(), ex.cfg.agent("claude").limits, "claude", limits.micros(clock()))
     assert st.usage.hourly == 150 * SCALE and st.usage.held == 0 and st.usage.balance == 9850 * SCALE
     clock.advance(hours=1)
@@ -211,11 +212,11 @@ def test_property_limits_never_broken(seq: list[tuple[str, object, int]]) -> Non
                 if op == "spend":
                     llm.spend(ex, str(who), "coding", n)
                 elif op == "reserve":
-                    rids.append(llm.reserve(ex, str(who), "coding", n).id)
+                    rids.append(reservations.reserve(ex, str(who), "coding", n).id)
                 elif op == "settle" and rids:
-                    llm.settle(ex, rids[int(str(who)) % len(rids)], n)
+                    reservations.settle(ex, rids[int(str(who)) % len(rids)], n)
                 elif op == "void" and rids:
-                    llm.void(ex, rids[int(str(who)) % len(rids)])
+                    reservations.void(ex, rids[int(str(who)) % len(rids)])
                 elif op == "wait":
                     clock.advance(seconds=n)
             except UserError:

@@ -26,6 +26,7 @@ def _home(path: Path, extra: str) -> Path:
 def _worker(home: str, agent: str, tokens: int, attempts: int, start: multiprocessing.synchronize.Event,
             results: multiprocessing.queues.Queue, reserve_too: bool) -> None:
     from token_exchange.errors import Refused
+    from token_exchange.services import reservations
     from token_exchange.services import spending as llm
 
     ex = Exchange(Path(home), clock=lambda: T0)
@@ -34,7 +35,7 @@ def _worker(home: str, agent: str, tokens: int, attempts: int, start: multiproce
     for i in range(attempts):
         try:
             if reserve_too and i % 2:
-                with llm.reservation(ex, agent, "x", tokens, model="gemini-pro") as r:
+                with reservations.reservation(ex, agent, "x", tokens, model="gemini-pro") as r:
                     r.use(tokens)
             else:
                 llm.spend(ex, agent, "x", tokens, model="gemini-pro")

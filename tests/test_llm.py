@@ -12,6 +12,7 @@ from token_exchange.amounts import SCALE, to_units
 from token_exchange.errors import IdConflict, Refused, UserError
 from token_exchange.rules import config as config_mod
 from token_exchange.rules.limits import LimitRefused
+from token_exchange.services import reservations
 from token_exchange.services import spending as llm
 from token_exchange.services.exchange import Exchange
 
@@ -83,7 +84,7 @@ def test_spend_is_idempotent_by_id(ex: Exchange) -> None:
 def test_price_change_never_rewrites_history(tmp_path: Path, clock: Clock) -> None:
     ex = make_ex(tmp_path / "ex", clock)
     first = llm.spend(ex, "claude", "coding", 5000, id="before")
-    r = llm.reserve(ex, "claude", "coding", 10000, id="held")
+    r = reservations.reserve(ex, "claude", "coding", 10000, id="held")
     text = (ex.home / "config.toml").read_text().replace("claude-opus = { cost_per_1k = 15 }",
                                                          "claude-opus = { cost_per_1k = 30 }")
     (ex.home / "config.toml").write_text(text)
@@ -91,7 +92,7 @@ def test_price_change_never_rewrites_history(tmp_path: Path, clock: Clock) -> No
     assert ex2.ledger.get(first.txn.id).amount == 75 * SCALE
     assert ex2.ledger.get(first.txn.id).breakdown["price_per_1k"] == "15"
     # settle uses the price stored on the reservation, not today's price
-    s = llm.settle(ex2, r.id, 2000)
+    s = reservations.settle(ex2, r.id, 2000)
     assert s.cost == 30 * SCALE
     assert llm.spend(ex2, "claude", "coding", 1000).cost == 30 * SCALE
 
@@ -106,8 +107,8 @@ def test_errors_change_nothing(ex: Exchange) -> None:
                  lambda: llm.spend(ex, "claude", "coding", "ten"),
                  lambda: llm.spend(ex, "claude", "coding", 44000),  # 660 > burst 500
                  lambda: llm.spend(ex, "claude", "coding", 10, id="bad id"),
-                 lambda: llm.settle(ex, "nope", 10),
-                 lambda: llm.void(ex, "nope")):
+                 lambda: reservations.settle(ex, "nope", 10),
+                 lambda: reservations.void(ex, "nope")):
         with pytest.raises(UserError):
             call()
     assert journal.read_bytes() == before
@@ -115,10 +116,10 @@ def test_errors_change_nothing(ex: Exchange) -> None:
 
 # --- reservations -------------------------------------------------------------------------------
 def test_reserve_settle_releases_the_rest(ex: Exchange) -> None:
-    r = llm.reserve(ex, "claude", "coding", 20000, id="r1")
+    r = reservations.reserve(ex, "claude", "coding", 20000, id="r1")
     assert r.held == 300 * SCALE and r.state == "open" and r.expires == "2026-01-01T12:15:00Z"
     assert ex.balance("claude").balance == 9700 * SCALE  # held money left the wallet
-    s = llm.settle(ex, "r1", 5000)
+    s = reservations.settle(ex, "r1", 5000)
     assert (s.state, s.cost, s.released) == ("settled", 75 * SCALE, 225 * SCALE)
     b = ex.balance("claude")
     assert b.balance == 9925 * SCALE and b.spent == 75 * SCALE
@@ -129,58 +130,58 @@ def test_reserve_settle_releases_the_rest(ex: Exchange) -> None:
 
 
 def test_settle_all_of_it_writes_no_release(ex: Exchange) -> None:
-    llm.reserve(ex, "claude", "coding", 20000, id="r1")
-    assert llm.settle(ex, "r1", 20000).released == 0
+    reservations.reserve(ex, "claude", "coding", 20000, id="r1")
+    assert reservations.settle(ex, "r1", 20000).released == 0
     assert ex.ledger.get("llm:r1:release") is None
 
 
 def test_double_settle_settle_after_void_and_too_many_tokens(ex: Exchange) -> None:
-    llm.reserve(ex, "claude", "coding", 20000, id="r1")
+    reservations.reserve(ex, "claude", "coding", 20000, id="r1")
     with pytest.raises(Refused, match="more than its maximum 20000"):
-        llm.settle(ex, "r1", 20001)
-    llm.settle(ex, "r1", 100)
+        reservations.settle(ex, "r1", 20001)
+    reservations.settle(ex, "r1", 100)
     with pytest.raises(UserError, match="already settled"):
-        llm.settle(ex, "r1", 100)
+        reservations.settle(ex, "r1", 100)
     with pytest.raises(UserError, match="already settled"):
-        llm.void(ex, "r1")
-    llm.reserve(ex, "claude", "coding", 20000, id="r2")
-    v = llm.void(ex, "r2")
+        reservations.void(ex, "r1")
+    reservations.reserve(ex, "claude", "coding", 20000, id="r2")
+    v = reservations.void(ex, "r2")
     assert v.state == "voided" and v.released == 300 * SCALE
     with pytest.raises(UserError, match="voided"):
-        llm.settle(ex, "r2", 10)
+        reservations.settle(ex, "r2", 10)
     with pytest.raises(UserError, match="voided"):
-        llm.void(ex, "r2")
+        reservations.void(ex, "r2")
     assert ex.balance("claude").balance == (10000 - 1.5) * SCALE
 
 
 def test_reserve_is_idempotent_and_ids_do_not_mix(ex: Exchange) -> None:
-    a = llm.reserve(ex, "claude", "coding", 20000, id="r1")
-    b = llm.reserve(ex, "claude", "coding", 20000, id="r1")
+    a = reservations.reserve(ex, "claude", "coding", 20000, id="r1")
+    b = reservations.reserve(ex, "claude", "coding", 20000, id="r1")
     assert a.held == b.held and ex.balance("claude").balance == 9700 * SCALE
     with pytest.raises(IdConflict):
-        llm.reserve(ex, "claude", "coding", 30000, id="r1")
+        reservations.reserve(ex, "claude", "coding", 30000, id="r1")
     with pytest.raises(IdConflict):
         llm.spend(ex, "claude", "coding", 10, id="r1")
     llm.spend(ex, "claude", "coding", 10, id="s1")
     with pytest.raises(IdConflict):
-        llm.reserve(ex, "claude", "coding", 10, id="s1")
+        reservations.reserve(ex, "claude", "coding", 10, id="s1")
 
 
 def test_reservation_expires_lazily_at_the_next_operation(ex: Exchange, clock: Clock) -> None:
-    llm.reserve(ex, "claude", "coding", 20000, id="r1")
+    reservations.reserve(ex, "claude", "coding", 20000, id="r1")
     clock.advance(seconds=899)
-    assert llm.show(ex, "r1").state == "open"
+    assert reservations.show(ex, "r1").state == "open"
     clock.advance(seconds=1)
-    r = llm.show(ex, "r1")
+    r = reservations.show(ex, "r1")
     assert r.state == "expired" and r.released == 300 * SCALE
     assert ex.balance("claude").balance == 10000 * SCALE
     with pytest.raises(UserError, match="expired at 2026-01-01T12:15:00Z"):
-        llm.settle(ex, "r1", 10)
+        reservations.settle(ex, "r1", 10)
 
 
 def test_expiry_happens_before_a_limit_check(tmp_path: Path, clock: Clock) -> None:
     ex = make_ex(tmp_path / "ex", clock, "[agents.claude.limits]\nhourly = 400\n")
-    llm.reserve(ex, "claude", "coding", 20000, id="r1", ttl=60)  # holds 300 of the 400
+    reservations.reserve(ex, "claude", "coding", 20000, id="r1", ttl=60)  # holds 300 of the 400
     with pytest.raises(LimitRefused, match="Hourly limit reached"):
         llm.spend(ex, "claude", "coding", 10000)  # 150
     clock.advance(seconds=60)
@@ -191,15 +192,15 @@ def test_expiry_happens_before_a_limit_check(tmp_path: Path, clock: Clock) -> No
 def test_holds_count_against_balance_and_burst(tmp_path: Path, clock: Clock) -> None:
     ex = make_ex(tmp_path / "ex", clock, "[agents.zero.limits]\nreserve = 9500\nburst = 400\n")
     with pytest.raises(LimitRefused, match=r"Exceeds burst limit \(450.0 > 400\)"):
-        llm.reserve(ex, "zero", "x", 30000, model="claude-opus")
-    llm.reserve(ex, "zero", "x", 20000, model="claude-opus", id="a")  # 300
+        reservations.reserve(ex, "zero", "x", 30000, model="claude-opus")
+    reservations.reserve(ex, "zero", "x", 20000, model="claude-opus", id="a")  # 300
     with pytest.raises(LimitRefused, match="emergency reserve"):
-        llm.reserve(ex, "zero", "x", 20000, model="claude-opus", id="b")  # 9700 - 300 < 9500
+        reservations.reserve(ex, "zero", "x", 20000, model="claude-opus", id="b")  # 9700 - 300 < 9500
 
 
 # --- the context manager ------------------------------------------------------------------------
 def test_context_manager_settles_recorded_usage(ex: Exchange) -> None:
-    with llm.reservation(ex, "claude", "coding", 20000) as r:
+    with reservations.reservation(ex, "claude", "coding", 20000) as r:
         assert ex.balance("claude").balance == 9700 * SCALE
         r.use(5000)
     assert r.state.state == "settled" and r.state.cost == 75 * SCALE
@@ -207,30 +208,30 @@ def test_context_manager_settles_recorded_usage(ex: Exchange) -> None:
 
 
 def test_context_manager_voids_when_nothing_used_or_on_error(ex: Exchange) -> None:
-    with llm.reservation(ex, "claude", "coding", 20000) as r:
+    with reservations.reservation(ex, "claude", "coding", 20000) as r:
         pass
     assert r.state.state == "voided"
     with pytest.raises(RuntimeError):
-        with llm.reservation(ex, "claude", "coding", 20000) as r2:
+        with reservations.reservation(ex, "claude", "coding", 20000) as r2:
             raise RuntimeError("model call failed")
     assert r2.state.state == "voided"
     with pytest.raises(RuntimeError):
-        with llm.reservation(ex, "claude", "coding", 20000) as r3:
+        with reservations.reservation(ex, "claude", "coding", 20000) as r3:
             r3.use(1000)
             raise RuntimeError("failed after the call")
     assert r3.state.state == "settled" and r3.state.cost == 15 * SCALE  # consumed tokens are still paid
     assert ex.balance("claude").balance == 9985 * SCALE
     with pytest.raises(LimitRefused):
-        with llm.reservation(ex, "claude", "coding", 50000):
+        with reservations.reservation(ex, "claude", "coding", 50000):
             pytest.fail("must not run when the reservation is refused")
 
 
 def test_context_manager_explicit_settle(ex: Exchange) -> None:
-    with llm.reservation(ex, "claude", "coding", 20000, id="ctx") as r:
+    with reservations.reservation(ex, "claude", "coding", 20000, id="ctx") as r:
         r.settle(2000)
     assert ex.ledger.get("llm:ctx:settle").amount == 30 * SCALE
     with pytest.raises(Refused):
-        with llm.reservation(ex, "claude", "coding", 100) as r:
+        with reservations.reservation(ex, "claude", "coding", 100) as r:
             r.use(101)
 
 

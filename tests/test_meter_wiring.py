@@ -26,7 +26,7 @@ from token_exchange.amounts import to_decimal
 from token_exchange.ledger.doctor import check as doctor
 from token_exchange.meter.guard import allow
 from token_exchange.rules import config as config_mod
-from token_exchange.services import metering
+from token_exchange.services import meter_charge, meter_install, meter_sources, meter_state, prompt_guard
 from token_exchange.services.exchange import Exchange
 
 SID = "0b5e3a52-8a8f-4d2c-9a51-3f0d3e1c2b7a"
@@ -76,17 +76,17 @@ class Session:
         return json.dumps(doc).encode()
 
 
-def meters(ex: Exchange, env: dict[str, str] | None = None) -> metering.Meter:
-    return metering.Meter.of(ex, env=env or {})
+def meters(ex: Exchange, env: dict[str, str] | None = None) -> meter_charge.Meter:
+    return meter_charge.Meter.of(ex, env=env or {})
 
 
 def hook(ex: Exchange, s: Session, event: str = "Stop", env: dict[str, str] | None = None,
-         **extra: Any) -> metering.HookRun:
-    return metering.claude_code_hook(s.hook(event, **extra), meter=meters(ex, env))
+         **extra: Any) -> meter_sources.HookRun:
+    return meter_sources.claude_code_hook(s.hook(event, **extra), meter=meters(ex, env))
 
 
-def guard(ex: Exchange, s: Session, env: dict[str, str] | None = None) -> metering.HookRun:
-    return metering.claude_code_guard(s.hook("UserPromptSubmit", prompt="Fix the bug"), meter=meters(ex, env))
+def guard(ex: Exchange, s: Session, env: dict[str, str] | None = None) -> meter_sources.HookRun:
+    return prompt_guard.claude_code_guard(s.hook("UserPromptSubmit", prompt="Fix the bug"), meter=meters(ex, env))
 
 
 def spent(ex: Exchange, agent: str = "claude") -> dict[str, Decimal]:
@@ -330,17 +330,17 @@ def test_home_is_found_from_the_sessions_cwd_like_git_does(tmp_path: Path, repo:
     for start in (repo, repo / "sub" / "dir", wt):
         w = git_mod.where(start)
         assert w is not None
-        found = metering.repo_main_worktree(start)
+        found = meter_state.repo_main_worktree(start)
         assert found is not None and found.resolve() == git_mod.main_worktree(w) == repo.resolve()
-    assert metering.find_home(None, str(wt), {}).resolve() == repo.resolve() / ".exchange"
-    assert metering.find_home(None, str(wt), {"TOKEN_EXCHANGE_HOME": "/x/h"}) == Path("/x/h")
-    assert metering.repo_main_worktree(Path("/")) is None
+    assert meter_state.find_home(None, str(wt), {}).resolve() == repo.resolve() / ".exchange"
+    assert meter_state.find_home(None, str(wt), {"TOKEN_EXCHANGE_HOME": "/x/h"}) == Path("/x/h")
+    assert meter_state.repo_main_worktree(Path("/")) is None
     from token_exchange.rules import limits
     from token_exchange.services import home
 
-    assert (metering.HOME_ENV, metering.HOME_DIR) == (home.HOME_ENV, home.HOME_DIR)
+    assert (meter_state.HOME_ENV, meter_state.HOME_DIR) == (home.HOME_ENV, home.HOME_DIR)
     for moment in (clock_t0 := Clock().now, clock_t0.replace(microsecond=123456)):
-        assert metering.micros(moment) == limits.micros(moment)
+        assert meter_charge.micros(moment) == limits.micros(moment)
 
 
 def test_opening_a_wallet_is_the_same_transaction_as_the_exchanges(tmp_path: Path, clock: Clock) -> None:
@@ -408,9 +408,9 @@ def test_guard_without_an_agent_or_an_exchange_lets_the_prompt_through(tmp_path:
     write(s.main, user())
     r = guard(ex, s)
     assert r.reply.exit_code == 0 and r.reply.stdout == "" and "no agent" in one_line(r.reply.stderr)
-    r = metering.claude_code_guard(s.hook("UserPromptSubmit"), home=tmp_path / "nowhere", env={})
+    r = prompt_guard.claude_code_guard(s.hook("UserPromptSubmit"), home=tmp_path / "nowhere", env={})
     assert r.reply.exit_code == 0 and "no exchange at" in one_line(r.reply.stderr)
-    r = metering.claude_code_guard(b"{oops", home=tmp_path / "ex", env={})
+    r = prompt_guard.claude_code_guard(b"{oops", home=tmp_path / "ex", env={})
     assert r.reply.exit_code == 0 and "not valid JSON" in one_line(r.reply.stderr)
 
 
@@ -479,7 +479,7 @@ def test_hook_programs_import_nothing_heavy(tmp_path: Path, clock: Clock, prog: 
                            str(tmp_path / "ex")], input=s.hook(ev), capture_output=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     modules = {ln.split("|")[-1].strip() for ln in proc.stderr.decode().splitlines() if ln.startswith("import time:")}
-    assert "token_exchange.services.metering" in modules and "token_exchange.ledger.ledger" in modules
+    assert "token_exchange.services.meter_charge" in modules and "token_exchange.ledger.ledger" in modules
     # The meter hook (after every response) also does without dataclasses/inspect and orjson (its import
     # pulls in dataclasses, uuid, platform); the guard needs rules.limits, which uses dataclasses.
     banned = HEAVY + (("dataclasses", "inspect", "orjson", "uuid", "token_exchange.rules.limits")
@@ -551,7 +551,7 @@ def test_install_and_uninstall_round_trip(tmp_path: Path, cli: Any) -> None:
     r = cli("meter", "install", "claude-code", "--settings", str(settings))
     assert r.code == 0 and "Stop, SubagentStop, SessionEnd, UserPromptSubmit" in r.err
     doc = json.loads(settings.read_text())
-    meter_cmd, guard_cmd = metering.hook_commands()
+    meter_cmd, guard_cmd = meter_install.hook_commands()
     assert meter_cmd == f"{BIN / 'tx-meter'} claude-code" and guard_cmd == f"{BIN / 'tx-guard'} claude-code"
     assert [h["command"] for g in doc["hooks"]["Stop"] for h in g["hooks"]] == ["notify-send done", meter_cmd]
     assert [h["command"] for g in doc["hooks"]["UserPromptSubmit"] for h in g["hooks"]] == \
@@ -564,8 +564,8 @@ def test_install_and_uninstall_round_trip(tmp_path: Path, cli: Any) -> None:
     assert r.code == 0
     doc = json.loads(settings.read_text())
     cmds = [h["command"] for ev in doc["hooks"].values() for g in ev for h in g["hooks"]]
-    assert sum(metering.is_our_command(c) for c in cmds) == 3 and all("--home" in c for c in cmds
-                                                                       if metering.is_our_command(c))
+    assert sum(meter_install.is_our_command(c) for c in cmds) == 3 and all("--home" in c for c in cmds
+                                                                       if meter_install.is_our_command(c))
     assert cli("meter", "install", "claude-code", "--settings", str(settings), "--on-path").code == 0
     doc = json.loads(settings.read_text())
     assert [h["command"] for g in doc["hooks"]["SessionEnd"] for h in g["hooks"]] == ["tx-meter claude-code"]
@@ -595,14 +595,14 @@ def test_install_refuses_bad_settings_and_targets(tmp_path: Path, cli: Any) -> N
 
 
 def test_is_our_command() -> None:
-    assert metering.is_our_command("/v/bin/tx-meter claude-code --home '/a b/.exchange'")
-    assert metering.is_our_command("tx-guard claude-code")
-    assert metering.is_our_command("tx meter claude-code")
-    assert not metering.is_our_command("tx-meter codex ~/.codex")
-    assert not metering.is_our_command("my-tx-meter claude-code")
-    assert not metering.is_our_command("echo tx-meter claude-code")
-    assert not metering.is_our_command("tx-meter 'claude-code")
-    assert not metering.is_our_command(None)
+    assert meter_install.is_our_command("/v/bin/tx-meter claude-code --home '/a b/.exchange'")
+    assert meter_install.is_our_command("tx-guard claude-code")
+    assert meter_install.is_our_command("tx meter claude-code")
+    assert not meter_install.is_our_command("tx-meter codex ~/.codex")
+    assert not meter_install.is_our_command("my-tx-meter claude-code")
+    assert not meter_install.is_our_command("echo tx-meter claude-code")
+    assert not meter_install.is_our_command("tx-meter 'claude-code")
+    assert not meter_install.is_our_command(None)
 
 
 def test_tx_meter_claude_code_with_transcripts_backfills(tmp_path: Path, clock: Clock, cli: Any) -> None:
@@ -618,11 +618,11 @@ def test_tx_meter_claude_code_with_transcripts_backfills(tmp_path: Path, clock: 
 
 
 def test_expired_reservations_are_released_before_metered_usage_is_charged(tmp_path: Path, clock: Clock) -> None:
-    from token_exchange.services import spending
+    from token_exchange.services import reservations
 
     ex = exchange(tmp_path / "ex", clock)
     for i in range(2):  # 2 x 495 held (33,000 tokens at 15/1K)
-        spending.reserve(ex, "claude", "coding", 33_000, id=f"r{i}", ttl=60)
+        reservations.reserve(ex, "claude", "coding", 33_000, id=f"r{i}", ttl=60)
     assert balance(ex) == Decimal("9010")
     clock.advance(minutes=2)  # both holds have expired, neither is released yet
     s = Session(tmp_path)
@@ -630,7 +630,7 @@ def test_expired_reservations_are_released_before_metered_usage_is_charged(tmp_p
     r = hook(ex, s)
     assert r.charged is not None and r.charged.unbilled == 0  # paid in full: the holds came back first
     assert spent(ex) == {"meter:cc:msg_1": Decimal("9015")} and balance(ex) == Decimal("985")
-    assert spending.show(ex, "r0").state == "expired" and spending.show(ex, "r1").state == "expired"
+    assert reservations.show(ex, "r0").state == "expired" and reservations.show(ex, "r1").state == "expired"
 
 
 def test_one_unreadable_file_does_not_stop_the_others(tmp_path: Path, clock: Clock, cli: Any) -> None:

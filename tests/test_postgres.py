@@ -23,7 +23,7 @@ from token_exchange.amounts import SCALE
 from token_exchange.errors import Refused, UserError
 from token_exchange.ledger.doctor import check
 from token_exchange.rules import limits
-from token_exchange.services import corrections
+from token_exchange.services import corrections, reservations
 from token_exchange.services import spending as llm
 from token_exchange.services.exchange import Exchange
 
@@ -45,12 +45,12 @@ def workload(ex: Exchange, clock: Clock) -> None:
     clock.advance(seconds=1)
     llm.spend(ex, "claude", "coding", 2000, id="s1")
     llm.spend(ex, "claude", "coding", 2000, id="s1")  # replay: recorded once
-    with llm.reservation(ex, "builder", "coding", 8000, id="r1") as r:
+    with reservations.reservation(ex, "builder", "coding", 8000, id="r1") as r:
         r.use(3000, 1000)
     clock.advance(seconds=2)
-    llm.reserve(ex, "spark", "coding", 1000, id="r2")
-    llm.void(ex, "r2")
-    llm.reserve(ex, "lambda", "coding", 1000, id="r3", ttl=60)
+    reservations.reserve(ex, "spark", "coding", 1000, id="r2")
+    reservations.void(ex, "r2")
+    reservations.reserve(ex, "lambda", "coding", 1000, id="r3", ttl=60)
     clock.advance(seconds=61)
     llm.spend(ex, "lambda", "coding", 500, id="s2")  # expires r3 first
     corrections.transfer(ex, "claude", "builder", "12.5", id="t1")
@@ -254,7 +254,7 @@ def test_reservations_live_and_expire_in_the_database_across_hosts(tmp_path: Pat
     a = pg_ex(tmp_path / "host-a", pg.dsn, clock)
     b = Exchange(pg_home(tmp_path / "host-b", pg.dsn), clock=clock)
     try:
-        llm.reserve(a, "claude", "coding", 30000, id="big", ttl=60)  # 450 of the 1,000 hourly limit
+        reservations.reserve(a, "claude", "coding", 30000, id="big", ttl=60)  # 450 of the 1,000 hourly limit
         idx = b.ledger.fresh()
         assert [h[0] for h in idx.open_holds("claude")] == ["hold:big"]
         assert limits.usage(idx, "claude", limits.micros(clock())).hourly == 450 * SCALE
@@ -265,7 +265,7 @@ def test_reservations_live_and_expire_in_the_database_across_hosts(tmp_path: Pat
         clock.advance(seconds=61)
         r = llm.spend(b, "claude", "coding", 30000, id="fits-now")  # B expires A's hold first, then spends
         assert r.created
-        assert llm.show(a, "big").state == "expired"
+        assert reservations.show(a, "big").state == "expired"
         assert pg.sql("SELECT count(*) FROM txns WHERE id = 'llm:big:expire'") == [(1,)]
         assert pg.sql("SELECT count(*) FROM holds") == [(0,)]
         assert check(a.ledger).ok
@@ -285,7 +285,7 @@ def _racer(home: str, tokens: int, attempts: int, reserve_too: bool, tag: str,
         rid = f"{tag}-{i}"
         try:
             if reserve_too and i % 2:
-                with llm.reservation(ex, "observer", "x", tokens, model="gemini-pro", id=rid) as r:
+                with reservations.reservation(ex, "observer", "x", tokens, model="gemini-pro", id=rid) as r:
                     r.use(tokens)
                 ok.append(f"llm:{rid}:settle")
             else:

@@ -19,8 +19,8 @@ written when an operation fails.
 
 The CLI spending commands (``cli/spend.py``), the MCP server (``agents/mcp_server.py``) and the
 LiteLLM hook (``agents/litellm.py``) all sit on this module; the services it calls
-(``services.spending``, ``services.pools``, ``services.exchange``) decide everything under the
-ledger lock.
+(``services.spending``, ``services.reservations``, ``services.pools``, ``services.exchange``) decide
+everything under the ledger lock.
 
 One ``Exchange`` may be shared by threads: each thread gets its own connection to the ledger
 (SQLite connections belong to the thread that made them) and the ledger's file lock orders the
@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from token_exchange.ledger.txn import Txn
     from token_exchange.rules.config import Config
     from token_exchange.services import pools as _pools
+    from token_exchange.services import reservations as _reservations
     from token_exchange.services import spending as _spending
     from token_exchange.services.exchange import Exchange as _Svc
 
@@ -429,7 +430,7 @@ class Refunds:
 
 
 # --- conversions from the services' types --------------------------------------------------------
-def _reservation(st: _spending.ReservationState) -> ReservationInfo:
+def _reservation(st: _reservations.ReservationState) -> ReservationInfo:
     return ReservationInfo(st.id, st.agent, st.model, st.task, st.max_tokens, _d(st.held), st.ts, st.expires,
                            st.state, _d(st.cost), st.tokens, _d(st.released), _d(st.over))
 
@@ -659,9 +660,9 @@ class Exchange:
 
     def reservation(self, reservation_id: str) -> ReservationInfo:
         """A reservation's current state (one whose time is up is expired first)."""
-        from token_exchange.services import spending
+        from token_exchange.services import reservations
 
-        return _reservation(spending.show(self.svc, reservation_id))
+        return _reservation(reservations.show(self.svc, reservation_id))
 
     # --- quotes ------------------------------------------------------------------------------
     def quote_commit(self, message: str, *, agent: str | None = None, author: str | None = None,
@@ -714,10 +715,10 @@ class Exchange:
 
         Refused (``LimitRefused``) before anything happens when the hold breaks a limit.  Same ``id``
         again returns the same reservation."""
-        from token_exchange.services import spending
+        from token_exchange.services import reservations
 
         n = _count(max_tokens, "max tokens")
-        st = spending.reserve(self.svc, agent, task, n, model=model, id=id, ttl=ttl)
+        st = reservations.reserve(self.svc, agent, task, n, model=model, id=id, ttl=ttl)
         return Reservation(self, _reservation(st))
 
     def settle(self, reservation_id: str, tokens: int | str | None = None, *, input_tokens: int | str | None = None,
@@ -726,19 +727,19 @@ class Exchange:
 
         Usage above its maximum is charged too (the hold in full, the rest outside the limits: those
         tokens were consumed); ``allow_over=False`` refuses it instead."""
-        from token_exchange.services import spending
+        from token_exchange.services import reservations
 
         total, out = _usage(tokens, input_tokens, output_tokens)
         if total == 0:
             raise UserError("nothing used: void the reservation instead")
-        return _reservation(spending.settle(self.svc, reservation_id, total, output_tokens=out,
-                                            allow_over=allow_over))
+        return _reservation(reservations.settle(self.svc, reservation_id, total, output_tokens=out,
+                                                allow_over=allow_over))
 
     def void(self, reservation_id: str) -> ReservationInfo:
         """Release all of an open reservation (the request did not happen)."""
-        from token_exchange.services import spending
+        from token_exchange.services import reservations
 
-        return _reservation(spending.void(self.svc, reservation_id))
+        return _reservation(reservations.void(self.svc, reservation_id))
 
     def spend(self, agent: str, model: str | None, tokens: int | str | None = None, *,
               input_tokens: int | str | None = None, output_tokens: int | str | None = None,

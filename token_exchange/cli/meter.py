@@ -2,7 +2,8 @@
 
 The hooks Claude Code runs are the lean ``tx-meter`` / ``tx-guard`` programs (``hooks.meter``); these
 commands do the same through ``tx`` (for a hand run, a backfill, scripts) and install the hooks.
-Everything is in ``services.metering``.
+Everything is in the services: ``meter_sources`` (charging), ``prompt_guard`` (refusing) and
+``meter_install`` (the settings).
 """
 
 from __future__ import annotations
@@ -61,12 +62,12 @@ def claude_code(transcripts: Annotated[Optional[list[Path]], typer.Argument(
                          "JSON on stdin.")] = None,
                 agent: AgentOpt = None, as_json: Json = False) -> None:
     """The Claude Code Stop / SubagentStop / SessionEnd hook (JSON on stdin), or charge TRANSCRIPTS."""
-    from token_exchange.services import metering
+    from token_exchange.services import meter_sources
 
     if not transcripts:
         from token_exchange.meter.claude_code import MAX_HOOK_INPUT
 
-        run = metering.claude_code_hook(sys.stdin.buffer.read(MAX_HOOK_INPUT + 1), home=state.home, agent=agent)
+        run = meter_sources.claude_code_hook(sys.stdin.buffer.read(MAX_HOOK_INPUT + 1), home=state.home, agent=agent)
         code = run.reply.exit_code
         if as_json:
             out.emit_json({"exit_code": code, "agent": run.agent,
@@ -78,7 +79,7 @@ def claude_code(transcripts: Annotated[Optional[list[Path]], typer.Argument(
     results = []
     failed = 0
     for path in transcripts:
-        run = metering.claude_code_hook(metering.transcript_hook_input(path), home=state.home, agent=agent)
+        run = meter_sources.claude_code_hook(meter_sources.transcript_hook_input(path), home=state.home, agent=agent)
         ok = run.reply.exit_code == 0 and run.agent is not None
         failed += not ok
         results.append({"transcript": str(path), "agent": run.agent, "ok": ok,
@@ -92,11 +93,13 @@ def claude_code(transcripts: Annotated[Optional[list[Path]], typer.Argument(
 
 
 def _files(source: Literal["codex", "aider"], paths: list[Path], agent: str | None, as_json: bool) -> None:
-    from token_exchange.services import metering
+    from token_exchange.services.meter_charge import Meter
+    from token_exchange.services.meter_sources import meter_files
+    from token_exchange.services.meter_state import find_home
 
-    m = metering.Meter(metering.find_home(state.home, None, os.environ))
+    m = Meter(find_home(state.home, None, os.environ))
     try:
-        runs = metering.meter_files(m, source, paths, agent=agent)
+        runs = meter_files(m, source, paths, agent=agent)
     finally:
         m.close()
     if as_json:
@@ -133,7 +136,7 @@ Settings = Annotated[Optional[Path], typer.Option("--settings", help="A settings
 
 
 def _installed(result: object, as_json: bool, verb: str) -> None:
-    from token_exchange.services.metering import Installed
+    from token_exchange.services.meter_install import Installed
 
     assert isinstance(result, Installed)
     if as_json:
@@ -158,26 +161,26 @@ def install_cmd(target: Target, scope: Scope = "project", settings: Settings = N
                 as_json: Json = False) -> None:
     """Merge the meter (Stop, SubagentStop, SessionEnd) and guard (UserPromptSubmit) hooks into Claude
     Code's settings; what is there is kept."""
-    from token_exchange.services import metering
+    from token_exchange.services import meter_install
 
     _target(target)
     if agent is not None:
         from token_exchange.cli.common import exchange
 
         exchange().cfg.agent(agent)  # a typo here would leave every session uncharged
-    path = metering.settings_file(scope, settings)
+    path = meter_install.settings_file(scope, settings)
     programs = {"meter_program": "tx-meter", "guard_program": "tx-guard"} if on_path else {}
-    meter_cmd, guard_cmd = metering.hook_commands(home=state.home, agent=agent, **programs)
-    _installed(metering.install_claude_code(path, meter_cmd, guard_cmd if guard else None), as_json, "installed")
+    meter_cmd, guard_cmd = meter_install.hook_commands(home=state.home, agent=agent, **programs)
+    _installed(meter_install.install_claude_code(path, meter_cmd, guard_cmd if guard else None), as_json, "installed")
 
 
 @meter_app.command("uninstall")
 def uninstall_cmd(target: Target, scope: Scope = "project", settings: Settings = None, as_json: Json = False) -> None:
     """Remove our hooks from Claude Code's settings (only ours)."""
-    from token_exchange.services import metering
+    from token_exchange.services import meter_install
 
     _target(target)
-    _installed(metering.uninstall_claude_code(metering.settings_file(scope, settings)), as_json, "removed")
+    _installed(meter_install.uninstall_claude_code(meter_install.settings_file(scope, settings)), as_json, "removed")
 
 
 @guard_app.command("claude-code")
@@ -188,9 +191,9 @@ def guard_claude_code(agent: AgentOpt = None,
     """The Claude Code UserPromptSubmit hook: blocks the prompt (exit 2, reason on stderr) when the agent is
     out of funds, at its reserve or over its hourly/daily limit."""
     from token_exchange.meter.claude_code import MAX_HOOK_INPUT
-    from token_exchange.services import metering
+    from token_exchange.services.prompt_guard import claude_code_guard
 
-    run = metering.claude_code_guard(sys.stdin.buffer.read(MAX_HOOK_INPUT + 1), home=state.home, agent=agent)
+    run = claude_code_guard(sys.stdin.buffer.read(MAX_HOOK_INPUT + 1), home=state.home, agent=agent)
     if as_json:
         out.emit_json({"agent": run.agent, "blocked": run.reply.exit_code == 2, "exit_code": run.reply.exit_code,
                        "message": run.reply.stderr.strip(), "charge": run.charged.to_json() if run.charged else None})

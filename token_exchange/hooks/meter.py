@@ -4,10 +4,11 @@
     tx-meter codex|aider [--home DIR] [--agent NAME] PATH...    a rollout / analytics log, or a directory of them
     tx-guard claude-code [--home DIR] [--agent NAME]            UserPromptSubmit (JSON on stdin)
 
-The same as ``tx meter ...`` and ``tx guard claude-code`` (both call ``services.metering``), but
-without the CLI stack: Claude Code starts a new process for every hook event (after every response),
-and typer + rich cost more start-up than the whole hook's work.  The standard library, the config,
-the ledger and the meter parsers only; never typer, rich, tomlkit or GitPython (a test checks it).
+The same as ``tx meter ...`` and ``tx guard claude-code`` (both call ``services.meter_sources`` and
+``services.prompt_guard``), but without the CLI stack: Claude Code starts a new process for every
+hook event (after every response), and typer + rich cost more start-up than the whole hook's work.
+The standard library, the config, the ledger and the meter parsers only; never typer, rich, tomlkit
+or GitPython (a test checks it).
 
 Exit codes follow Claude Code's hook protocol (``meter.guard``): the meter never exits 2 (on Stop that
 keeps Claude running); the guard exits 2 only to block a prompt.  Any failure is one line on stderr.
@@ -78,7 +79,7 @@ def _run(prog: str, usage: str, args: list[str]) -> int:
         if prog == "tx-guard":
             if cmd != "claude-code" or positional:
                 raise _Usage(f"unknown command {cmd[:40]!r}" if cmd != "claude-code" else "no arguments expected")
-            from token_exchange.services.metering import claude_code_guard
+            from token_exchange.services.prompt_guard import claude_code_guard
 
             r = claude_code_guard(_stdin(), home=opts.get("home"), agent=opts.get("agent")).reply
             return _reply(r.exit_code, r.stdout, r.stderr)
@@ -86,7 +87,7 @@ def _run(prog: str, usage: str, args: list[str]) -> int:
             if positional:
                 raise _Usage("claude-code reads the hook input on stdin (use `tx meter claude-code FILE` "
                              "to charge a transcript by hand)")
-            from token_exchange.services.metering import claude_code_hook
+            from token_exchange.services.meter_sources import claude_code_hook
 
             r = claude_code_hook(_stdin(), home=opts.get("home"), agent=opts.get("agent")).reply
             return _reply(r.exit_code, r.stdout, r.stderr)
@@ -109,7 +110,9 @@ def _run(prog: str, usage: str, args: list[str]) -> int:
 
 
 def _files(cmd: Literal["codex", "aider"], opts: dict[str, str], paths: list[str]) -> int:
-    from token_exchange.services.metering import Meter, find_home, meter_files
+    from token_exchange.services.meter_charge import Meter
+    from token_exchange.services.meter_sources import meter_files
+    from token_exchange.services.meter_state import find_home
 
     m = Meter(find_home(opts.get("home"), None, os.environ))
     try:

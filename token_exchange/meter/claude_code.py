@@ -1,4 +1,7 @@
 """Claude Code: the hook's stdin JSON, a session's transcript files, and their usage records.
+Long because it is one format, with its sources and the charge-once rule written out below (40
+lines), and every hook run reads all of it (the hook input names the transcripts): a split would
+only add an import to each hook's start-up.
 
 Sources checked (late 2026):
 
