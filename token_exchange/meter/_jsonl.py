@@ -18,10 +18,11 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
-from token_exchange.meter.records import MeterError, short_path
+from token_exchange.meter.records import MeterError, Skips, short_path
 
 MAX_READ_BYTES = 64 * 1024 * 1024
 _SCAN = 1024 * 1024
@@ -116,3 +117,22 @@ def parse(raw: bytes) -> tuple[object, str | None]:
         return loads(raw), None
     except (ValueError, RecursionError):
         return None, "invalid JSON"
+
+
+def objects(chunk: Lines, skips: Skips, max_bytes: int,
+            parse: Callable[[bytes], tuple[object, str | None]] = parse) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The JSON objects on a chunk's lines, with their line numbers; every other non-blank line is
+    counted in ``skips`` with its reason (too long, not JSON, not an object), never raised."""
+    for n in chunk.oversize:
+        skips.add(n, f"longer than {max_bytes} bytes")
+    for lineno, raw in chunk.lines:
+        if not raw.strip():
+            continue
+        obj, err = parse(raw)
+        if err is not None:
+            skips.add(lineno, err)
+            continue
+        if not isinstance(obj, dict):
+            skips.add(lineno, f"not a JSON object ({type(obj).__name__})")
+            continue
+        yield lineno, obj

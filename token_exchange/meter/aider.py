@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import orjson
 
-from token_exchange.meter._jsonl import MAX_READ_BYTES, open_regular, read_lines
+from token_exchange.meter._jsonl import MAX_READ_BYTES, objects, open_regular, read_lines
 from token_exchange.meter.offsets import Reader
 from token_exchange.meter.records import (
     ReadResult,
@@ -71,18 +71,7 @@ def scan_log(f: BinaryIO, offset: int, line: int, carry: Mapping[str, object], *
     skips = Skips()
     out: list[Usage] = []
     chunk = read_lines(f, offset, line, max_bytes)
-    for n in chunk.oversize:
-        skips.add(n, f"longer than {max_bytes} bytes")
-    for lineno, raw in chunk.lines:
-        if not raw.strip():
-            continue
-        obj, err = parse(raw)
-        if err is not None:
-            skips.add(lineno, err)
-            continue
-        if not isinstance(obj, dict):
-            skips.add(lineno, f"not a JSON object ({type(obj).__name__})")
-            continue
+    for lineno, obj in objects(chunk, skips, max_bytes, parse):
         if obj.get("event") != "message_send":
             continue
         props = obj.get("properties")

@@ -52,7 +52,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, cast
 
-from token_exchange.meter._jsonl import MAX_READ_BYTES, loads, open_regular, parse, read_lines
+from token_exchange.meter._jsonl import MAX_READ_BYTES, loads, objects, open_regular, read_lines
 from token_exchange.meter.offsets import OffsetState, advance, key
 from token_exchange.meter.records import (
     MeterError,
@@ -286,18 +286,7 @@ def scan_transcript(f: BinaryIO, offset: int, line: int, carry: Mapping[str, obj
             out.append(p.usage)
 
     chunk = read_lines(f, offset, line, max_bytes)
-    for n in chunk.oversize:
-        skips.add(n, f"longer than {max_bytes} bytes")
-    for lineno, raw in chunk.lines:
-        if not raw.strip():
-            continue
-        obj, err = parse(raw)
-        if err is not None:
-            skips.add(lineno, err)
-            continue
-        if not isinstance(obj, dict):
-            skips.add(lineno, f"not a JSON object ({type(obj).__name__})")
-            continue
+    for lineno, obj in objects(chunk, skips, max_bytes):
         if obj.get("type") != "assistant":
             continue  # user, system, summary...: no billable usage of their own
         message = obj.get("message")

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from token_exchange.meter._jsonl import MAX_READ_BYTES, open_regular, parse, read_lines
+from token_exchange.meter._jsonl import MAX_READ_BYTES, objects, open_regular, read_lines
 from token_exchange.meter.offsets import Reader
 from token_exchange.meter.records import (
     ReadResult,
@@ -89,18 +89,7 @@ def scan_rollout(f: BinaryIO, offset: int, line: int, carry: Mapping[str, object
     skips = Skips()
     out: list[Usage] = []
     chunk = read_lines(f, offset, line, max_bytes)
-    for n in chunk.oversize:
-        skips.add(n, f"longer than {max_bytes} bytes")
-    for lineno, raw in chunk.lines:
-        if not raw.strip():
-            continue
-        obj, err = parse(raw)
-        if err is not None:
-            skips.add(lineno, err)
-            continue
-        if not isinstance(obj, dict):
-            skips.add(lineno, f"not a JSON object ({type(obj).__name__})")
-            continue
+    for lineno, obj in objects(chunk, skips, max_bytes):
         kind, payload = obj.get("type"), obj.get("payload")
         if kind == "session_meta":
             meta_id = payload.get("id") if isinstance(payload, dict) else None
