@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.meterkit import assert_same_records, piecewise_records
 from token_exchange.meter import codex, offsets
-from token_exchange.meter.records import Usage, totals
 
 SID = "019a2b3c-4d5e-7f60-8a9b-0c1d2e3f4a5b"
 NAME = f"rollout-2026-03-01T10-00-00-{SID}.jsonl"
@@ -170,24 +170,8 @@ def test_chunked_reads_equal_one_full_read(lines: list[str], data: st.DataObject
     with tempfile.TemporaryDirectory() as d:
         full = codex.read_rollout(write(Path(d) / f"full-{SID}.jsonl", *lines))
         path = Path(d) / NAME
-        path.write_text("")
-        text = "".join(x + "\n" for x in lines)
-        cuts = sorted(set(data.draw(st.lists(st.integers(0, len(text)), max_size=8))))
-        state_path = Path(d) / "state.json"
-        got: list[Usage] = []
-        start = 0
-        for cut in [*cuts, len(text)]:
-            with path.open("a") as f:
-                f.write(text[start:cut])
-            start = cut
-            state = offsets.load(state_path)
-            adv = offsets.advance(path, state.get(path), codex.reader_for(path))
-            offsets.save(state_path, state.with_mark(path, adv.mark))
-            got += adv.result.records
-        ids = [u.record_id for u in got]
-        assert len(ids) == len(set(ids))
-        assert sorted(ids) == sorted(u.record_id for u in full.records)
-        assert totals(got) == totals(full.records)
+        got = piecewise_records(path, lines, data, codex.reader_for, Path(d) / "state.json")
+        assert_same_records(got, full)
 
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
