@@ -275,3 +275,15 @@ def test_report_output_never_overwrites_the_ledger(repo: Path) -> None:
     assert tx_inproc("--home", str(home), "report", "--base", "HEAD", "--repo", str(repo), "--output",
                      str(out)).code == 0
     assert out.is_file()
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
+    """The lock is opened without following symlinks: a planted link cannot make the exchange create
+    or truncate a file elsewhere."""
+    from token_exchange.storage import file_lock
+
+    target = tmp_path / "elsewhere"
+    (tmp_path / "ledger.lock").symlink_to(target)
+    with pytest.raises(UserError, match="cannot open"), file_lock(tmp_path / "ledger.lock", timeout=0.1):
+        pass
+    assert not target.exists()

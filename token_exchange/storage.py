@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,9 +58,14 @@ def append_durably(path: Path, data: bytes) -> int:
 
 
 @contextmanager
-def file_lock(path: Path, *, timeout: float = 30.0) -> Iterator[None]:
-    """Hold an exclusive flock on ``path`` (created if needed) for the block."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def file_lock(path: Path, *, timeout: float = 30.0, mode: int = 0o644,
+              busy: Callable[[], Exception] | None = None) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created if needed, never through a symlink) for the block;
+    still held by someone else after ``timeout`` seconds: ``busy()`` is raised (default: a UserError)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as e:
+        raise UserError(f"lock file {path}: cannot open ({e.strerror})") from None
     try:
         deadline = time.monotonic() + timeout
         delay = 0.001
@@ -70,6 +75,8 @@ def file_lock(path: Path, *, timeout: float = 30.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
+                    if busy is not None:
+                        raise busy() from None
                     raise UserError(f"exchange is locked by another process ({path}); try again") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from token_exchange.errors import UserError
 from token_exchange.meter.records import MeterError, Source, short_path
 
 if TYPE_CHECKING:
@@ -124,30 +125,20 @@ def state_file_for(home: Path, source: Source, path: Path | str) -> Path:
 @contextmanager
 def locked(path: Path, timeout: float = LOCK_WAIT) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (created 0600, never through a symlink) for the block."""
-    import fcntl
-    import time
+    from token_exchange.storage import file_lock
 
+    def busy() -> Exception:
+        return Busy(f"{short_path(path)} is held by another hook; the next run charges what is new")
+
+    held = False
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-                     0o600)
-    except OSError as e:
-        raise MeterError(f"lock file {short_path(path)}: cannot open ({e.strerror})") from None
-    try:
-        deadline = time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise Busy(f"{short_path(path)} is held by another hook; "
-                               "the next run charges what is new") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        with file_lock(path, timeout=timeout, mode=0o600, busy=busy):
+            held = True
+            yield
+    except UserError as e:
+        if held or isinstance(e, MeterError):
+            raise  # the block's own error, or Busy
+        raise MeterError(f"lock file {short_path(path)}: {str(e).rsplit(': ', 1)[-1]}") from None
 
 
 def load_state(path: Path) -> tuple[OffsetState, str | None]:
