@@ -256,8 +256,10 @@ class Exchange:
 
         In on-merge mode (``[settlement]``) the same plan is recorded as a provisional award, which
         ``tx settle`` replaces by the settled one when the commit lands on the default branch."""
-        facts = self._timed(facts._replace(message=clean_text(facts.message, limit=65536),
-                                           project=clean_text(facts.project, limit=200)))
+        message, project = clean_text(facts.message, limit=65536), clean_text(facts.project, limit=200)
+        if message is not facts.message or project is not facts.project:  # clean_text returns clean text itself
+            facts = facts._replace(message=message, project=project)
+        facts = self._timed(facts)
         with self.ledger.locked() as idx:
             plan = plan_commit(self.cfg, facts, IndexView(idx, provisional=self.cfg.on_merge))
             if plan.status == "unmatched" and self.cfg.unknown_author == "error":
