@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from token_exchange.amounts import FMT_FAST, fmt, to_decimal
+from token_exchange.amounts import FMT_FAST, MAX_TOTAL, fmt, to_decimal
 from token_exchange.errors import UserError
 from token_exchange.ledger import ledger as ledger_mod
 from token_exchange.ledger.memindex import MemoryIndex
-from token_exchange.ledger.txn import REWARDS, Txn, chain, make_txn
+from token_exchange.ledger.txn import REWARDS, Balance, Txn, chain, make_txn
 from token_exchange.sim.journal import chained
 
 
@@ -93,3 +93,36 @@ def test_the_simulated_journal_chains_as_the_ledger_does(records: list[tuple[str
                      breakdown=dict(m), ts="2026-01-01T00:00:00.000000Z") for i, (d, m) in enumerate(records)]
     assert chained(txns, head) == chain(txns, head)
     assert [t.hash for t in chained(txns, head)] == [t.hash for t in chain(txns, head)]
+
+
+class Stub:
+    """An index whose totals are what the test says (``_check`` asks it for nothing else)."""
+
+    def __init__(self, account: int = 0, award: int = 0, earn: int = 0, contract: int = 0, pool: int = 0) -> None:
+        self.account_total, self.by_kind, self.contract, self.pool = account, {"award": award, "earn": earn}, \
+            contract, pool
+
+    def account(self, acct: str) -> int:
+        return self.account_total if acct == "zero" else 0
+
+    def balance(self, agent: str) -> Balance:
+        return Balance(agent, 0, 0, 0, dict(self.by_kind), {})
+
+    def contract_paid(self, contract: str) -> int:
+        return self.contract
+
+    def pool_totals(self, ref: str) -> dict[tuple[str, str], tuple[int, int]]:
+        return {("zero", "award"): (self.pool, 1)}
+
+
+@pytest.mark.parametrize(("stub", "what"), [
+    (Stub(account=MAX_TOTAL), "the balance of zero"), (Stub(award=MAX_TOTAL), "zero's total of award"),
+    (Stub(earn=MAX_TOTAL), "zero's total earned"), (Stub(contract=MAX_TOTAL), "what contract c paid"),
+    (Stub(pool=MAX_TOTAL), "pool p total")])
+def test_a_total_beyond_the_maximum_is_named_in_the_refusal(stub: Stub, what: str) -> None:
+    """The messages are only filled in when a total overflows; they read as they always did."""
+    t = make_txn("t1", "award", REWARDS, "zero", 10, agent="zero", breakdown={"contract": "c"}, ref="pool:p")
+    with pytest.raises(UserError) as e:
+        ledger_mod._check(stub, [t])  # type: ignore[arg-type]
+    assert str(e.value) == (f"{what} would reach {fmt(MAX_TOTAL + 10)} tokens, beyond the ledger's maximum of "
+                            f"+-{fmt(MAX_TOTAL)}; nothing written")

@@ -241,10 +241,10 @@ def _check(idx: Index, txns: list[Txn]) -> None:
                             "whole number)")
     running: dict[tuple[str, ...], int] = {}
 
-    def bump(key: tuple[str, ...], start: int, delta: int, what: str) -> None:
+    def bump(key: tuple[str, ...], start: int, delta: int, what: str, *about: object) -> None:
         value = running.get(key, start) + delta
-        if not -MAX_TOTAL <= value <= MAX_TOTAL:
-            raise UserError(f"{what} would reach {fmt(value)} tokens, beyond the ledger's maximum of "
+        if not -MAX_TOTAL <= value <= MAX_TOTAL:  # only then is ``what`` filled in with ``about``
+            raise UserError(f"{what.format(*about)} would reach {fmt(value)} tokens, beyond the ledger's maximum of "
                             f"+-{fmt(MAX_TOTAL)}; nothing written")
         running[key] = value
 
@@ -253,24 +253,24 @@ def _check(idx: Index, txns: list[Txn]) -> None:
         key: tuple[str, ...]
         for acct, delta in ((t.payer, -t.amount), (t.payee, t.amount)):
             key = ("account", acct)
-            bump(key, running[key] if key in running else idx.account(acct), delta, f"the balance of {acct}")
+            bump(key, running[key] if key in running else idx.account(acct), delta, "the balance of {}", acct)
         if t.agent:
             if t.agent not in kinds:
                 kinds[t.agent] = idx.balance(t.agent).by_kind
             key = ("kind", t.agent, t.kind)
-            bump(key, kinds[t.agent].get(t.kind, 0), t.amount, f"{t.agent}'s total of {t.kind}")
+            bump(key, kinds[t.agent].get(t.kind, 0), t.amount, "{}'s total of {}", t.agent, t.kind)
             if t.kind in EARN_KINDS:
                 key = ("earned", t.agent)
                 earned = running[key] if key in running else sum(kinds[t.agent].get(k, 0) for k in EARN_KINDS)
-                bump(key, earned, t.amount, f"{t.agent}'s total earned")
+                bump(key, earned, t.amount, "{}'s total earned", t.agent)
         contract = t.breakdown.get("contract")
         if contract and t.kind in EARN_KINDS:
             key = ("contract", str(contract))
-            bump(key, idx.contract_paid(str(contract)), t.amount, f"what contract {contract} paid")
+            bump(key, idx.contract_paid(str(contract)), t.amount, "what contract {} paid", contract)
         if t.ref.startswith("pool:"):
             key = ("pool", t.ref, t.agent, t.kind)
             base = idx.pool_totals(t.ref).get((t.agent, t.kind), (0, 0))[0]
-            bump(key, base, t.amount, f"pool {t.ref[5:]} total")
+            bump(key, base, t.amount, "pool {} total", t.ref[5:])
 
 
 _PLAIN_INT = 2**63  # whole numbers this small print and parse back exactly

@@ -31,7 +31,7 @@ class MemoryIndex:
         self._meta: dict[str, str] = {"version": INDEX_VERSION}
         self._txns: dict[str, Txn] = {}  # insertion order is seq order
         self._accounts: dict[str, Units] = defaultdict(int)
-        self._stats: dict[str, dict[str, list[int]]] = defaultdict(dict)  # agent -> kind -> [total, count]
+        self._stats: dict[str, dict[str, Units]] = defaultdict(dict)  # agent -> kind -> total
         self._projects: dict[str, dict[str, Units]] = defaultdict(dict)
         self._contracts: dict[str, Units] = defaultdict(int)
         self._holds: dict[str, list[Any]] = {}  # account -> [agent, amount, ts, expires]
@@ -64,7 +64,8 @@ class MemoryIndex:
                 dup.append(t.id)
                 continue
             self._insert(t)
-            latest = max(latest, t.ts)
+            if t.ts > latest:
+                latest = t.ts
         self._meta["position"] = position
         self._meta["last_ts"] = latest
         if last_hash is not None:
@@ -90,11 +91,7 @@ class MemoryIndex:
         accounts[t.payee] += amount
         if agent:
             stats = self._stats[agent]
-            st = stats.get(kind)
-            if st is None:
-                st = stats[kind] = [0, 0]
-            st[0] += amount
-            st[1] += 1
+            stats[kind] = stats.get(kind, 0) + amount
             self._by_agent[agent].append(t)
             window = self._windows[(agent, kind)]
             if not window or window[-1][0] <= ts:  # the usual case: at or after everything so far (seq grows)
@@ -137,13 +134,17 @@ class MemoryIndex:
         return {a: b for a, b in self._accounts.items() if a.startswith(prefix)}
 
     def balance(self, agent: str) -> Balance:
-        kinds = {k: v[0] for k, v in self._stats[agent].items()} if agent in self._stats else {}
+        kinds = dict(self._stats[agent]) if agent in self._stats else {}
         taken_back = sum(t.amount for t in self._by_agent.get(agent, ())
                          if t.kind == "reversal" and t.payer == agent and t.breakdown.get("original_kind") in EARN_KINDS
                          ) if "reversal" in kinds else 0
-        get = kinds.get
-        return Balance(agent, self._accounts.get(agent, 0), sum([get(k, 0) for k in EARN_KINDS]) - taken_back,
-                       sum([get(k, 0) for k in SPEND_KINDS]), kinds, dict(self._projects.get(agent, {})))
+        earned = spent = 0  # loops, not generators: the ledger asks this before every write
+        for k in EARN_KINDS:
+            earned += kinds.get(k, 0)
+        for k in SPEND_KINDS:
+            spent += kinds.get(k, 0)
+        return Balance(agent, self._accounts.get(agent, 0), earned - taken_back, spent, kinds,
+                       dict(self._projects.get(agent, {})))
 
     def agents(self) -> list[str]:
         return sorted(a for a, kinds in self._stats.items() if a and kinds)
