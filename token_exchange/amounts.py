@@ -28,6 +28,7 @@ DECIMALS = 4
 MAX_TOKENS = 10**11
 MAX_UNITS = MAX_TOKENS * SCALE
 MAX_TOTAL = 2**53 - 1
+FMT_FAST = 10**18  # fmt's integer path: far beyond MAX_TOTAL, far within Decimal's 28 digits
 
 Units = int
 
@@ -68,7 +69,14 @@ def to_decimal(units: Units) -> Decimal:
 
 
 def fmt(units: Units) -> str:
-    """Human/JSON text of an amount: plain decimal, no exponent, no float noise."""
+    """Human/JSON text of an amount: plain decimal, no exponent, no float noise.
+
+    ``format(to_decimal(units), "f")``; for every amount the ledger can hold, written with integer
+    arithmetic (the same text, several times faster: every reward's breakdown formats a few)."""
+    if type(units) is int and -FMT_FAST < units < FMT_FAST:
+        whole, frac = divmod(-units if units < 0 else units, SCALE)
+        sign = "-" if units < 0 else ""
+        return f"{sign}{whole}.{frac:0{DECIMALS}d}".rstrip("0") if frac else f"{sign}{whole}"
     return format(to_decimal(units), "f")
 
 

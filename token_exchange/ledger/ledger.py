@@ -18,7 +18,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from token_exchange.ledger.txn import (
     Appended,
     Balance,
     Txn,
-    canonical,
+    canonical_hashed,
     check_ts,
     ts_text,
 )
@@ -147,12 +147,14 @@ class Ledger:
             pass
         return idx
 
-    @contextmanager
-    def locked(self) -> Iterator[Index]:
+    def locked(self) -> AbstractContextManager[Index]:
         """Hold the write lock with a caught-up index: check-then-append is race-free inside."""
-        if self._locked:
-            yield self.index
-            return
+        if self._locked:  # already held (nested): the same index, nothing more to do
+            return nullcontext(self.index)
+        return self._lock()
+
+    @contextmanager
+    def _lock(self) -> Iterator[Index]:
         # A database journal (SharedJournal) locks in a transaction that spans hosts; the others flock.
         shared = self.journal if isinstance(self.journal, SharedJournal) else None
         with shared.transaction(self.lock_timeout) if shared else file_lock(self.journal.lock_path(),
@@ -191,13 +193,14 @@ class Ledger:
                         raise IdConflict(f"transaction id {t.id} already used with different content")
                     slots.append((t.id, False) if t.id in seen else Appended(old, False))
                     continue
-                ts = check_ts(t.ts or now, f"transaction {t.id}: ts")
+                ts = check_ts(t.ts, f"transaction {t.id}: ts") if t.ts else now  # ts_text's form is canonical
                 if ts > now:
                     raise UserError(f"transaction {t.id} is dated {ts}, after now ({now})")
                 if not keep_dates and ts < floor:
                     raise UserError(f"transaction {t.id} is dated {ts}, before the ledger's last transaction "
                                     f"({floor})")
-                t = t._replace(ts=ts)
+                if t.ts != ts:
+                    t = t._replace(ts=ts)
                 seen[t.id] = t
                 new.append(t)
                 slots.append((t.id, True))
@@ -233,15 +236,15 @@ class Ledger:
 def _check(idx: Index, txns: list[Txn]) -> None:
     """Refuse (before any write) a batch that could not be stored, indexed and read back exactly."""
     for t in txns:
-        if Txn.from_hashed(json.loads(canonical(t.hashed())), t.hash) != t:
+        if not _plain(t) and Txn.from_hashed(json.loads(canonical_hashed(t.hashed())), t.hash) != t:
             raise UserError(f"transaction {t.id} does not survive being stored (a field is not plain text or a "
                             "whole number)")
     running: dict[tuple[str, ...], int] = {}
 
-    def bump(key: tuple[str, ...], start: int, delta: int, what: str) -> None:
+    def bump(key: tuple[str, ...], start: int, delta: int, what: str, *about: object) -> None:
         value = running.get(key, start) + delta
-        if not -MAX_TOTAL <= value <= MAX_TOTAL:
-            raise UserError(f"{what} would reach {fmt(value)} tokens, beyond the ledger's maximum of "
+        if not -MAX_TOTAL <= value <= MAX_TOTAL:  # only then is ``what`` filled in with ``about``
+            raise UserError(f"{what.format(*about)} would reach {fmt(value)} tokens, beyond the ledger's maximum of "
                             f"+-{fmt(MAX_TOTAL)}; nothing written")
         running[key] = value
 
@@ -250,21 +253,42 @@ def _check(idx: Index, txns: list[Txn]) -> None:
         key: tuple[str, ...]
         for acct, delta in ((t.payer, -t.amount), (t.payee, t.amount)):
             key = ("account", acct)
-            bump(key, running[key] if key in running else idx.account(acct), delta, f"the balance of {acct}")
+            bump(key, running[key] if key in running else idx.account(acct), delta, "the balance of {}", acct)
         if t.agent:
             if t.agent not in kinds:
                 kinds[t.agent] = idx.balance(t.agent).by_kind
             key = ("kind", t.agent, t.kind)
-            bump(key, kinds[t.agent].get(t.kind, 0), t.amount, f"{t.agent}'s total of {t.kind}")
+            bump(key, kinds[t.agent].get(t.kind, 0), t.amount, "{}'s total of {}", t.agent, t.kind)
             if t.kind in EARN_KINDS:
                 key = ("earned", t.agent)
-                earned = sum(kinds[t.agent].get(k, 0) for k in EARN_KINDS)
-                bump(key, earned, t.amount, f"{t.agent}'s total earned")
+                earned = running[key] if key in running else sum(kinds[t.agent].get(k, 0) for k in EARN_KINDS)
+                bump(key, earned, t.amount, "{}'s total earned", t.agent)
         contract = t.breakdown.get("contract")
         if contract and t.kind in EARN_KINDS:
             key = ("contract", str(contract))
-            bump(key, idx.contract_paid(str(contract)), t.amount, f"what contract {contract} paid")
+            bump(key, idx.contract_paid(str(contract)), t.amount, "what contract {} paid", contract)
         if t.ref.startswith("pool:"):
             key = ("pool", t.ref, t.agent, t.kind)
             base = idx.pool_totals(t.ref).get((t.agent, t.kind), (0, 0))[0]
-            bump(key, base, t.amount, f"pool {t.ref[5:]} total")
+            bump(key, base, t.amount, "pool {} total", t.ref[5:])
+
+
+_PLAIN_INT = 2**63  # whole numbers this small print and parse back exactly
+
+
+def _plain(t: Txn) -> bool:
+    """Every stored field exactly ``str`` or a modest ``int`` (the two tables: ``str`` keys, ``str`` or ``int``
+    values): such a record always survives the JSON round trip, so only other records are put through it."""
+    if type(t.amount) is not int or not -_PLAIN_INT < t.amount < _PLAIN_INT:
+        return False
+    for meta in (t.source, t.breakdown):
+        if type(meta) is not dict:
+            return False
+        for k, v in meta.items():
+            if type(k) is not str:
+                return False
+            kind = type(v)
+            if kind is not str and (kind is not int or not -_PLAIN_INT < v < _PLAIN_INT):
+                return False
+    return (type(t.id) is type(t.kind) is type(t.payer) is type(t.payee) is type(t.agent) is type(t.project)
+            is type(t.description) is type(t.ref) is type(t.ts) is type(t.prev) is str)

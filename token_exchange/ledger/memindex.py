@@ -31,7 +31,7 @@ class MemoryIndex:
         self._meta: dict[str, str] = {"version": INDEX_VERSION}
         self._txns: dict[str, Txn] = {}  # insertion order is seq order
         self._accounts: dict[str, Units] = defaultdict(int)
-        self._stats: dict[str, dict[str, list[int]]] = defaultdict(dict)  # agent -> kind -> [total, count]
+        self._stats: dict[str, dict[str, Units]] = defaultdict(dict)  # agent -> kind -> total
         self._projects: dict[str, dict[str, Units]] = defaultdict(dict)
         self._contracts: dict[str, Units] = defaultdict(int)
         self._holds: dict[str, list[Any]] = {}  # account -> [agent, amount, ts, expires]
@@ -64,7 +64,8 @@ class MemoryIndex:
                 dup.append(t.id)
                 continue
             self._insert(t)
-            latest = max(latest, t.ts)
+            if t.ts > latest:
+                latest = t.ts
         self._meta["position"] = position
         self._meta["last_ts"] = latest
         if last_hash is not None:
@@ -83,38 +84,43 @@ class MemoryIndex:
     def _insert(self, t: Txn) -> None:
         seq = len(self._txns)
         ts = ts_micros(t.ts)
+        agent, kind, amount = t.agent, t.kind, t.amount
         self._txns[t.id] = t
-        self._accounts[t.payer] -= t.amount
-        self._accounts[t.payee] += t.amount
-        if t.agent:
-            st = self._stats[t.agent].setdefault(t.kind, [0, 0])
-            st[0] += t.amount
-            st[1] += 1
-            self._by_agent[t.agent].append(t)
-            bisect.insort(self._windows[(t.agent, t.kind)], (ts, seq, t.amount))
-            if t.kind in EARN_KINDS and t.project:
-                proj = self._projects[t.agent]
-                proj[t.project] = proj.get(t.project, 0) + t.amount
+        accounts = self._accounts
+        accounts[t.payer] -= amount
+        accounts[t.payee] += amount
+        if agent:
+            stats = self._stats[agent]
+            stats[kind] = stats.get(kind, 0) + amount
+            self._by_agent[agent].append(t)
+            window = self._windows[(agent, kind)]
+            if not window or window[-1][0] <= ts:  # the usual case: at or after everything so far (seq grows)
+                window.append((ts, seq, amount))
+            else:
+                bisect.insort(window, (ts, seq, amount))
+            if kind in EARN_KINDS and t.project:
+                proj = self._projects[agent]
+                proj[t.project] = proj.get(t.project, 0) + amount
         contract = t.breakdown.get("contract")
-        if contract and t.kind in EARN_KINDS:
-            self._contracts[contract] += t.amount
+        if contract and kind in EARN_KINDS:
+            self._contracts[contract] += amount
         if t.payee.startswith("hold:"):
             ttl = t.breakdown.get("ttl", 0)
             expires = ts + ttl * 1_000_000 if isinstance(ttl, int) and ttl > 0 else 0
             hold = self._holds.get(t.payee)
             if hold is None:
-                self._holds[t.payee] = [t.agent, t.amount, ts, expires]
+                self._holds[t.payee] = [agent, amount, ts, expires]
             else:
-                hold[1] += t.amount
+                hold[1] += amount
         if t.payer.startswith("hold:") and t.payer in self._holds:
-            self._holds[t.payer][1] -= t.amount
+            self._holds[t.payer][1] -= amount
             if self._holds[t.payer][1] <= 0:
                 del self._holds[t.payer]
         if t.ref:
             self._by_ref[t.ref].append(t)
             if t.ref.startswith("pool:"):
-                ps = self._pools[t.ref].setdefault((t.agent, t.kind), [0, 0])
-                ps[0] += t.amount
+                ps = self._pools[t.ref].setdefault((agent, kind), [0, 0])
+                ps[0] += amount
                 ps[1] += 1
 
     # --- queries (see protocols.Index for what each means) -----------------------------------
@@ -128,12 +134,17 @@ class MemoryIndex:
         return {a: b for a, b in self._accounts.items() if a.startswith(prefix)}
 
     def balance(self, agent: str) -> Balance:
-        kinds = {k: v[0] for k, v in self._stats.get(agent, {}).items()}
+        kinds = dict(self._stats[agent]) if agent in self._stats else {}
         taken_back = sum(t.amount for t in self._by_agent.get(agent, ())
                          if t.kind == "reversal" and t.payer == agent and t.breakdown.get("original_kind") in EARN_KINDS
                          ) if "reversal" in kinds else 0
-        return Balance(agent, self.account(agent), sum(kinds.get(k, 0) for k in EARN_KINDS) - taken_back,
-                       sum(kinds.get(k, 0) for k in SPEND_KINDS), kinds, dict(self._projects.get(agent, {})))
+        earned = spent = 0  # loops, not generators: the ledger asks this before every write
+        for k in EARN_KINDS:
+            earned += kinds.get(k, 0)
+        for k in SPEND_KINDS:
+            spent += kinds.get(k, 0)
+        return Balance(agent, self._accounts.get(agent, 0), earned - taken_back, spent, kinds,
+                       dict(self._projects.get(agent, {})))
 
     def agents(self) -> list[str]:
         return sorted(a for a, kinds in self._stats.items() if a and kinds)
@@ -142,7 +153,15 @@ class MemoryIndex:
         return self._by_agent.get(agent, [])[-limit:][::-1] if limit > 0 else []
 
     def window_sum(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int) -> Units:
-        return sum(amount for _, amount in self.window_entries(agent, kinds, since_us, until_us))
+        total = 0  # window_entries' amounts summed, without sorting or copying them (every spend asks twice)
+        for kind in set(kinds):
+            entries = self._windows.get((agent, kind))
+            if entries:
+                lo = bisect.bisect_left(entries, (since_us, -1, -1))
+                hi = bisect.bisect_left(entries, (until_us + 1, -1, -1), lo)
+                for i in range(lo, hi):
+                    total += entries[i][2]
+        return total
 
     def window_entries(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int
                        ) -> list[tuple[int, Units]]:

@@ -256,8 +256,10 @@ class Exchange:
 
         In on-merge mode (``[settlement]``) the same plan is recorded as a provisional award, which
         ``tx settle`` replaces by the settled one when the commit lands on the default branch."""
-        facts = self._timed(facts._replace(message=clean_text(facts.message, limit=65536),
-                                           project=clean_text(facts.project, limit=200)))
+        message, project = clean_text(facts.message, limit=65536), clean_text(facts.project, limit=200)
+        if message is not facts.message or project is not facts.project:  # clean_text returns clean text itself
+            facts = facts._replace(message=message, project=project)
+        facts = self._timed(facts)
         with self.ledger.locked() as idx:
             plan = plan_commit(self.cfg, facts, IndexView(idx, provisional=self.cfg.on_merge))
             if plan.status == "unmatched" and self.cfg.unknown_author == "error":
@@ -274,11 +276,12 @@ class Exchange:
         return plan_commit(self.cfg, self._timed(facts), IndexView(self.ledger.fresh(), provisional=self.cfg.on_merge))
 
     def _timed(self, facts: CommitFacts) -> CommitFacts:
-        """Facts priced now when they carry no moment of their own (``tx commit``, the commit-msg preview)."""
-        if facts.time_us:
-            return facts
+        """Facts priced now when they carry no moment of their own (the commit-msg preview)."""
+        return facts if facts.time_us else facts._replace(time_us=self._now_us())
+
+    def _now_us(self) -> int:
         moment = self.clock()
-        return facts._replace(time_us=int(moment.timestamp()) * 1_000_000 + moment.microsecond)
+        return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
     def commit(self, email: str, project: str, message: str, *, reward_id: str | None = None,
                sha: str = "", parents: int = 1) -> CommitResult:
@@ -287,4 +290,5 @@ class Exchange:
         project = clean_text(project, limit=200)
         if not reward_id:
             reward_id = sha or hashlib.sha256(f"{email}\0{project}\0{message}".encode("utf-8", "replace")).hexdigest()
-        return self.pay_commit(CommitFacts(email, message, project, parents, reward_id, sha=sha))
+        facts = CommitFacts(email, message, project, parents, reward_id, sha=sha, time_us=self._now_us())
+        return self.pay_commit(facts)

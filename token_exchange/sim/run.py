@@ -200,12 +200,12 @@ class Simulation:
         plan = self.plans[i]
         project = plan.projects.pick(rng)
         msg = rng.choice(plan.messages.pick(rng))
-        out = self.ex.commit(agent, project, msg, reward_id=self._id("c"))
+        amount = self.ex.commit(agent, project, msg, reward_id=self._id("c")).amount
         self.agent_stats[i].commits += 1
         row = self.hourly[at // 3600 % 24]
         row["commits"] += 1
-        row["earned"] += out.amount
-        if out.amount > 0:
+        row["earned"] += amount
+        if amount > 0:
             self.broke[i] = False
 
     def _request(self, i: int, at: int, what: int, data: Any) -> None:
