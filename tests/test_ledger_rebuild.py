@@ -4,11 +4,16 @@ The timing goal lives in benchmarks/bench_ledger.py (no timed assertions here)."
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Clock, make_ex
@@ -17,7 +22,18 @@ from token_exchange.ledger.backends.toml import HEADER, TomlJournal, render_batc
 from token_exchange.ledger.doctor import check
 from token_exchange.ledger.index import SqliteIndex
 from token_exchange.ledger.memindex import MemoryIndex
-from token_exchange.ledger.txn import REWARDS, canonical, canonical_hashed, chain, make_txn
+from token_exchange.ledger.protocols import Chunk
+from token_exchange.ledger.txn import (
+    REWARDS,
+    TS_RE,
+    Txn,
+    canonical,
+    canonical_hashed,
+    chain,
+    make_txn,
+    ts_micros,
+    ts_text,
+)
 from token_exchange.services.exchange import Exchange
 
 text = st.text(st.characters(codec="utf-8"), max_size=30)
@@ -97,3 +113,252 @@ def test_rebuilding_a_deleted_index_through_the_ledger(tmp_path: Path) -> None:
     assert check(ex.ledger).ok
     assert (tmp_path / "h" / "ledger.toml").read_bytes() == (tmp_path / "copy.toml").read_bytes()
     assert not list((tmp_path / "h").glob(".index.sqlite.rebuild-*"))
+
+
+# --- the fast lane (backends/tomlruns.py) against the exact reader ------------------------------------
+def _exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No runs: every byte goes through the exact reader (pieces, parse_blocks/parse_slowly)."""
+    monkeypatch.setattr(toml_mod, "parse_runs", lambda text: [(0, len(text), None, None)])
+
+
+def _read(home: Path, position: str = "") -> tuple[list[tuple], str, object]:
+    """Everything a reader hands out, flattened over chunks (their sizes may differ)."""
+    rows: list[tuple] = []
+    pos, tail = "", None
+    for c in TomlJournal(home).chunks(position):
+        assert c.hashed is not None and len(c.hashed) == len(c.txns)
+        rows.extend(zip(c.txns, c.hashed, strict=True))
+        pos, tail = c.position, c.tail
+    return rows, pos, tail
+
+
+plain = st.text(st.characters(codec="utf-8", exclude_characters="\r"), max_size=12)
+odd = st.sampled_from(['say "hi"', "back\\slash", "tab\there", "del\x7fete", "é ü 漢字", "", "a = \"b\"", "\x00",
+                      'x","kind":"y', "line\u2028sep\x85", "\\u0041", "\n[[transaction]]\n", "\n# batch 1\n"])
+value = plain | odd
+meta = st.dictionaries(st.sampled_from(["type", "contract", "n", "ttl", "sha"]), value | st.integers(-5, 2**60),
+                       max_size=3)
+
+
+@st.composite
+def journals(draw: st.DrawFn) -> list[list[Txn]]:
+    """Batches of chained transactions with any text in any field the writer renders (escapes and all)."""
+    batches, last, n = [], "", 0
+    for _ in range(draw(st.integers(1, 6))):
+        batch = []
+        for _ in range(draw(st.integers(1, 4))):
+            n += 1
+            batch.append(Txn(f"t{n}", draw(st.sampled_from(["award", "spend", "hold", "release"])),
+                             draw(st.sampled_from([REWARDS, "zero", "hold:h1"])), draw(st.sampled_from(["zero", "pool:p"])),
+                             draw(st.integers(0, 10**15)), draw(value), draw(value), draw(value), draw(meta), draw(meta),
+                             draw(value), draw(st.sampled_from(["2026-01-01T00:00:00.000000Z", "2026-13-01T00:00:00Z",
+                                                                "x"]))))
+        batch = chain(batch, last)
+        last = batch[-1].hash
+        batches.append(batch)
+    return batches
+
+
+@settings(max_examples=150, deadline=None)
+@given(journals(), st.integers(0, 10**6), st.sampled_from(["", "flip", "cut", "insert", "dup", "quote", "v1"]),
+       st.sampled_from([1 << 22, 97, 400]))
+def test_the_fast_lane_reads_exactly_what_the_exact_reader_reads(tmp_path_factory: pytest.TempPathFactory,
+                                                                  batches: list[list[Txn]], where: int, damage: str,
+                                                                  read_size: int) -> None:
+    """Any journal, damaged anywhere, read in any buffer size: the same transactions, texts, position and tail,
+    also when reading from the middle."""
+    home = tmp_path_factory.mktemp("lane")
+    data = bytearray(HEADER + b"".join(render_batch(b) for b in batches))
+    at = len(HEADER) + where % (len(data) - len(HEADER))
+    if damage == "flip":
+        data[at] ^= 0x20
+    elif damage == "cut":
+        del data[at:]
+    elif damage == "insert":
+        data[at:at] = b'\nkind = "award"\n'
+    elif damage == "dup":  # a line given twice
+        start = data.rfind(b"\n", 0, at) + 1
+        data[start:start] = data[start:data.find(b"\n", at) + 1]
+    elif damage == "quote":
+        data[at:at] = b'"'
+    elif damage == "v1":  # a block without its batch line
+        data += toml_mod.render(chain([Txn("v1", "award", REWARDS, "zero", 1)], batches[-1][-1].hash)[0]).encode()
+    (home / "ledger.toml").write_bytes(bytes(data))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(toml_mod, "READ_SIZE", read_size)
+        fast = _read(home)
+        middle = fast[1] if fast[1] not in ("", "0") else ""
+        fast_mid = _read(home, middle)
+        _exact(mp)
+        assert _read(home) == fast
+        assert _read(home, middle) == fast_mid
+
+
+def test_the_fast_lane_hands_odd_batches_to_the_exact_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch with an escaped value in the middle of plain ones: runs before and after it, the exact reader for
+    it, and the same result as reading everything exactly."""
+    home = tmp_path / "h"
+    home.mkdir()
+    txns = chain([make_txn(f"p{i}", "award", REWARDS, "zero", 10 + i, agent="zero", source={"type": "t"},
+                           description='a "quoted" word' if i == 5 else "plain", ts="2026-01-01T00:00:00.000000Z")
+                  for i in range(10)], "")
+    (home / "ledger.toml").write_bytes(HEADER + b"".join(render_batch(txns[i:i + 2]) for i in range(0, 10, 2)))
+    seen: list[list[bool]] = []
+    real = toml_mod.parse_runs
+
+    def spy(text: str) -> list:
+        segments = real(text)
+        seen.append([s[2] is not None for s in segments])
+        return segments
+
+    monkeypatch.setattr(toml_mod, "parse_runs", spy)
+    fast = _read(home)
+    # the header, 2 plain batches, the odd one, 1 plain one; then (the last read) the last batch
+    assert seen == [[False, True, False, True], [True]]
+    _exact(monkeypatch)
+    assert _read(home) == fast and len(fast[0]) == 10 and fast[2] is None
+
+
+def _tables(idx: SqliteIndex) -> dict[str, list]:
+    """Every row of every table (txns in order; the others as sets; meta but the position, a byte offset here
+    and a placeholder in the one-by-one index)."""
+    out = {t: sorted(idx.db.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+           for t in ("accounts", "stats", "projects", "contracts", "holds", "pool_stats")}
+    out["txns"] = idx.db.execute("SELECT * FROM txns ORDER BY seq").fetchall()
+    out["meta"] = idx.db.execute("SELECT * FROM meta WHERE key != 'position' ORDER BY key").fetchall()
+    return out
+
+
+kinds = st.sampled_from(["award", "earn", "spend", "hold", "release", "settle", "contribute", "refund", "transfer"])
+accounts = st.sampled_from([REWARDS, "zero", "claude", "hold:h1", "hold:h2", "pool:p"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(kinds, accounts, accounts, st.integers(0, 10**6), st.sampled_from(["", "zero", "claude"]),
+                          st.sampled_from(["", "proj"]), st.sampled_from(["", "pool:p", "x"]),
+                          st.sampled_from([{}, {"contract": "c1"}, {"contract": 7}, {"ttl": 30}, {"ttl": "x"}]),
+                          st.integers(0, 3)), min_size=1, max_size=40))
+def test_a_rebuilt_index_equals_one_built_transaction_by_transaction(tmp_path_factory: pytest.TempPathFactory,
+                                                                      rows: list[tuple]) -> None:
+    """Every table (holds, pools, contracts and projects included) is the same after a rebuild as after
+    adding the same transactions one at a time."""
+    tmp = tmp_path_factory.mktemp("eq")
+    txns = []
+    for n, (kind, payer, payee, amount, agent, project, ref, breakdown, sec) in enumerate(rows):
+        if payer == payee:
+            continue
+        txns.append(Txn(f"t{n}", kind, payer, payee, amount, agent, project, "", {}, dict(breakdown), ref,
+                        f"2026-01-01T00:00:0{sec}.000000Z"))
+    assume(txns)
+    txns = chain(txns, "")
+    home = tmp / "h"
+    home.mkdir()
+    (home / "ledger.toml").write_bytes(HEADER + b"".join(render_batch(txns[i:i + 3]) for i in range(0, len(txns), 3)))
+    bulk = SqliteIndex(tmp / "bulk.sqlite")
+    bulk.rebuild(TomlJournal(home).chunks(""))
+    one = SqliteIndex(tmp / "one.sqlite")
+    for t in txns:
+        one.add([t], "p", t.hash)
+    assert _tables(bulk) == _tables(one)
+    bulk.close()
+    one.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)),
+       st.lists(st.tuples(st.integers(0, 26), st.sampled_from("0123456789:.TZ-+ a\u0663\u00b2")), max_size=3))
+def test_the_timestamp_fast_path_gives_what_datetime_gives(moment: datetime, edits: list[tuple[int, str]]) -> None:
+    """``ts_micros`` (a minute cache and character checks) gives what it gave before on canonical timestamps and
+    on any edit of one: the same micros, or the same error."""
+    text = list(ts_text(moment))
+    for i, c in edits:
+        text[i] = c
+    ts = "".join(text)
+
+    def slow(t: str) -> object:  # ts_micros before the minute cache, verbatim
+        try:
+            if len(t) == 27 and t[26] == "Z" and t[13] == ":" and t[19] == "." and TS_RE.fullmatch(t):
+                return (int(datetime.fromisoformat(t[:13] + ":00:00+00:00").timestamp()) * 1_000_000
+                        + int(t[14:16]) * 60_000_000 + int(t[17:19]) * 1_000_000 + int(t[20:26]))
+            m = datetime.fromisoformat(t.replace("Z", "+00:00"))
+            m = m if m.tzinfo else m.replace(tzinfo=UTC)
+            return int(m.timestamp()) * 1_000_000 + m.microsecond
+        except ValueError as e:
+            return type(e)
+
+    def fast(t: str) -> object:
+        try:
+            return ts_micros(t)
+        except ValueError as e:
+            return type(e)
+
+    assert fast(ts) == slow(ts)
+    assert ts_micros(ts_text(moment)) == int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def _hand_written(lines: list[str]) -> bytes:
+    """One block from ``lines`` (without prev and hash) with the hash its JSON-document reading gives."""
+    body = "".join(f"{line}\n" for line in lines)
+    fields = json.loads("{" + ",".join(f'"{k}":{v}' for k, _, v in (line.partition(" = ") for line in lines)) + "}")
+    t = Txn(fields.get("id", ""), fields.get("kind", ""), fields.get("payer", ""), fields.get("payee", ""),
+            toml_mod.units(fields.get("amount", "0"), 0), description=fields.get("description", ""),
+            ts=fields.get("ts", ""))
+    return f"# batch 1\n[[transaction]]\n{body}hash = \"{t.compute_hash()}\"\n".encode()
+
+
+@pytest.mark.parametrize("group", [1, 1024])
+@pytest.mark.parametrize("lines", [
+    ['id = "x","kind":"award"', 'ts = "2026-01-01T00:00:00.000000Z"', 'payer = "world:rewards"', 'payee = "zero"',
+     'amount = "1"'],  # a value holding JSON for another key
+    ['id = "x"', 'ts = "2026-01-01T00:00:00.000000Z"', 'kind = "award"', 'kind = "award"', 'payer = "world:rewards"',
+     'payee = "zero"', 'amount = "1"'],  # a key given twice
+    ['\\u0069d = "x"', 'ts = "2026-01-01T00:00:00.000000Z"', 'kind = "award"', 'payer = "world:rewards"',
+     'payee = "zero"', 'amount = "1"'],  # an escaped key
+    ['id = "x"', 'ts = "2026-01-01T00:00:00.000000Z"', 'kind = "award"', 'payer = "world:rewards"', 'payee = "zero"',
+     'amount = "1"', 'description = "one\u2028two\x85three \\"quoted\\""'],  # raw line separators: a valid block
+])
+def test_every_reader_of_a_hand_written_block_agrees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, group: int,
+                                                     lines: list[str]) -> None:
+    """The JSON-document parser accepts a block only as the line-by-line parser reads it, so what a journal says
+    never depends on how its blocks are grouped (nor on the fast lane)."""
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "ledger.toml").write_bytes(HEADER + _hand_written(lines))
+    monkeypatch.setattr(toml_mod, "PARSE_GROUP", group)
+    fast = _read(home)
+    _exact(monkeypatch)
+    assert _read(home) == fast
+    monkeypatch.setattr(toml_mod, "parse_blocks", toml_mod.parse_slowly)
+    assert _read(home) == fast
+    assert (fast[2] is None) == ("description" in lines[-1])
+
+
+def test_a_rebuild_that_dies_halfway_leaves_the_old_index(tmp_path: Path) -> None:
+    """A rebuild killed mid-stream (here: the journal read raising) leaves the old index as it was, readable and
+    consistent, and no temporary file; one that crashed outright leaves a file the next rebuild removes."""
+    clock = Clock()
+    ex = make_ex(tmp_path / "h", clock)
+    for b in range(5):
+        ex.ledger.append_many([make_txn(f"b{b}-{i}", "award", REWARDS, "zero", 1 + i, agent="zero") for i in range(3)])
+    before = ex.balance("zero")
+    idx = ex.ledger.fresh()
+    assert isinstance(idx, SqliteIndex)
+
+    def dying() -> Iterator[Chunk]:
+        yield from TomlJournal(tmp_path / "h").chunks("")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        idx.rebuild(dying())
+    assert not list((tmp_path / "h").glob(".index.sqlite.rebuild-*"))
+    assert ex.balance("zero") == before and check(ex.ledger).ok
+    dead = subprocess.Popen(["true"])  # a pid that no longer runs
+    dead.wait()
+    stale = tmp_path / "h" / f".index.sqlite.rebuild-{dead.pid}"
+    alive = tmp_path / "h" / f".index.sqlite.rebuild-{os.getppid()}"
+    for f in (stale, alive):
+        f.write_bytes(b"partial")
+    idx.rebuild(TomlJournal(tmp_path / "h").chunks(""))
+    assert not stale.exists() and alive.exists()
+    assert ex.balance("zero") == before and check(ex.ledger).ok
+    ex.close()

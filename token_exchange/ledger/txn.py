@@ -56,11 +56,24 @@ def _hour_micros(prefix: str) -> int:
     return int(datetime.fromisoformat(prefix + ":00:00+00:00").timestamp()) * 1_000_000
 
 
+_MINUTES: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" of canonical timestamps seen -> its micros
+
+
 def ts_micros(text: str) -> int:
-    """Micros since the epoch of a timestamp (fast for the canonical ``ts_text`` form, any ISO 8601 else)."""
-    if len(text) == 27 and text[26] == "Z" and text[13] == ":" and text[19] == "." and TS_RE.fullmatch(text):
-        return (_hour_micros(text[:13]) + int(text[14:16]) * 60_000_000 + int(text[17:19]) * 1_000_000
-                + int(text[20:26]))
+    """Micros since the epoch of a timestamp (fast for the canonical ``ts_text`` form, any ISO 8601 else).
+
+    A rebuild calls this once per transaction: a minute already seen costs one dict lookup, and the rest
+    (``:SS.ffffffZ``) is checked character class by character class, as ``TS_RE`` would."""
+    if len(text) == 27 and text[26] == "Z" and text[16] == ":" and text[19] == ".":
+        minute = _MINUTES.get(text[:16])
+        if minute is None and TS_RE.fullmatch(text):
+            minute = _hour_micros(text[:13]) + int(text[14:16]) * 60_000_000
+            if len(_MINUTES) > 65536:
+                _MINUTES.clear()
+            _MINUTES[text[:16]] = minute
+        rest = text[17:19] + text[20:26]
+        if minute is not None and rest.isascii() and rest.isdigit():
+            return minute + int(rest)
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -96,7 +109,8 @@ def canonical(obj: dict[str, Any]) -> str:
     return _CANONICAL.encode(obj)
 
 
-def _nested(m: dict[str, Any]) -> str:
+def canonical_table(m: dict[str, Any]) -> str:
+    """``canonical`` of a source/breakdown table (text or whole-number values; TypeError otherwise)."""
     if not m:
         return "{}"
     parts = []
@@ -118,10 +132,10 @@ def canonical_hashed(d: dict[str, Any]) -> str:
     e = _ENC_STR
     try:
         return ('{"agent":' + e(d["agent"]) + ',"amount":' + int.__repr__(d["amount"]) + ',"breakdown":'
-                + _nested(d["breakdown"]) + ',"description":' + e(d["description"]) + ',"id":' + e(d["id"])
+                + canonical_table(d["breakdown"]) + ',"description":' + e(d["description"]) + ',"id":' + e(d["id"])
                 + ',"kind":' + e(d["kind"]) + ',"payee":' + e(d["payee"]) + ',"payer":' + e(d["payer"])
                 + ',"prev":' + e(d["prev"]) + ',"project":' + e(d["project"]) + ',"ref":' + e(d["ref"])
-                + ',"source":' + _nested(d["source"]) + ',"ts":' + e(d["ts"]) + "}")
+                + ',"source":' + canonical_table(d["source"]) + ',"ts":' + e(d["ts"]) + "}")
     except TypeError:
         return canonical(d)
 

@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 from token_exchange.amounts import Units
 from token_exchange.errors import IdConflict, UserError
-from token_exchange.ledger.index import INDEX_VERSION, Totals
+from token_exchange.ledger.bulk import Totals
+from token_exchange.ledger.index import INDEX_VERSION
 from token_exchange.ledger.protocols import Chunk, Index, Tail
 from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn, canonical, chain, ts_micros
 

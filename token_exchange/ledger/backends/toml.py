@@ -9,9 +9,11 @@ with its ``hash`` line), so a writer killed at any byte leaves a *torn* tail tha
 batches are all-or-nothing.  Blocks written before batch lines existed (a v1 file) count one by one.
 
 The file is valid TOML that any reader can load (batch lines are comments), but we write a strict
-subset (basic strings that are also JSON strings, integers, dotted keys) so a whole run of blocks is
-turned into one JSON document and parsed at C speed (a rebuild streams 10^6 blocks, see
-benchmarks/bench_ledger.py).
+subset (basic strings that are also JSON strings, integers, dotted keys).  Batches exactly as the writer
+wrote them (no escapes, the writer's field order) are read by the fast lane, tomlruns.py; any other run
+of blocks is turned into one JSON document and parsed at C speed, or, if anything about it is odd, block
+by block by the exact parser, which names what is wrong.  All three read a block the same way or not at
+all (a rebuild streams 10^6 blocks, see benchmarks/bench_ledger.py).
 
 Nothing here ever cuts or rewrites the journal on a read.  A tail that does not verify (a partial
 batch, an edited block, a broken chain, garbage) stops every reader and writer with one line naming
@@ -19,8 +21,8 @@ the byte and the problem; ``tx doctor --repair`` moves it, with everything after
 file (``set_aside``).  A torn tail (incomplete last batch) is moved to ``ledger.torn`` by the next
 writer: it was never acknowledged to anyone.
 
-Over 400 lines on purpose: the format (render, the fast and the exact parser) and the streaming reader
-that enforces its rules are one unit; split, each half would only make sense next to the other.
+Long (over 400 lines) on purpose: the format (render, the fast and the exact parser) and the streaming
+reader that enforces its rules are one unit; split, each half would only make sense next to the other.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from token_exchange.amounts import MAX_UNITS, SCALE, fmt, to_units
+from token_exchange.amounts import fmt
 from token_exchange.errors import UserError
+from token_exchange.ledger.backends.tomlruns import cached_units, parse_runs, units
 from token_exchange.ledger.protocols import Chunk, Index, Tail
 from token_exchange.ledger.txn import Txn, canonical, canonical_hashed, chain
 from token_exchange.storage import append_durably, fsync_dir
@@ -53,9 +56,11 @@ _BATCH = re.compile(rb"# batch ([1-9][0-9]{0,8})\n")
 # After the plain replaces in ``parse_blocks`` only whole-number values (source./breakdown.) still have
 # `` = `` after their key; a quote preceded by ``{`` or ``,`` is structural (never inside a JSON string).
 _INT_FIELD = re.compile(r'(?<=[{,])"((?:source|breakdown)\.[A-Za-z0-9_-]+) = (?=-?[0-9])')
+_LINES = re.compile(r'(?:\[\[transaction\]\]\n(?:(?:id|ts|kind|agent|payer|payee|amount|project|description|ref'
+                    r'|prev|hash|(?:source|breakdown)\.[^\n"\\ =]++) = '
+                    r'(?:"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"|-?(?:0|[1-9][0-9]*))\n)+)+')
 _ALLOWED = frozenset((*_FIELDS, "prev", "hash"))
 _HASH_LINE = re.compile(rb'\nhash = "[0-9a-f]{64}"\n\Z')
-_AMOUNT = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,4}))?")
 READ_SIZE = 4 << 20
 CHUNK_TXNS = 4096
 PARSE_GROUP = 1024
@@ -89,17 +94,6 @@ def render_batch(txns: list[Txn]) -> bytes:
     return (f"# batch {len(txns)}\n" + "".join(render(t) for t in txns)).encode("utf-8")
 
 
-def _units(text: Any, where: int) -> int:
-    if isinstance(text, str):
-        m = _AMOUNT.fullmatch(text)
-        if m is not None:
-            whole, frac = m.groups()
-            units = int(whole) * SCALE + (int(frac.ljust(4, "0")) if frac else 0)
-            if units <= MAX_UNITS:
-                return units
-    return to_units(str(text), what=f"byte {where}: amount", allow_zero=True)
-
-
 def _txn(d: dict[str, Any], where: int, strict: bool = True) -> Txn:
     """A block's fields -> Txn.  ``strict`` False: the fast path already guarantees that every plain value is
     a string (any other JSON value there makes its document invalid)."""
@@ -120,7 +114,7 @@ def _txn(d: dict[str, Any], where: int, strict: bool = True) -> Txn:
         raise ValueError(f"byte {where}: unexpected key {min(d.keys() - _ALLOWED)[:40]!r}")
     try:
         get = d.get
-        t = Txn(d["id"], d["kind"], d["payer"], d["payee"], _units(d["amount"], where), get("agent", ""),
+        t = Txn(d["id"], d["kind"], d["payer"], d["payee"], units(d["amount"], where), get("agent", ""),
                 get("project", ""), get("description", ""), source, breakdown, get("ref", ""), d["ts"],
                 get("prev", ""), d["hash"])
     except KeyError as e:
@@ -128,9 +122,6 @@ def _txn(d: dict[str, Any], where: int, strict: bool = True) -> Txn:
     if strict and not all(type(v) is str for v in d.values()):
         raise ValueError(f"byte {where}: every field but source./breakdown. values must be text")
     return t
-
-
-_UNITS: dict[str, int] = {}
 
 
 def _fast(d: dict[str, Any], where: int) -> tuple[Txn, str]:
@@ -153,20 +144,13 @@ def _fast(d: dict[str, Any], where: int) -> tuple[Txn, str]:
         raise ValueError(f"byte {where}: unexpected key {min(d.keys() - _ALLOWED)[:40]!r}")
     try:
         h = d.pop("hash")
-        text = d["amount"]
-        units = _UNITS.get(text)
-        if units is None:
-            units = _units(text, where)
-            if len(_UNITS) > 65536:
-                _UNITS.clear()
-            _UNITS[text] = units
-        d["amount"] = units
+        amount = d["amount"] = cached_units(d["amount"], where)
         for k in ("agent", "project", "description", "ref", "prev"):
             if k not in d:
                 d[k] = ""
         d["source"] = source
         d["breakdown"] = breakdown
-        t = Txn(d["id"], d["kind"], d["payer"], d["payee"], units, d["agent"], d["project"], d["description"],
+        t = Txn(d["id"], d["kind"], d["payer"], d["payee"], amount, d["agent"], d["project"], d["description"],
                 source, breakdown, d["ref"], d["ts"], d["prev"], h)
     except KeyError as e:
         raise ValueError(f"byte {where}: block lacks {e.args[0]}") from None
@@ -176,7 +160,7 @@ def _fast(d: dict[str, Any], where: int) -> tuple[Txn, str]:
 def parse_block(text: str, where: int) -> Txn:
     """Parse one block we wrote, line by line (the slow path that names a bad line); ValueError if odd."""
     d: dict[str, Any] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # only "\n" ends a line (a value may hold U+2028 or U+0085 raw)
         if not line or line == "[[transaction]]":
             continue
         key, sep, raw = line.partition(" = ")
@@ -204,7 +188,11 @@ def parse_blocks(pieces: list[tuple[int, bytes]]) -> tuple[list[tuple[Txn, str]]
         if " = " in body:
             body = _INT_FIELD.sub(r'"\1":', body)
         dicts = json.loads('[{"' + body + "}]")
-        if len(dicts) == len(pieces) and all(type(d) is dict for d in dicts):
+        # Exactly what the line-by-line parser reads: every line one key (its text, no " = ") and one JSON value,
+        # and no key given twice (JSON would keep the last).
+        if len(dicts) == len(pieces) and all(type(d) is dict and len(d) == p.count(b"\n") - 1
+                                             for (_, p), d in zip(pieces, dicts, strict=True)) \
+                and _LINES.fullmatch(text):
             return [_fast(d, where) for (where, _), d in zip(pieces, dicts, strict=True)], None
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, UserError):
         pass
@@ -234,8 +222,40 @@ def _slow(where: int, piece: bytes) -> Txn:
         raise ValueError(str(e)) from None
 
 
-def _pieces(f: Any, start: int) -> Iterator[tuple[int, bytes, bool]]:
-    """(offset, piece, last): a piece is one ``#`` line or one block; the last one may be incomplete."""
+class _Run(NamedTuple):
+    """Whole plain batches the fast lane read and verified (tomlruns.py): bytes [start, end) of the journal,
+    ``data[offset:]`` of them.  The exact reader takes them as they are only where it would read them so."""
+
+    start: int
+    end: int
+    txns: list[Txn]
+    texts: list[str]
+    data: bytes
+    offset: int
+    last: bool  # the run ends the file
+
+    def pieces(self) -> list[tuple[int, bytes, bool]]:
+        return _split(self.data[self.offset:self.offset + self.end - self.start], self.start, self.last)
+
+
+def _split(buf: bytes, base: int, final: bool) -> list[tuple[int, bytes, bool]]:
+    """(offset, piece, last) of ``buf``, which begins a piece and ends one (or, ``final``, the file): a piece is
+    one ``#`` line or one block; the file's last one may be incomplete."""
+    out = []
+    pos = 0
+    for m in _BOUNDARY.finditer(buf):
+        cut = m.start() + 1
+        if cut > pos:
+            out.append((base + pos, buf[pos:cut], False))
+        pos = cut
+    if pos < len(buf):
+        out.append((base + pos, buf[pos:], final))
+    return out
+
+
+def _items(f: Any, start: int) -> Iterator[_Run | tuple[int, bytes, bool]]:
+    """The journal from ``start`` as pieces for the exact reader, runs of plain batches already read: each read
+    ends before its last ``# batch`` line, a boundary that is also a piece's."""
     f.seek(start)
     carry = b""
     base = start
@@ -244,22 +264,37 @@ def _pieces(f: Any, start: int) -> Iterator[tuple[int, bytes, bool]]:
         buf = carry + data
         if not buf:
             return
-        cuts = [m.start() + 1 for m in _BOUNDARY.finditer(buf)]
-        pos = 0
-        if data:
-            for cut in cuts:
-                if cut > pos:
-                    yield base + pos, buf[pos:cut], False
-                pos = cut
-            carry = buf[pos:]
-            base += pos
-            continue
-        for cut in cuts:
-            if cut > pos:
-                yield base + pos, buf[pos:cut], False
-            pos = cut
-        yield base + pos, buf[pos:], True
+        cut = len(buf) if not data else buf.rfind(b"\n# batch ") + 1
+        if cut <= 0:  # no batch line yet (a huge batch, or a file from before batch lines)
+            if len(buf) < 8 * READ_SIZE:
+                carry = buf
+                continue
+            cut = max(buf.rfind(b"\n#"), buf.rfind(b"\n" + BLOCK_B)) + 1
+            if cut <= 0:
+                carry = buf
+                continue
+            yield from _split(buf[:cut], base, False)
+        else:
+            yield from _region(buf[:cut], base, not data)
+        carry = buf[cut:]
+        base += cut
+
+
+def _region(region: bytes, base: int, final: bool) -> Iterator[_Run | tuple[int, bytes, bool]]:
+    try:
+        text = region.decode("utf-8")
+    except UnicodeDecodeError:
+        yield from _split(region, base, final)
         return
+    plain = len(text) == len(region)  # ASCII: character offsets are byte offsets
+    end = 0
+    for s, e, txns, texts in parse_runs(text):
+        start, end = end, (e if plain else end + len(text[s:e].encode("utf-8")))
+        last = final and end == len(region)
+        if txns is None or texts is None:
+            yield from _split(region[start:end], base + start, last)
+        else:
+            yield _Run(base + start, base + end, txns, texts, region, start, last)
 
 
 class TomlJournal:
@@ -389,51 +424,70 @@ class TomlJournal:
         blocks: list[tuple[int, bytes]] = []
         waiting = 0
         size = self._size(f)
-        for where, piece, last in _pieces(f, start):
-            tail: Tail | None = None
-            if piece.startswith(b"#"):
-                if where == 0 and piece.startswith(HEADER_PREFIX) and piece.endswith(b"\n"):
-                    state["committed"] = len(piece)
-                    continue
-                m = _BATCH.fullmatch(piece)
-                if last and not piece.endswith(b"\n"):
-                    tail = Tail(batch_at if batch_left else where, 0, "an incomplete write", torn=True)
-                elif batch_left:
-                    tail = Tail(batch_at, 0, f"byte {batch_at}: partial batch (it declares more transactions "
-                                "than follow it)")
-                elif m is None:
-                    tail = Tail(where, 0, f"byte {where}: unexpected line {piece[:60]!r}")
-                else:
-                    batch_left, batch_at, blocks = int(m.group(1)), where, []
-            elif not (piece.startswith(BLOCK_B) and piece[-75:-66] == b'\nhash = "' and piece.endswith(b'"\n')
-                      and len(piece) > 75):
-                if last:
-                    tail = Tail(batch_at if batch_left else where, 0, "an incomplete write", torn=True)
-                else:
-                    what = "does not end with its hash line" if piece.startswith(BLOCK_B) else \
-                        "expected [[transaction]]"
-                    tail = Tail(batch_at if batch_left else where, 0, f"byte {where}: block {what}")
-            elif batch_left:
-                blocks.append((where, piece))
-                batch_left -= 1
-                if not batch_left:
-                    pending.append((batch_at, where + len(piece), blocks))
-                    waiting += len(blocks)
+        for item in _items(f, start):
+            if isinstance(item, _Run):
+                if not batch_left:  # the exact reader is between batches: verify what it holds, then take the run
+                    bad = verify()
+                    waiting = 0
+                    if bad is not None:
+                        yield Chunk(out, str(state["committed"]), bad._replace(size=size - bad.offset), texts)
+                        return
+                    if state["prev"] is None or item.txns[0].prev == state["prev"]:
+                        state["prev"], state["committed"] = item.txns[-1].hash, item.end
+                        out.extend(item.txns)
+                        texts.extend(item.texts)
+                        if len(out) >= CHUNK_TXNS:
+                            yield Chunk(out, str(state["committed"]), None, texts)
+                            out, texts = [], []
+                        continue
+                pieces = item.pieces()  # it does not continue what came before: the exact reader says why
             else:
-                pending.append((where, where + len(piece), [(where, piece)]))
-                waiting += 1
-            if tail is None and last and batch_left:
-                tail = Tail(batch_at, 0, "an incomplete write", torn=True)
-            if tail is None and waiting >= PARSE_GROUP:
-                waiting = 0
-                tail = verify()
-            if tail is not None:
-                tail = verify() or tail
-                yield Chunk(out, str(state["committed"]), tail._replace(size=size - tail.offset), texts)
-                return
-            if len(out) >= CHUNK_TXNS:
-                yield Chunk(out, str(state["committed"]), None, texts)
-                out, texts = [], []
+                pieces = [item]
+            for where, piece, last in pieces:
+                tail: Tail | None = None
+                if piece.startswith(b"#"):
+                    if where == 0 and piece.startswith(HEADER_PREFIX) and piece.endswith(b"\n"):
+                        state["committed"] = len(piece)
+                        continue
+                    m = _BATCH.fullmatch(piece)
+                    if last and not piece.endswith(b"\n"):
+                        tail = Tail(batch_at if batch_left else where, 0, "an incomplete write", torn=True)
+                    elif batch_left:
+                        tail = Tail(batch_at, 0, f"byte {batch_at}: partial batch (it declares more transactions "
+                                    "than follow it)")
+                    elif m is None:
+                        tail = Tail(where, 0, f"byte {where}: unexpected line {piece[:60]!r}")
+                    else:
+                        batch_left, batch_at, blocks = int(m.group(1)), where, []
+                elif not (piece.startswith(BLOCK_B) and piece[-75:-66] == b'\nhash = "' and piece.endswith(b'"\n')
+                          and len(piece) > 75):
+                    if last:
+                        tail = Tail(batch_at if batch_left else where, 0, "an incomplete write", torn=True)
+                    else:
+                        what = "does not end with its hash line" if piece.startswith(BLOCK_B) else \
+                            "expected [[transaction]]"
+                        tail = Tail(batch_at if batch_left else where, 0, f"byte {where}: block {what}")
+                elif batch_left:
+                    blocks.append((where, piece))
+                    batch_left -= 1
+                    if not batch_left:
+                        pending.append((batch_at, where + len(piece), blocks))
+                        waiting += len(blocks)
+                else:
+                    pending.append((where, where + len(piece), [(where, piece)]))
+                    waiting += 1
+                if tail is None and last and batch_left:
+                    tail = Tail(batch_at, 0, "an incomplete write", torn=True)
+                if tail is None and waiting >= PARSE_GROUP:
+                    waiting = 0
+                    tail = verify()
+                if tail is not None:
+                    tail = verify() or tail
+                    yield Chunk(out, str(state["committed"]), tail._replace(size=size - tail.offset), texts)
+                    return
+                if len(out) >= CHUNK_TXNS:
+                    yield Chunk(out, str(state["committed"]), None, texts)
+                    out, texts = [], []
         err = verify()
         yield Chunk(out, str(state["committed"]), err._replace(size=size - err.offset) if err else None, texts)
 

@@ -1,0 +1,139 @@
+"""The TOML journal's fast lane: runs of plainly written batches, read with one regular expression per block.
+
+Nearly every batch in a ledger.toml is exactly what ``render_batch`` wrote: a ``# batch N`` line, then N
+blocks with the fields in the writer's order and no escape sequence in any value.  For such a block the
+text between the quotes *is* the value and also its canonical JSON encoding, so the canonical text the
+hash covers is assembled by one format operation instead of a JSON round trip (a rebuild reads 10^6
+blocks, benchmarks/bench_ledger.py).  Each block's hash and the chain inside the run are verified here;
+anything else (an escape, another field order, a bad hash, garbage) is handed back as a stretch for the
+exact reader in toml.py, which decides about it as it always did.  A run is only ever a subset of what
+the exact reader accepts, with the same transactions and texts (tests/test_ledger_rebuild.py).
+"""
+
+from __future__ import annotations
+
+import re
+from hashlib import sha256
+
+from token_exchange.amounts import MAX_UNITS, SCALE, to_units
+from token_exchange.errors import UserError
+from token_exchange.ledger.txn import Txn, canonical_table
+
+# A JSON string without escapes or control characters: its inner text is the value, and
+# ``json.encoder.encode_basestring`` (the canonical encoder) gives it back unchanged.
+_S = r'"([^"\\\x00-\x1f]*)"'
+_META = r'((?:{0}\.[A-Za-z0-9_-]{{1,40}} = (?:"[^"\\\x00-\x1f]*"|-?(?:0|[1-9][0-9]*))\n)*)'
+_BLOCK = re.compile(
+    r"(?:# batch ([1-9][0-9]{0,8})\n)?\[\[transaction\]\]\n"
+    rf"id = {_S}\nts = {_S}\nkind = {_S}\n(?:agent = {_S}\n)?payer = {_S}\npayee = {_S}\namount = {_S}\n"
+    rf"(?:project = {_S}\n)?(?:description = {_S}\n)?(?:ref = {_S}\n)?"
+    + _META.format("source") + _META.format("breakdown")
+    + r'(?:prev = "(.{64})"\n)?hash = "(.{64})"\n')  # hex: a hash equals a hexdigest, see parse_runs
+# canonical(Txn.hashed()): sorted keys, no spaces (txn.canonical_hashed builds the same text from a dict).
+_CANONICAL = ('{"agent":"%s","amount":%d,"breakdown":%s,"description":"%s","id":"%s","kind":"%s","payee":"%s",'
+              '"payer":"%s","prev":"%s","project":"%s","ref":"%s","source":%s,"ts":"%s"}')
+_HEX = re.compile(r"[0-9a-f]{64}")
+_AMOUNT = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,4}))?")
+_CACHE_MAX = 65536
+_UNITS: dict[str, int] = {}
+_TABLES: dict[str, tuple[dict[str, str | int], str]] = {}
+
+
+def units(text: object, where: int) -> int:
+    """An amount as the journal writes it ("12.5") -> units; anything else goes through ``to_units``."""
+    if isinstance(text, str):
+        m = _AMOUNT.fullmatch(text)
+        if m is not None:
+            whole, frac = m.groups()
+            value = int(whole) * SCALE + (int(frac.ljust(4, "0")) if frac else 0)
+            if value <= MAX_UNITS:
+                return value
+    return to_units(str(text), what=f"byte {where}: amount", allow_zero=True)
+
+
+def cached_units(text: str, where: int) -> int:
+    """``units`` remembered (a ledger repeats few amounts)."""
+    value = _UNITS.get(text)
+    if value is None:
+        value = units(text, where)
+        if len(_UNITS) > _CACHE_MAX:
+            _UNITS.clear()
+        _UNITS[text] = value
+    return value
+
+
+_EMPTY: tuple[dict[str, str | int], str] = ({}, "{}")
+
+
+def _table(lines: str) -> tuple[dict[str, str | int], str]:
+    """``source.k = v`` lines (as matched by ``_BLOCK``) -> ({k: v}, its canonical text); remembered."""
+    hit = _TABLES.get(lines)
+    if hit is None:
+        table: dict[str, str | int] = {}
+        for line in lines[:-1].split("\n"):
+            key, _, raw = line.partition(" = ")
+            table[key.partition(".")[2]] = raw[1:-1] if raw[0] == '"' else int(raw)
+        if len(table) != lines.count("\n"):
+            raise ValueError("a key given twice")  # the exact reader decides what that means
+        if len(_TABLES) > _CACHE_MAX:
+            _TABLES.clear()
+        hit = _TABLES[lines] = (table, canonical_table(table))
+    return hit
+
+
+Segment = tuple[int, int, list[Txn] | None, list[str] | None]
+
+
+def parse_runs(text: str) -> list[Segment]:
+    """Cut ``text`` (decoded journal bytes that end at a batch boundary) into segments (start, end, txns,
+    texts), offsets into ``text``: runs of whole plain batches, parsed and hash-verified, chained within the
+    run (the first ``prev`` is the caller's to check), and stretches (txns None) for the exact reader, each
+    reaching to the next ``# batch`` line."""
+    segments: list[Segment] = []
+    pos, size = 0, len(text)
+    match, tables, amounts, new, digest = _BLOCK.match, _TABLES, _UNITS, tuple.__new__, sha256
+    while pos < size:
+        txns: list[Txn] = []
+        texts: list[str] = []
+        done, kept, left, at = pos, 0, 0, pos
+        prev: str | None = None
+        try:
+            while (m := match(text, at)) is not None:
+                count, id_, ts, kind, agent, payer, payee, amount, project, desc, ref, src, brk, prv, h = m.groups("")
+                if count:
+                    if left:
+                        break
+                    left = int(count)
+                elif not left:
+                    break
+                if prv != prev and (prev is not None or not (prv == "" or _HEX.fullmatch(prv))):
+                    break  # within a run each prev is the hash before it; the first is the caller's to check
+                u = amounts.get(amount)
+                if u is None:
+                    u = cached_units(amount, 0)
+                source, src_text = (tables.get(src) or _table(src)) if src else _EMPTY
+                breakdown, brk_text = (tables.get(brk) or _table(brk)) if brk else _EMPTY
+                c = _CANONICAL % (agent, u, brk_text, desc, id_, kind, payee, payer, prv, project, ref, src_text, ts)
+                if digest(c.encode()).hexdigest() != h:
+                    break
+                prev = h
+                # Txn(...) without its Python-level __new__; each transaction gets its own tables (never shared).
+                txns.append(new(Txn, (id_, kind, payer, payee, u, agent, project, desc, dict(source), dict(breakdown),
+                                      ref, ts, prv, h)))
+                texts.append(c)
+                at = m.end()
+                left -= 1
+                if not left:
+                    done, kept = at, len(txns)
+        except (ValueError, UserError):
+            pass  # an amount or a table the exact reader must judge
+        if done > pos:
+            del txns[kept:], texts[kept:]
+            segments.append((pos, done, txns, texts))
+        if done >= size:
+            break
+        nxt = text.find("\n# batch ", done + 1)
+        end = size if nxt < 0 else nxt + 1
+        segments.append((done, end, None, None))
+        pos = end
+    return segments
