@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -194,6 +193,8 @@ def commits(*revs: str, repo: Path | str | None = None, no_walk: bool = False, t
     if mailmap_rev is None:
         proc = run(*args, repo=repo, check=False)
     else:
+        import tempfile  # only here: the hooks never map by a revision's .mailmap, and pay no tempfile import
+
         with tempfile.TemporaryDirectory(prefix="tx-log-") as empty:
             proc = run("--work-tree", empty, "-c", "mailmap.file=", "-c", f"mailmap.blob={mailmap_rev}:.mailmap",
                        *args, repo=repo, check=False)

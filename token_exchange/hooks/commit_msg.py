@@ -18,7 +18,7 @@ from token_exchange.hooks.context import GitConfig, Repo, locate, open_exchange,
 from token_exchange.rules.reward_ids import TRAILER_KEY, new_reward_id, trailer_ids
 from token_exchange.rules.rewards import clean_message
 
-SQUASHED = re.compile(r"^commit ([0-9a-f]{40,64})$", re.MULTILINE)
+SQUASHED = r"(?m)^commit ([0-9a-f]{40,64})$"  # compiled only during a `merge --squash`
 
 
 def run(args: list[str]) -> None:
@@ -51,9 +51,9 @@ def situation(repo: Repo) -> dict[str, object]:
     record: dict[str, object] = {"head": repo.head, "head_parents": list(repo.head_parents)}
     squash = _read(repo.git_dir / "SQUASH_MSG", 4 << 20)
     if squash:
-        record["squash"] = SQUASHED.findall(squash)[:1000]
+        record["squash"] = re.findall(SQUASHED, squash)[:1000]
     pick = _read(repo.git_dir / "CHERRY_PICK_HEAD", 200).strip()
-    if re.fullmatch(r"[0-9a-f]{40,64}", pick):
+    if pick and re.fullmatch(r"[0-9a-f]{40,64}", pick):
         record["cherry_pick"] = pick
     return record
 

@@ -26,8 +26,9 @@ from token_exchange import git
 from token_exchange.hooks import PREFIX, HookError, say, warn
 from token_exchange.hooks.context import GitConfig, Repo, locate, open_exchange, project, take_pending
 
-CHERRY_PICKED = re.compile(r"^\(cherry picked from commit ([0-9a-f]{40,64})\)$", re.MULTILINE)
-SHA = re.compile(r"[0-9a-f]{40,64}")
+# Compiled (and cached by ``re``) only when a commit has origins or a ``-x`` line: most have neither.
+CHERRY_PICKED = r"(?m)^\(cherry picked from commit ([0-9a-f]{40,64})\)$"
+SHA = r"[0-9a-f]{40,64}"
 SQUASH_CMDS = ("squash", "s", "fixup", "f")
 PICK_CMDS = ("pick", "p", "reword", "r", "edit", "e", "squash", "s", "fixup", "f")
 MAX_UNWOUND = 50
@@ -100,8 +101,9 @@ def origins(repo: Repo, head: git.Commit, pending: dict[str, Any] | None) -> lis
         found += rebase_origins(repo.git_dir)
         if not found:
             found += reflog_amend(head)
-    found += CHERRY_PICKED.findall(head.message)
-    return [s for s in dict.fromkeys(found) if s != head.sha and SHA.fullmatch(s)]
+    if "(cherry picked from commit " in head.message:
+        found += re.findall(CHERRY_PICKED, head.message)
+    return [s for s in dict.fromkeys(found) if s != head.sha and re.fullmatch(SHA, s)]
 
 
 def reflog_amend(head: git.Commit) -> list[str]:
@@ -137,7 +139,7 @@ def rebase_origins(gdir: Path) -> list[str]:
     if not short:
         return []
     full = git.out("rev-parse", *(f"{s}^{{commit}}" for s in short), check=False).split()
-    return [s for s in full if SHA.fullmatch(s)]
+    return [s for s in full if re.fullmatch(SHA, s)]
 
 
 def reset_origins(repo: Repo, head: git.Commit, before: str) -> list[str]:
@@ -146,7 +148,7 @@ def reset_origins(repo: Repo, head: git.Commit, before: str) -> list[str]:
         orig = (repo.git_dir / "ORIG_HEAD").read_text("ascii", "replace").strip()
     except OSError:
         return []
-    if not SHA.fullmatch(orig) or orig == before or not git.is_ancestor(before, orig):
+    if not re.fullmatch(SHA, orig) or orig == before or not git.is_ancestor(before, orig):
         return []
     unwound = git.out("rev-list", f"-n{MAX_UNWOUND}", f"{before}..{orig}", check=False).split()
     if not unwound:
