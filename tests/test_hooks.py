@@ -142,6 +142,24 @@ def test_project_from_origin_remote(hooked: Path) -> None:
     assert earned(hooked) == Decimal("337.5")
 
 
+def test_post_commit_takes_the_git_settings_commit_msg_read_for_the_same_commit(hooked: Path, tmp_path: Path) -> None:
+    """One `git config` per commit: commit-msg's, handed to post-commit with its record.  A record left by a
+    commit that never happened is not trusted for the next one: post-commit asks git."""
+    trace = tmp_path / "trace"
+    change(hooked)
+    commit(hooked, "-m", "fix: x", env={"GIT_TRACE": str(trace)})
+    assert trace.read_text().count("built-in: git config -z --get-regexp") == 1
+    msg = tmp_path / "msg.txt"
+    msg.write_text("fix: y\n")
+    proc = subprocess.run([sys.executable, "-m", "token_exchange.hooks", "commit-msg", str(msg)], cwd=hooked,
+                          capture_output=True, text=True)  # commit-msg ran, the commit did not
+    assert proc.returncode == 0 and "will earn claude 450 tokens on nexushive-setup" in proc.stdout
+    git(hooked, "remote", "add", "origin", "git@github.com:aygp-dr/claude-monitor.git")
+    change(hooked)
+    out = commit(hooked, "--no-verify", "-m", "fix: z")
+    assert "claude 337.5 tokens on claude-monitor" in out  # 150 x 1.5 x 1.5
+
+
 def test_co_authors_share_equally(hooked: Path) -> None:
     change(hooked)
     out = commit(hooked, "-m", "fix: x\n\nCo-authored-by: Builder <builder@aygp-dr.ai>\n"

@@ -36,10 +36,11 @@ def run(args: list[str]) -> None:
     message = clean_message(raw, char[:1] if char and char != "auto" else "#")
     if not message:
         return  # git aborts an empty message; adding a trailer would make it commit
-    save_pending(repo, situation(repo))
     ids = trailer_ids(message)
-    if not ids:
-        rid = new_reward_id()
+    rid = "" if ids else new_reward_id()
+    # For post-commit: the situation, and the git settings read here (for the commit that carries this id).
+    save_pending(repo, {**situation(repo), "reward_id": ids[0] if ids else rid, "git_config": config.values()})
+    if rid:
         git.run("interpret-trailers", "--in-place", "--if-exists", "doNothing", "--trailer", f"{TRAILER_KEY}: {rid}",
                 str(path))
         ids = [rid]

@@ -2,7 +2,8 @@
 
 State lives in the git directory, never in the work tree:
 - ``<git dir>/token-exchange/pending.json``: what commit-msg saw (HEAD before the commit, a squash or
-  cherry-pick in progress) for post-commit to tell an amend or a squash from a new commit;
+  cherry-pick in progress) for post-commit to tell an amend or a squash from a new commit, and the git
+  settings it read (post-commit of the same commit then runs no ``git config``);
 - (the queue of commits post-commit could not pay lives with ``tx catch-up``, in ``services.catchup``).
 """
 
@@ -68,15 +69,19 @@ def open_exchange(repo: Repo) -> Exchange:
 
 
 class GitConfig:
-    """The few git settings the hooks read, fetched with one ``git config`` process when first needed."""
+    """The few git settings the hooks read, fetched with one ``git config`` process when first needed
+    (``values``: what commit-msg already read for the same commit, which post-commit need not ask again)."""
 
-    def __init__(self) -> None:
-        self._values: dict[str, str] | None = None
+    def __init__(self, values: dict[str, str] | None = None) -> None:
+        self._values = values
 
     def get(self, key: str) -> str:
+        return self.values().get(key, "")
+
+    def values(self) -> dict[str, str]:
         if self._values is None:
             self._values = git.config_map(CONFIG_KEYS)
-        return self._values.get(key, "")
+        return self._values
 
 
 def project(repo: Repo, cfg: Config, config: GitConfig) -> str:
@@ -112,6 +117,23 @@ def _write(path: Path, data: bytes) -> None:
 
 def save_pending(repo: Repo, record: dict[str, Any]) -> None:
     _write(repo.state_dir / "pending.json", json.dumps(record).encode())
+
+
+def pending_config(pending: dict[str, Any] | None, head: git.Commit) -> GitConfig:
+    """The git settings commit-msg read for this very commit (the record names a reward id of its message,
+    and HEAD before it was the commit's first parent or, for an amend, had its parents); else a
+    ``GitConfig`` that asks git."""
+    from token_exchange.rules.reward_ids import trailer_ids
+
+    values = pending.get("git_config") if pending else None
+    if not pending or not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
+        return GitConfig()
+    before = pending.get("head", "")
+    amend = bool(before) and before != head.sha and tuple(pending.get("head_parents", ())) == head.parents
+    ours = pending.get("reward_id") in trailer_ids(head.message)
+    return GitConfig(values) if ours and (before == (head.parents[0] if head.parents else "") or amend) \
+        else GitConfig()
 
 
 def take_pending(repo: Repo) -> dict[str, Any] | None:

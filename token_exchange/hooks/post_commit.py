@@ -24,7 +24,7 @@ from typing import Any
 
 from token_exchange import git
 from token_exchange.hooks import PREFIX, HookError, say, warn
-from token_exchange.hooks.context import GitConfig, Repo, locate, open_exchange, project, take_pending
+from token_exchange.hooks.context import Repo, locate, open_exchange, pending_config, project, take_pending
 
 # Compiled (and cached by ``re``) only when a commit has origins or a ``-x`` line: most have neither.
 CHERRY_PICKED = r"(?m)^\(cherry picked from commit ([0-9a-f]{40,64})\)$"
@@ -47,7 +47,7 @@ def run(args: list[str]) -> None:
     try:
         head = git.commits("HEAD", no_walk=True)[0]
         found = origins(repo, head, pending)
-        proj = project(repo, ex.cfg, GitConfig())
+        proj = project(repo, ex.cfg, pending_config(pending, head))
         view = IndexView(ex.ledger.fresh(), provisional=ex.cfg.on_merge)
         facts = facts_for([head], proj, copied=copied_from_history(view, None),
                           origins={head.sha: ids_of(found)})[0]
