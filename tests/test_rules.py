@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from token_exchange.amounts import SCALE, fmt, round_cost, round_reward, split, to_decimal, to_units
 from token_exchange.errors import ConfigError, UserError
-from token_exchange.rules import config, rewards
+from token_exchange.rules import config, patterns, rewards
 from token_exchange.rules.config import BonusGroup
 
 CFG = config.load(None)
@@ -196,6 +197,23 @@ def test_catastrophic_patterns_match_in_linear_time(pattern: str, project: str, 
     cfg = parse(f'[[contracts]]\nname = "evil"\npattern = "{pattern}"\nbudget = 5\n'
                 '[[contracts]]\nname = "default"\nbudget = 1\n')
     assert (rewards.match_contract(cfg.contracts, project).name == "evil") is wins
+
+
+@given(st.text(alphabet="aZ09_-", max_size=5), st.text(alphabet="aZ09_-.*|()[]\\^$?+{},é", max_size=6))
+def test_a_pattern_of_literal_characters_matches_what_re2_matches(pattern: str, project: str) -> None:
+    """Literal patterns are answered by equality, without RE2: the same answer RE2 gives."""
+    for text in (project, pattern):
+        assert patterns.fullmatch(pattern, text) is (patterns.compiled(pattern).fullmatch(text) is not None)
+
+
+def test_a_cached_config_is_not_compiled_again(tmp_path: Path) -> None:
+    """The cache holds a config validated before: loading it compiles no pattern (a hook needs none of RE2
+    unless a contract it tries has one)."""
+    path = tmp_path / "config.toml"
+    path.write_text(config.default_text())
+    first = config.load(path)
+    patterns.compiled.cache_clear()
+    assert config.load(path) == first and patterns.compiled.cache_info().misses == 0
 
 
 @pytest.mark.parametrize("pattern", [r"(a)\\1", "(?=a)a", "(?<!b)a", "a{1000}{1000}"])

@@ -40,5 +40,12 @@ def compiled(pattern: str) -> Any:
         raise PatternError(f"invalid pattern {pattern[:60]!r}: {detail}") from None
 
 
+# Characters that stand for themselves in RE2 outside a character class: a pattern made of them only matches
+# exactly itself, so equality answers without loading RE2 (a contract named after its project, as the defaults').
+LITERAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
 def fullmatch(pattern: str, text: str) -> bool:
+    if len(pattern) <= MAX_PATTERN and LITERAL.issuperset(pattern):
+        return pattern == text
     return compiled(pattern).fullmatch(text) is not None
