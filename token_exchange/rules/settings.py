@@ -2,7 +2,8 @@
 built-in defaults, and the ``[meter]`` table's types.  Reading, caching and editing the file live in
 ``rules.config``; the checks that build these values, in ``rules.validate``."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: typing.NamedTuple would compile each of these classes' string
+# annotations into a ForwardRef (~10 us a field), and every hook process builds them.
 
 import re
 from decimal import Decimal
