@@ -273,7 +273,7 @@ def test_three_clones_append_and_sync_concurrently(tmp_path: Path) -> None:
     def cli_writer(c: int) -> None:
         for k in range(2):
             tid = f"award:cli{c}-{k}"
-            r = tx("award", "zero", "1", "cli", f"cli {c} {k}", "--id", tid, cwd=clones[c])
+            r = tx("award", "zero", "1", "cli", f"cli {c} {k}", "--id", tid, cwd=clones[c], real=True)
             if r.code != 0:
                 errors.append(AssertionError(r.err))
             with lock:

@@ -136,5 +136,9 @@ def run_app(app: Any, prog: str, args: list[str], state: _State) -> int:
         return fail(f"{e.strerror or e}: {getattr(e, 'filename', '') or ''}", 1)
     except RecursionError:
         return fail("input nested too deeply", 1)
+    except ValueError as e:  # a path argument with a NUL byte (only an in-process caller can pass one)
+        if "null byte" not in str(e) or state.debug:
+            raise
+        return fail("an argument contains a NUL byte", 2)
     # With standalone_mode=False, click returns the code of a typer.Exit instead of raising it.
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
