@@ -5,8 +5,8 @@ for column, so they stay side by side.
 
 Two ways in: ``add`` (a few new transactions, one SQLite transaction, checks ids) and ``rebuild``
 (a whole journal streamed in: bulk inserts into a fresh file without secondary indexes, totals
-folded in Python, indexes built afterwards, then the file is renamed over the old one, so a crash
-leaves either the old index or the complete new one).  A corrupt or foreign file raises
+folded in Python (bulk.py), indexes built afterwards, then the file is renamed over the old one, so
+a crash leaves either the old index or the complete new one).  A corrupt or foreign file raises
 ``IndexUnreadable`` (one line); the ledger then rebuilds it.
 """
 
@@ -80,9 +80,9 @@ def _load(data: str, hash: str) -> Txn:
 
 def _remove_stale(path: Path) -> None:
     """Delete what rebuilds that crashed left next to ``path`` (``.NAME.rebuild-PID``, PID no longer running)."""
-    for stale in path.parent.glob(f".{path.name}.rebuild-*"):
-        pid = stale.name.rsplit("-", 1)[-1] if not stale.name.endswith("-journal") else \
-            stale.name[:-len("-journal")].rsplit("-", 1)[-1]
+    prefix = f".{path.name}.rebuild-"
+    for stale in path.parent.glob(f"{prefix}*"):
+        pid = stale.name[len(prefix):].split("-", 1)[0]  # PID, PID-journal, PID-wal, PID-shm
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:

@@ -21,8 +21,8 @@ the byte and the problem; ``tx doctor --repair`` moves it, with everything after
 file (``set_aside``).  A torn tail (incomplete last batch) is moved to ``ledger.torn`` by the next
 writer: it was never acknowledged to anyone.
 
-Long (over 400 lines) on purpose: the format (render, the fast and the exact parser) and the streaming
-reader that enforces its rules are one unit; split, each half would only make sense next to the other.
+Over 400 lines on purpose: the format (render, the fast and the exact parser) and the streaming reader
+that enforces its rules are one unit; split, each half would only make sense next to the other.
 """
 
 from __future__ import annotations
@@ -230,12 +230,12 @@ class _Run(NamedTuple):
     end: int
     txns: list[Txn]
     texts: list[str]
-    data: bytes
+    data: bytearray  # never written again once read
     offset: int
     last: bool  # the run ends the file
 
     def pieces(self) -> list[tuple[int, bytes, bool]]:
-        return _split(self.data[self.offset:self.offset + self.end - self.start], self.start, self.last)
+        return _split(bytes(self.data[self.offset:self.offset + self.end - self.start]), self.start, self.last)
 
 
 def _split(buf: bytes, base: int, final: bool) -> list[tuple[int, bytes, bool]]:
@@ -255,46 +255,51 @@ def _split(buf: bytes, base: int, final: bool) -> list[tuple[int, bytes, bool]]:
 
 def _items(f: Any, start: int) -> Iterator[_Run | tuple[int, bytes, bool]]:
     """The journal from ``start`` as pieces for the exact reader, runs of plain batches already read: each read
-    ends before its last ``# batch`` line, a boundary that is also a piece's."""
+    ends before its last ``# batch`` line, a boundary that is also a piece's.  The bytes are read once, into a
+    new buffer after what the last read left over (nothing is copied to slice or join them)."""
     f.seek(start)
     carry = b""
     base = start
     while True:
-        data = f.read(READ_SIZE)
-        buf = carry + data
-        if not buf:
+        buf = bytearray(len(carry) + READ_SIZE)
+        buf[:len(carry)] = carry
+        got = f.readinto(memoryview(buf)[len(carry):])
+        end = len(carry) + got
+        if not end:
             return
-        cut = len(buf) if not data else buf.rfind(b"\n# batch ") + 1
+        cut = end if not got else buf.rfind(b"\n# batch ", 0, end) + 1
         if cut <= 0:  # no batch line yet (a huge batch, or a file from before batch lines)
-            if len(buf) < 8 * READ_SIZE:
-                carry = buf
+            if end < 8 * READ_SIZE:
+                carry = bytes(buf[:end])
                 continue
-            cut = max(buf.rfind(b"\n#"), buf.rfind(b"\n" + BLOCK_B)) + 1
+            cut = max(buf.rfind(b"\n#", 0, end), buf.rfind(b"\n" + BLOCK_B, 0, end)) + 1
             if cut <= 0:
-                carry = buf
+                carry = bytes(buf[:end])
                 continue
-            yield from _split(buf[:cut], base, False)
+            yield from _split(bytes(buf[:cut]), base, False)
         else:
-            yield from _region(buf[:cut], base, not data)
-        carry = buf[cut:]
+            yield from _region(buf, cut, base, not got)
+        carry = bytes(buf[cut:end])
         base += cut
 
 
-def _region(region: bytes, base: int, final: bool) -> Iterator[_Run | tuple[int, bytes, bool]]:
+def _region(buf: bytearray, size: int, base: int, final: bool) -> Iterator[_Run | tuple[int, bytes, bool]]:
+    """``buf[:size]``, which starts at byte ``base`` of the journal (``final``: and ends it), as runs and pieces."""
+    view = memoryview(buf)[:size]
     try:
-        text = region.decode("utf-8")
+        text = str(view, "utf-8")
     except UnicodeDecodeError:
-        yield from _split(region, base, final)
+        yield from _split(bytes(view), base, final)
         return
-    plain = len(text) == len(region)  # ASCII: character offsets are byte offsets
+    plain = len(text) == size  # ASCII: character offsets are byte offsets
     end = 0
     for s, e, txns, texts in parse_runs(text):
         start, end = end, (e if plain else end + len(text[s:e].encode("utf-8")))
-        last = final and end == len(region)
+        last = final and end == size
         if txns is None or texts is None:
-            yield from _split(region[start:end], base + start, last)
+            yield from _split(bytes(view[start:end]), base + start, last)
         else:
-            yield _Run(base + start, base + end, txns, texts, region, start, last)
+            yield _Run(base + start, base + end, txns, texts, buf, start, last)
 
 
 class TomlJournal:
