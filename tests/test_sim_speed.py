@@ -4,6 +4,7 @@ The timing goals live in benchmarks/bench_simulate.py (no timed assertions here)
 
 from __future__ import annotations
 
+import gc
 import math
 from typing import Any
 
@@ -17,6 +18,7 @@ from token_exchange.ledger import ledger as ledger_mod
 from token_exchange.ledger.memindex import MemoryIndex
 from token_exchange.ledger.txn import REWARDS, Balance, Txn, chain, make_txn
 from token_exchange.sim.journal import chained
+from token_exchange.sim.run import simulate
 
 
 class Text(str):
@@ -38,7 +40,7 @@ def outcome(t: Txn) -> str:
     """What ``_check`` says of ``t``: nothing, or the error it raises."""
     try:
         ledger_mod._check(MemoryIndex(), [t])
-    except Exception as e:  # noqa: BLE001 - odd records fail in odd ways; the point is that both fail alike
+    except Exception as e:  # odd records fail in odd ways: the point is that both paths fail alike
         return f"{type(e).__name__}: {e}"
     return ""
 
@@ -126,3 +128,17 @@ def test_a_total_beyond_the_maximum_is_named_in_the_refusal(stub: Stub, what: st
         ledger_mod._check(stub, [t])  # type: ignore[arg-type]
     assert str(e.value) == (f"{what} would reach {fmt(MAX_TOTAL + 10)} tokens, beyond the ledger's maximum of "
                             f"+-{fmt(MAX_TOTAL)}; nothing written")
+
+
+@pytest.mark.parametrize(("hours", "agents"), [(72, None), (6, 40)])
+def test_a_run_leaves_no_reference_cycles_and_restores_the_collector(hours: int, agents: int | None) -> None:
+    """The run pauses the cyclic garbage collector: that is only free if it makes no garbage only it could free."""
+    gc.collect()
+    gc.disable()
+    try:
+        simulate(hours=hours, seed=2, agents=agents)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    simulate(hours=2, seed=2)
+    assert gc.isenabled()

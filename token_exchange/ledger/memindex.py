@@ -8,6 +8,7 @@ property test checks every query against the SQLite index on random ledgers.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from token_exchange.errors import IdConflict
 from token_exchange.ledger.index import INDEX_VERSION
 from token_exchange.ledger.protocols import Chunk
 from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn, ts_micros
+
+_AMOUNT = operator.itemgetter(2)  # of a window entry (ts, seq, amount)
 
 
 class MemoryIndex:
@@ -153,14 +156,13 @@ class MemoryIndex:
         return self._by_agent.get(agent, [])[-limit:][::-1] if limit > 0 else []
 
     def window_sum(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int) -> Units:
-        total = 0  # window_entries' amounts summed, without sorting or copying them (every spend asks twice)
+        total = 0  # window_entries' amounts summed, without sorting them (every spend asks twice)
         for kind in set(kinds):
             entries = self._windows.get((agent, kind))
             if entries:
                 lo = bisect.bisect_left(entries, (since_us, -1, -1))
                 hi = bisect.bisect_left(entries, (until_us + 1, -1, -1), lo)
-                for i in range(lo, hi):
-                    total += entries[i][2]
+                total += sum(map(_AMOUNT, entries[lo:hi]))
         return total
 
     def window_entries(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int

@@ -8,6 +8,7 @@ dict probe, so a run costs the same per agent-hour whatever its length or popula
 
 from __future__ import annotations
 
+import gc
 import heapq
 import random
 from collections import defaultdict
@@ -114,6 +115,10 @@ class Simulation:
         self.buckets: dict[int, list[tuple[int, int, int, int, Any]]] = {}
         self.hour = -1
         self.order = 0
+        # A run makes no reference cycles (tests/test_sim_speed.py checks), so the cyclic collector could only
+        # re-scan the growing ledger, ever longer as it grows: paused for the run, as it was after.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             with ex.ledger.locked():
                 ex.open_all()
@@ -133,7 +138,12 @@ class Simulation:
                 result.home = home
             return result
         finally:
+            if collecting:
+                gc.enable()
             ex.close()
+            # The exchange's clock is this simulation's: without the exchange, the run's ledger is no cycle and
+            # is freed here, not by a later full garbage collection (which every next run would pay for).
+            del self.ex, self.spending
 
     # --- drawing the activity ------------------------------------------------------------------------
     def _push(self, at: int, agent: int, what: int, data: Any = None) -> None:
