@@ -251,6 +251,22 @@ def chain(txns: list[Txn], last_hash: str) -> list[Txn]:
     return out
 
 
+def chain_problems(txns: list[Txn]) -> list[str]:
+    """Every break in a chained journal read in full: a ``prev`` that is not the hash before it, an id
+    written twice (what doctor reports for the chained backends)."""
+    problems: list[str] = []
+    prev = ""
+    seen: set[str] = set()
+    for n, t in enumerate(txns):
+        if t.prev != prev:
+            problems.append(f"transaction {n} ({t.id}): chain broken (entry edited, removed or reordered)")
+        prev = t.hash
+        if t.id in seen:
+            problems.append(f"transaction {n}: id {t.id} appears twice")
+        seen.add(t.id)
+    return problems
+
+
 class Appended(NamedTuple):
     """Outcome of an append: ``created`` False means the id existed with equal content."""
 

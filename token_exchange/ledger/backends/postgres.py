@@ -52,7 +52,7 @@ from token_exchange.errors import IdConflict, UserError
 from token_exchange.ledger.bulk import Totals
 from token_exchange.ledger.index import INDEX_VERSION
 from token_exchange.ledger.protocols import Chunk, Index, Tail
-from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn, canonical, chain, ts_micros
+from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn, canonical, chain, chain_problems, ts_micros
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
@@ -543,17 +543,7 @@ class PostgresJournal:
         return []  # one chain, one record per id
 
     def link_problems(self, txns: list[Txn]) -> list[str]:
-        problems: list[str] = []
-        prev = ""
-        seen: set[str] = set()
-        for n, t in enumerate(txns):
-            if t.prev != prev:
-                problems.append(f"transaction {n} ({t.id}): chain broken (entry edited, removed or reordered)")
-            prev = t.hash
-            if t.id in seen:
-                problems.append(f"transaction {n}: id {t.id} appears twice")
-            seen.add(t.id)
-        return problems
+        return chain_problems(txns)
 
     def append(self, txns: list[Txn]) -> str:
         """Write sealed ``txns`` and fold them into the index, in one savepoint of the ledger transaction."""

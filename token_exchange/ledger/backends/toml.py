@@ -40,7 +40,7 @@ from token_exchange.amounts import fmt
 from token_exchange.errors import UserError
 from token_exchange.ledger.backends.tomlruns import cached_units, parse_runs, units
 from token_exchange.ledger.protocols import Chunk, Index, Tail
-from token_exchange.ledger.txn import Txn, canonical, canonical_hashed, chain
+from token_exchange.ledger.txn import Txn, canonical, canonical_hashed, chain, chain_problems
 from token_exchange.storage import append_durably, fsync_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -524,17 +524,7 @@ class TomlJournal:
         return []  # a chained journal has one record per id or a problem
 
     def link_problems(self, txns: list[Txn]) -> list[str]:
-        problems: list[str] = []
-        prev = ""
-        seen: set[str] = set()
-        for n, t in enumerate(txns):
-            if t.prev != prev:
-                problems.append(f"transaction {n} ({t.id}): chain broken (entry edited, removed or reordered)")
-            prev = t.hash
-            if t.id in seen:
-                problems.append(f"transaction {n}: id {t.id} appears twice")
-            seen.add(t.id)
-        return problems
+        return chain_problems(txns)
 
     def new_records(self, old: str, new: str) -> list[Txn]:
         return [t for t in self.read_from(old).txns]
