@@ -26,24 +26,39 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_synced(fd: int, data: bytes) -> None:
-    """Write all of ``data`` (os.write may write less) and fsync."""
+def _write_all(fd: int, data: bytes, sync: bool = True) -> None:
+    """Write all of ``data`` (os.write may write less), then fsync unless ``sync`` is False."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-    os.fsync(fd)
+    if sync:
+        os.fsync(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all-or-nothing: temp file, fsync, rename, fsync dir."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def atomic_write(path: Path, data: bytes, *, mode: int | None = None, sync: bool = True) -> None:
+    """Write ``data`` to ``path`` all-or-nothing: a fresh temp file (never through a symlink), fsync,
+    rename, fsync the directory; on failure the temp file is removed and the OSError raised.
+    ``mode``: exactly these permissions (default: 0644 less the umask).  ``sync=False`` skips both fsyncs
+    (still temp + rename) for derived state a crash may lose."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0), 0o644 if mode is None else mode)
     try:
-        _write_synced(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        try:
+            _write_all(fd, data, sync)
+        finally:
+            os.close(fd)
+        if mode is not None:
+            os.chmod(tmp, mode)  # the umask may have narrowed it
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if sync:
+        fsync_dir(path.parent)
 
 
 def append_durably(path: Path, data: bytes) -> int:
@@ -51,7 +66,7 @@ def append_durably(path: Path, data: bytes) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         start = os.fstat(fd).st_size
-        _write_synced(fd, data)
+        _write_all(fd, data)
     finally:
         os.close(fd)
     return start

@@ -28,6 +28,7 @@ from typing import BinaryIO, NamedTuple
 from token_exchange.meter._jsonl import loads as json_loads
 from token_exchange.meter._jsonl import open_regular
 from token_exchange.meter.records import MeterError, ReadResult, short, short_path
+from token_exchange.storage import atomic_write
 
 VERSION = 1
 HEAD_BYTES = 512
@@ -169,41 +170,11 @@ def save(path: Path | str, state: OffsetState, *, sync: bool = True) -> None:
     """
     p = Path(path)
     _refuse_symlink(p)
-    directory = p.parent
-    tmp = directory / f".{p.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                     | getattr(os, "O_CLOEXEC", 0), 0o600)
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(p, dumps(state), mode=0o600, sync=sync)
     except OSError as e:
         raise MeterError(f"state file {short_path(p)}: cannot write ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(dumps(state))
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise MeterError(f"state file {short_path(p)}: cannot write ({e.strerror})") from None
-        raise
-    if not sync:
-        return
-    try:
-        dfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 class Advance(NamedTuple):

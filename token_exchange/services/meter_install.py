@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from token_exchange.errors import UserError
 from token_exchange.meter.records import short, short_path
+from token_exchange.storage import atomic_write
 
 HOOK_PROGRAMS = {"tx-meter": "claude-code", "tx-guard": "claude-code"}
 TX_PROGRAMS = ("tx", "token-exchange")
@@ -139,20 +140,9 @@ def _write_settings(path: Path, text: str) -> None:
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
         mode = 0o644
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tx-tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        atomic_write(target, text.encode("utf-8"), mode=mode)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise UserError(f"{short_path(path)}: cannot write ({e.strerror})") from None
 
 
