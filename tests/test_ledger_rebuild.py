@@ -119,7 +119,7 @@ def test_rebuilding_a_deleted_index_through_the_ledger(tmp_path: Path) -> None:
 # --- the fast lane (backends/tomlruns.py) against the exact reader ------------------------------------
 def _exact(monkeypatch: pytest.MonkeyPatch) -> None:
     """No runs: every byte goes through the exact reader (pieces, parse_blocks/parse_slowly)."""
-    monkeypatch.setattr(toml_mod, "parse_runs", lambda text: [(0, len(text), None, None)])
+    monkeypatch.setattr(tomlruns, "parse_runs", lambda text: [(0, len(text), None, None)])
 
 
 def _read(home: Path, position: str = "") -> tuple[list[tuple], str, object]:

@@ -25,7 +25,7 @@ Over 400 lines on purpose: the format (render, the fast and the exact parser) an
 that enforces its rules are one unit; split, each half would only make sense next to the other.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import json
 import os
@@ -531,7 +531,7 @@ class TomlJournal:
     def new_records(self, old: str, new: str) -> list[Txn]:
         return [t for t in self.read_from(old).txns]
 
-    def sync(self, ledger: Ledger, remote: str) -> Any:
+    def sync(self, ledger: "Ledger", remote: str) -> Any:
         raise UserError("`tx sync` needs the notes backend ([exchange] backend = \"notes\")")
 
     # --- writing -----------------------------------------------------------------------------------
