@@ -13,17 +13,14 @@ never loses.
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from token_exchange.errors import UserError
-from token_exchange.meter.claude_code import SessionRead
+from token_exchange.meter.claude_code import HookInput, SessionRead
 from token_exchange.meter.guard import HookReply
 from token_exchange.meter.records import Source, short_path
 from token_exchange.services.meter_charge import Charged, Meter, UnknownAgent
 from token_exchange.services.meter_state import Busy, find_home, load_state, locked, state_dir, state_file_for
-
-if TYPE_CHECKING:
-    from token_exchange.meter.claude_code import HookInput
 
 PROG = "token-exchange"
 
@@ -42,7 +39,7 @@ def note(text: str) -> str:
     return f"{PROG}: {' '.join(text.split())[:600]}\n"
 
 
-def meter_session(m: Meter, hook: "HookInput", agent: str) -> tuple[Charged | None, SessionRead | None, list[str]]:
+def meter_session(m: Meter, hook: HookInput, agent: str) -> tuple[Charged | None, SessionRead | None, list[str]]:
     """Charge what is new in the session's transcripts: lock the session's state, read, charge, save."""
     from token_exchange.meter import claude_code as cc
     from token_exchange.meter import offsets
@@ -69,7 +66,7 @@ def meter_session(m: Meter, hook: "HookInput", agent: str) -> tuple[Charged | No
     return charged, read, notes
 
 
-def open_meter(home: str | Path | None, hook: "HookInput", meter: Meter | None, env: Mapping[str, str]) -> Meter:
+def open_meter(home: str | Path | None, hook: HookInput, meter: Meter | None, env: Mapping[str, str]) -> Meter:
     return meter if meter is not None else Meter(find_home(home, hook.cwd, env), env=env)
 
 
