@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Clock, make_ex
 from token_exchange.ledger.backends import toml as toml_mod
+from token_exchange.ledger.backends import tomlruns
 from token_exchange.ledger.backends.toml import HEADER, TomlJournal, render_batch
 from token_exchange.ledger.doctor import check
 from token_exchange.ledger.index import SqliteIndex
@@ -118,7 +119,7 @@ def test_rebuilding_a_deleted_index_through_the_ledger(tmp_path: Path) -> None:
 # --- the fast lane (backends/tomlruns.py) against the exact reader ------------------------------------
 def _exact(monkeypatch: pytest.MonkeyPatch) -> None:
     """No runs: every byte goes through the exact reader (pieces, parse_blocks/parse_slowly)."""
-    monkeypatch.setattr(toml_mod, "parse_runs", lambda text: [(0, len(text), None, None)])
+    monkeypatch.setattr(tomlruns, "parse_runs", lambda text: [(0, len(text), None, None)])
 
 
 def _read(home: Path, position: str = "") -> tuple[list[tuple], str, object]:
@@ -204,14 +205,14 @@ def test_the_fast_lane_hands_odd_batches_to_the_exact_reader(tmp_path: Path, mon
                   for i in range(10)], "")
     (home / "ledger.toml").write_bytes(HEADER + b"".join(render_batch(txns[i:i + 2]) for i in range(0, 10, 2)))
     seen: list[list[bool]] = []
-    real = toml_mod.parse_runs
+    real = tomlruns.parse_runs
 
     def spy(text: str) -> list:
         segments = real(text)
         seen.append([s[2] is not None for s in segments])
         return segments
 
-    monkeypatch.setattr(toml_mod, "parse_runs", spy)
+    monkeypatch.setattr(tomlruns, "parse_runs", spy)  # toml.py imports it when it reads
     fast = _read(home)
     # the header, 2 plain batches, the odd one, 1 plain one; then (the last read) the last batch
     assert seen == [[False, True, False, True], [True]]

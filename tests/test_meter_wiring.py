@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Clock, Result
+from tests.test_hooks import READERS, string_annotations
 from tests.test_meter_claude_code import agent_result, append, assistant, user, write
 from token_exchange.amounts import to_decimal
 from token_exchange.ledger.doctor import check as doctor
@@ -482,10 +483,11 @@ def test_hook_programs_import_nothing_heavy(tmp_path: Path, clock: Clock, prog: 
     assert "token_exchange.services.meter_charge" in modules and "token_exchange.ledger.ledger" in modules
     # The meter hook (after every response) also does without dataclasses/inspect and orjson (its import
     # pulls in dataclasses, uuid, platform); the guard needs rules.limits, which uses dataclasses.
-    banned = HEAVY + (("dataclasses", "inspect", "orjson", "uuid", "token_exchange.rules.limits")
-                      if prog == "tx-meter" else ())
+    banned = HEAVY + READERS + (("dataclasses", "inspect", "orjson", "uuid", "token_exchange.rules.limits")
+                                if prog == "tx-meter" else ())
     heavy = {m for m in modules if m in banned or m.split(".")[0] in banned}
     assert not heavy, heavy
+    assert not string_annotations(modules)
     assert set(spent(ex)) == {"meter:cc:msg_1"}
 
 

@@ -11,7 +11,7 @@ command about *the repository git is working on* keeps them; a command about *an
 into the wrong one.  Output is decoded as UTF-8 with ``surrogateescape`` (never raises).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import os
 import subprocess
@@ -296,7 +296,7 @@ class Batch:
         self.repo = repo
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Batch:
+    def __enter__(self) -> "Batch":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,7 @@ State lives in the git directory, never in the work tree:
 - (the queue of commits post-commit could not pay lives with ``tx catch-up``, in ``services.catchup``).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import json
 import os
@@ -50,7 +50,7 @@ def locate() -> Repo:
     return Repo(Path(lines[2]), Path(lines[0]), Path(lines[1]), head, tuple(shas[1:]) if head else ())
 
 
-def open_exchange(repo: Repo) -> Exchange:
+def open_exchange(repo: Repo) -> "Exchange":
     """The exchange for this repository, or HookError (one line) when there is none or it is broken."""
     from token_exchange.services.exchange import Exchange
     from token_exchange.services.home import HOME_DIR, HOME_ENV
@@ -84,7 +84,7 @@ class GitConfig:
         return self._values
 
 
-def project(repo: Repo, cfg: Config, config: GitConfig) -> str:
+def project(repo: Repo, cfg: "Config", config: GitConfig) -> str:
     """Config, else the origin remote's repository name, else the directory (as ``git.project_name``)."""
     if cfg.project:
         return cfg.project

@@ -21,6 +21,8 @@ import os
 import sys
 from typing import Literal
 
+from token_exchange.hooks import without_gc
+
 METER_USAGE = ("usage: tx-meter claude-code [--home DIR] [--agent NAME] < hook-input.json\n"
                "       tx-meter codex|aider [--home DIR] [--agent NAME] PATH...")
 GUARD_USAGE = "usage: tx-guard claude-code [--home DIR] [--agent NAME] < hook-input.json"
@@ -127,9 +129,11 @@ def _files(cmd: Literal["codex", "aider"], opts: dict[str, str], paths: list[str
 
 def meter_main(argv: list[str] | None = None) -> None:
     """``tx-meter``."""
-    raise SystemExit(_run("tx-meter", METER_USAGE, list(sys.argv[1:] if argv is None else argv)))
+    args = list(sys.argv[1:] if argv is None else argv)
+    raise SystemExit(without_gc(lambda: _run("tx-meter", METER_USAGE, args)))
 
 
 def guard_main(argv: list[str] | None = None) -> None:
     """``tx-guard``."""
-    raise SystemExit(_run("tx-guard", GUARD_USAGE, list(sys.argv[1:] if argv is None else argv)))
+    args = list(sys.argv[1:] if argv is None else argv)
+    raise SystemExit(without_gc(lambda: _run("tx-guard", GUARD_USAGE, args)))

@@ -22,7 +22,6 @@ from typing import Any
 
 from token_exchange.amounts import Units
 from token_exchange.errors import IdConflict, UserError
-from token_exchange.ledger import bulk
 from token_exchange.ledger.protocols import Chunk
 from token_exchange.ledger.txn import (
     EARN_KINDS,
@@ -213,6 +212,8 @@ class SqliteIndex:
         _remove_stale(self.path)
         for p in (tmp, Path(f"{tmp}-journal")):
             p.unlink(missing_ok=True)
+        from token_exchange.ledger import bulk  # the rebuild's fold: no append or query (every hook) needs it
+
         db = sqlite3.connect(tmp, isolation_level=None)
         # A bulk load allocates millions of short-lived containers that hold no cycles; the cyclic collector
         # would walk them again and again (about a third of the time).  Reference counting frees them.

@@ -6,7 +6,7 @@ only what is declared here, so a backend is one class that implements ``Journal`
 commit); only the journal compares them.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -85,7 +85,7 @@ class Journal(Protocol):
         """Give new transactions (``ts`` set) their ``prev`` and ``hash``; ``last_hash`` is the indexed head."""
         ...
 
-    def accept(self, idx: Index, txns: list[Txn]) -> tuple[list[Txn], bool]:
+    def accept(self, idx: "Index", txns: list[Txn]) -> tuple[list[Txn], bool]:
         """Which of ``txns`` (just read after the index's position) to index, and whether the whole index
         must be rebuilt instead (a merge made an indexed record lose).  Raises UserError when they do not
         continue what is indexed."""
@@ -113,7 +113,7 @@ class Journal(Protocol):
         """Transactions in ``new`` that ``old`` did not have (``tx sync`` counts what it pushes)."""
         ...
 
-    def sync(self, ledger: Ledger, remote: str) -> Any:
+    def sync(self, ledger: "Ledger", remote: str) -> Any:
         """``tx sync``: exchange records with ``remote``; UserError for journals that cannot sync."""
         ...
 

@@ -5,7 +5,7 @@ Every transaction moves ``amount`` units from ``payer`` to ``payee``; accounts a
 Timestamps are UTC text with a four-digit year and microseconds (``ts_text``), the only form stored.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import hashlib
 import json
@@ -189,7 +189,7 @@ class Txn(NamedTuple):
         return self.to_json()
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Txn:
+    def from_json(cls, d: dict[str, Any]) -> "Txn":
         return cls(id=d["id"], kind=d["kind"], payer=d["payer"], payee=d["payee"],
                    amount=to_units(str(d["amount"]), what="amount", allow_zero=True),
                    agent=d.get("agent", ""), project=d.get("project", ""), description=d.get("description", ""),
@@ -197,7 +197,7 @@ class Txn(NamedTuple):
                    ts=d.get("ts", ""), prev=d.get("prev", ""), hash=d.get("hash", ""))
 
     @classmethod
-    def from_hashed(cls, d: dict[str, Any], hash: str) -> Txn:
+    def from_hashed(cls, d: dict[str, Any], hash: str) -> "Txn":
         """From ``hashed()`` (amount in units), as the index stores it."""
         return cls(d["id"], d["kind"], d["payer"], d["payee"], d["amount"], d["agent"], d["project"],
                    d["description"], d["source"], d["breakdown"], d["ref"], d["ts"], d["prev"], hash)

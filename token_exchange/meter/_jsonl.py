@@ -11,7 +11,7 @@ Infinity, no lone surrogates): importing orjson pulls in ``dataclasses``, ``uuid
 only parses the few lines that are new.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import errno
 import json

@@ -43,7 +43,7 @@ How a message is charged once, with its best figures:
 ``record_id`` is ``cc:<message.id>``: the same in the main and a subagent file, and across replays.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import os
 import re

@@ -17,7 +17,7 @@ control", "Stop decision control"):
   stopping" and continues the conversation.  It exits 0 silently, or 1 with one line on failure.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import json
 from typing import Literal, NamedTuple

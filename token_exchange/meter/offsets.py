@@ -15,7 +15,7 @@ between charging and saving only means the next run re-reads (and re-charges not
 directory) and, like ``load``, refuses a state path that is a symlink.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import json
 import os
@@ -67,7 +67,7 @@ class FileMark(NamedTuple):
                 "head": self.head, "carry": dict(self.carry)}
 
     @classmethod
-    def from_json(cls, data: object) -> FileMark:
+    def from_json(cls, data: object) -> "FileMark":
         if not isinstance(data, dict):
             raise BadMark("a file entry is not an object")
         ints = {}
@@ -95,14 +95,14 @@ class OffsetState(NamedTuple):
     def get(self, path: Path | str) -> FileMark | None:
         return self.marks.get(key(path))
 
-    def with_mark(self, path: Path | str, mark: FileMark) -> OffsetState:
+    def with_mark(self, path: Path | str, mark: FileMark) -> "OffsetState":
         return OffsetState({**self.marks, key(path): mark})
 
-    def without(self, paths: Iterable[Path | str]) -> OffsetState:
+    def without(self, paths: Iterable[Path | str]) -> "OffsetState":
         gone = {key(p) for p in paths}
         return OffsetState({k: m for k, m in self.marks.items() if k not in gone})
 
-    def forget_missing(self) -> OffsetState:
+    def forget_missing(self) -> "OffsetState":
         """Drop the marks of files that no longer exist (one stat per mark)."""
         return OffsetState({k: m for k, m in self.marks.items() if os.path.exists(k)})
 

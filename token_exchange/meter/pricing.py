@@ -6,7 +6,7 @@ rounded *up* to a unit once (``amounts.round_cost``), so a charge never undercut
 never accumulates four roundings.  ``reasoning_tokens`` are not priced: they are inside output.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import fnmatch
 from collections.abc import Mapping
@@ -52,14 +52,14 @@ class UsagePrices(_PriceFields):
     __slots__ = ()
 
     def __new__(cls, input: Decimal, output: Decimal, cache_write: Decimal = Decimal(0),
-                cache_read: Decimal = Decimal(0)) -> UsagePrices:
+                cache_read: Decimal = Decimal(0)) -> "UsagePrices":
         for kind, value in zip(KINDS, (input, output, cache_write, cache_read), strict=True):
             if not isinstance(value, Decimal) or not value.is_finite() or value < 0 or value > MAX_TOKENS:
                 raise ValueError(f"{kind} price must be a finite Decimal in 0..{MAX_TOKENS}")
         return super().__new__(cls, input, output, cache_write, cache_read)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object], *, what: str = "prices") -> UsagePrices:
+    def from_mapping(cls, data: Mapping[str, object], *, what: str = "prices") -> "UsagePrices":
         """From config-style keys ``input``, ``output``, ``cache_write``, ``cache_read`` (the last
         two default to 0); a one-line ConfigError names the bad key."""
         unknown = sorted(set(data) - set(KINDS))

@@ -13,7 +13,7 @@ Token fields follow one convention whatever the source:
 - ``reasoning_tokens``: informational only, already counted inside ``output_tokens``.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import re
 from collections.abc import Iterable, Mapping
@@ -111,7 +111,7 @@ class Usage(_UsageFields):
 
     def __new__(cls, source: Source, record_id: str, session_id: str, model: str, input_tokens: int,
                 output_tokens: int, cache_write_tokens: int = 0, cache_read_tokens: int = 0,
-                reasoning_tokens: int = 0, timestamp: str = "", where: str = "") -> Usage:
+                reasoning_tokens: int = 0, timestamp: str = "", where: str = "") -> "Usage":
         if source not in SOURCES:
             raise ValueError(f"unknown usage source {source!r}")
         if not isinstance(record_id, str) or not RECORD_ID_RE.fullmatch(record_id):
@@ -137,7 +137,7 @@ class Usage(_UsageFields):
                 "rs": self.reasoning_tokens, "ts": self.timestamp, "where": self.where}
 
     @classmethod
-    def from_json(cls, data: object) -> Usage | None:
+    def from_json(cls, data: object) -> "Usage | None":
         """The record ``to_json`` wrote, or None when ``data`` is not one (a damaged state file)."""
         if not isinstance(data, dict):
             return None

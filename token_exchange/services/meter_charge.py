@@ -22,7 +22,7 @@ import the ledger, the config and the meter parsers only; never typer, rich, tom
 the reward engine or ``services.exchange`` (a test checks it).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from token_exchange.meter.pricing import UsagePrices
 from token_exchange.meter.records import PREFIX, MeterError, Source, Usage, short, short_path
 from token_exchange.services.meter_state import LOCK_WAIT
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from token_exchange.ledger.ledger import Ledger
     from token_exchange.ledger.protocols import Index
     from token_exchange.ledger.txn import Txn
-    from token_exchange.meter.pricing import UsagePrices
     from token_exchange.rules.config import Config, MeterConfig
     from token_exchange.services.exchange import Exchange
 
@@ -100,7 +100,7 @@ class Charged(NamedTuple):
 class Meter:
     """An exchange home opened for metering: config, ledger (opened when first used) and clock."""
 
-    def __init__(self, home: Path, *, cfg: Config | None = None, ledger: Ledger | None = None,
+    def __init__(self, home: Path, *, cfg: "Config | None" = None, ledger: "Ledger | None" = None,
                  clock: Callable[[], datetime] | None = None, env: Mapping[str, str] | None = None) -> None:
         from token_exchange.rules import config as config_mod
 
@@ -117,7 +117,7 @@ class Meter:
         self._priced: dict[tuple[str, str], Priced] = {}
 
     @classmethod
-    def of(cls, ex: Exchange, env: Mapping[str, str] | None = None) -> Meter:
+    def of(cls, ex: "Exchange", env: Mapping[str, str] | None = None) -> "Meter":
         """The meter of an opened exchange (same config, ledger and clock)."""
         return cls(ex.home, cfg=ex.cfg, ledger=ex.ledger, clock=ex.clock, env=env)
 
@@ -130,7 +130,7 @@ class Meter:
         return self._clock()
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> "Ledger":
         if self._ledger is None:
             from token_exchange.ledger.backends import open_journal
             from token_exchange.ledger.ledger import Ledger
@@ -171,7 +171,7 @@ class Meter:
         cached = self._priced.get((agent, model_id))
         if cached is not None:
             return cached
-        from token_exchange.meter.pricing import UsagePrices, match_model
+        from token_exchange.meter.pricing import match_model
 
         name = match_model(self.settings.models, model_id)
         fallback = name is None
@@ -184,7 +184,7 @@ class Meter:
         return found
 
     # --- charging -------------------------------------------------------------------------------
-    def ensure_open(self, idx: Index, agent: str) -> None:
+    def ensure_open(self, idx: "Index", agent: str) -> None:
         """``Exchange.ensure_open``: the starting balance, once (the same transaction, a test checks it)."""
         if idx.get(f"open:{agent}") is None:
             from token_exchange.ledger.txn import GENESIS, make_txn
@@ -192,7 +192,7 @@ class Meter:
             self.ledger.append(make_txn(f"open:{agent}", "open", GENESIS, agent, self.cfg.starting_balance,
                                         agent=agent, description="starting balance"))
 
-    def expire_due(self, idx: Index, now_us: int) -> None:
+    def expire_due(self, idx: "Index", now_us: int) -> None:
         """Release reservations whose time is up (as every spending operation does), if there are any."""
         if idx.expired_holds(now_us):
             from typing import cast
@@ -236,7 +236,7 @@ class Meter:
                 self.ledger.append_many(txns)
             return Charged(agent, len(txns), dup, total, taken, idx.account(agent), tuple(fallback))
 
-    def _txn(self, agent: str, u: Usage, priced: Priced, cost: int, charged: int, ts: str) -> Txn:
+    def _txn(self, agent: str, u: Usage, priced: Priced, cost: int, charged: int, ts: str) -> "Txn":
         from token_exchange.amounts import fmt
         from token_exchange.ledger.txn import LLM, make_txn
 

@@ -8,21 +8,19 @@ records (``services.meter_charge``) and saves the offsets only after the charge:
 never loses.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from token_exchange.errors import UserError
+from token_exchange.meter.claude_code import HookInput, SessionRead
+from token_exchange.meter.guard import HookReply
 from token_exchange.meter.records import Source, short_path
 from token_exchange.services.meter_charge import Charged, Meter, UnknownAgent
 from token_exchange.services.meter_state import Busy, find_home, load_state, locked, state_dir, state_file_for
-
-if TYPE_CHECKING:
-    from token_exchange.meter.claude_code import HookInput, SessionRead
-    from token_exchange.meter.guard import HookReply
 
 PROG = "token-exchange"
 

@@ -25,7 +25,7 @@ Over 400 lines on purpose: the format (render, the fast and the exact parser) an
 that enforces its rules are one unit; split, each half would only make sense next to the other.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
 
 import json
 import os
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from token_exchange.amounts import fmt
 from token_exchange.errors import UserError
-from token_exchange.ledger.backends.tomlruns import cached_units, parse_runs, units
+from token_exchange.ledger.backends.tomlunits import cached_units, units
 from token_exchange.ledger.protocols import Chunk, Index, Tail
 from token_exchange.ledger.txn import Txn, canonical, canonical_hashed, chain, chain_problems
 from token_exchange.storage import append_durably, fsync_dir
@@ -285,6 +285,8 @@ def _items(f: Any, start: int) -> Iterator[_Run | tuple[int, bytes, bool]]:
 
 def _region(buf: bytearray, size: int, base: int, final: bool) -> Iterator[_Run | tuple[int, bytes, bool]]:
     """``buf[:size]``, which starts at byte ``base`` of the journal (``final``: and ends it), as runs and pieces."""
+    from token_exchange.ledger.backends.tomlruns import parse_runs  # a reader's: a writer (every hook) never reads
+
     view = memoryview(buf)[:size]
     try:
         text = str(view, "utf-8")
@@ -529,7 +531,7 @@ class TomlJournal:
     def new_records(self, old: str, new: str) -> list[Txn]:
         return [t for t in self.read_from(old).txns]
 
-    def sync(self, ledger: Ledger, remote: str) -> Any:
+    def sync(self, ledger: "Ledger", remote: str) -> Any:
         raise UserError("`tx sync` needs the notes backend ([exchange] backend = \"notes\")")
 
     # --- writing -----------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from hashlib import sha256
 
-from token_exchange.amounts import MAX_UNITS, SCALE, to_units
 from token_exchange.errors import UserError
+from token_exchange.ledger.backends.tomlunits import CACHE_MAX, UNITS, cached_units
 from token_exchange.ledger.txn import Txn, canonical_table
 
 # A JSON string without escapes or control characters: its inner text is the value, and
@@ -33,35 +33,7 @@ _BLOCK = re.compile(
 _CANONICAL = ('{"agent":"%s","amount":%d,"breakdown":%s,"description":"%s","id":"%s","kind":"%s","payee":"%s",'
               '"payer":"%s","prev":"%s","project":"%s","ref":"%s","source":%s,"ts":"%s"}')
 _HEX = re.compile(r"[0-9a-f]{64}")
-_AMOUNT = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,4}))?")
-_CACHE_MAX = 65536
-_UNITS: dict[str, int] = {}
 _TABLES: dict[str, tuple[dict[str, str | int], str]] = {}
-
-
-def units(text: object, where: int) -> int:
-    """An amount as the journal writes it ("12.5") -> units; anything else goes through ``to_units``."""
-    if isinstance(text, str):
-        m = _AMOUNT.fullmatch(text)
-        if m is not None:
-            whole, frac = m.groups()
-            value = int(whole) * SCALE + (int(frac.ljust(4, "0")) if frac else 0)
-            if value <= MAX_UNITS:
-                return value
-    return to_units(str(text), what=f"byte {where}: amount", allow_zero=True)
-
-
-def cached_units(text: str, where: int) -> int:
-    """``units`` remembered (a ledger repeats few amounts)."""
-    value = _UNITS.get(text)
-    if value is None:
-        value = units(text, where)
-        if len(_UNITS) > _CACHE_MAX:
-            _UNITS.clear()
-        _UNITS[text] = value
-    return value
-
-
 _EMPTY: tuple[dict[str, str | int], str] = ({}, "{}")
 
 
@@ -75,7 +47,7 @@ def _table(lines: str) -> tuple[dict[str, str | int], str]:
             table[key.partition(".")[2]] = raw[1:-1] if raw[0] == '"' else int(raw)
         if len(table) != lines.count("\n"):
             raise ValueError("a key given twice")  # the exact reader decides what that means
-        if len(_TABLES) > _CACHE_MAX:
+        if len(_TABLES) > CACHE_MAX:
             _TABLES.clear()
         hit = _TABLES[lines] = (table, canonical_table(table))
     return hit
@@ -91,7 +63,7 @@ def parse_runs(text: str) -> list[Segment]:
     reaching to the next ``# batch`` line."""
     segments: list[Segment] = []
     pos, size = 0, len(text)
-    match, tables, amounts, new, digest = _BLOCK.match, _TABLES, _UNITS, tuple.__new__, sha256
+    match, tables, amounts, new, digest = _BLOCK.match, _TABLES, UNITS, tuple.__new__, sha256
     while pos < size:
         txns: list[Txn] = []
         texts: list[str] = []
