@@ -203,29 +203,79 @@ class Txn(NamedTuple):
                    d["description"], d["source"], d["breakdown"], d["ref"], d["ts"], d["prev"], hash)
 
 
+_KIND_SET = frozenset(KINDS)
+_OPTIONAL = frozenset(Txn._fields[5:])  # the keyword fields make_txn passes on
+_tuple_new = tuple.__new__
+# Exact-``str`` accounts and table keys that passed their pattern: a ledger names a few hundred of them
+# millions of times, so each is matched once (a set probe after that).  Only exact ``str`` values are kept (a
+# subclass could hash and compare differently); cleared when full, so hostile input cannot grow them.
+_VALID_ACCOUNTS: set[str] = set()
+_VALID_META_KEYS: set[str] = set()
+_VALID_MAX = 8192
+_MAX_META_INT = 2**53 - 1
+
+
+def _valid_account(acct: object) -> bool:
+    if type(acct) is str and acct in _VALID_ACCOUNTS:
+        return True
+    if not isinstance(acct, str) or not ACCOUNT_RE.fullmatch(acct):
+        return False
+    if type(acct) is str:
+        if len(_VALID_ACCOUNTS) >= _VALID_MAX:
+            _VALID_ACCOUNTS.clear()
+        _VALID_ACCOUNTS.add(acct)
+    return True
+
+
+def _valid_meta_key(k: object) -> bool:
+    if type(k) is str and k in _VALID_META_KEYS:
+        return True
+    if not isinstance(k, str) or not META_KEY_RE.fullmatch(k):
+        return False
+    if type(k) is str:
+        if len(_VALID_META_KEYS) >= _VALID_MAX:
+            _VALID_META_KEYS.clear()
+        _VALID_META_KEYS.add(k)
+    return True
+
+
 def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: Any) -> Txn:
-    """Build a validated transaction; raises UserError on anything malformed."""
+    """Build a validated transaction; raises UserError on anything malformed.
+
+    Every field is checked on every call; what is cheaper than the general check is only a shortcut to the
+    same answer: exact ``int``/``str`` values skip the ``isinstance`` ladder, an account or table key already
+    matched is a set probe (``_VALID_ACCOUNTS``), and the tuple is built positionally."""
     if not isinstance(id, str) or not ID_RE.fullmatch(id):
         raise UserError(f"invalid transaction id {str(id)[:60]!r} (1-200 of A-Z a-z 0-9 _ . : @ / + = -)")
-    if kind not in KINDS:
+    if not (type(kind) is str and kind in _KIND_SET) and kind not in KINDS:
         raise UserError(f"invalid transaction kind {str(kind)[:40]!r}")
     for acct in (payer, payee):
-        if not isinstance(acct, str) or not ACCOUNT_RE.fullmatch(acct):
+        if not _valid_account(acct):
             raise UserError(f"invalid account {str(acct)[:60]!r}")
     if payer == payee:
         raise UserError("payer and payee must differ")
-    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_UNITS:
+    if not (type(amount) is int and 0 <= amount <= MAX_UNITS) and (
+            isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_UNITS):
         raise UserError(f"invalid amount {str(amount)[:40]!r} (0 to {fmt(MAX_UNITS)} tokens)")
     for name in ("source", "breakdown"):
         meta = kw.get(name) or {}
         if not isinstance(meta, dict):
             raise UserError(f"{name} must be a table of text or whole numbers")
         for k, v in meta.items():
-            if not isinstance(k, str) or not META_KEY_RE.fullmatch(k):
+            if not _valid_meta_key(k):
                 raise UserError(f"invalid {name} key {str(k)[:40]!r}")
+            kind_v = type(v)
+            if kind_v is str:
+                if not (len(v) <= 500 and v.isprintable()):
+                    meta[k] = clean_text(v, limit=500)
+                continue
+            if kind_v is int:
+                if v > _MAX_META_INT or v < -_MAX_META_INT:
+                    raise UserError(f"{name}.{k} is outside +-(2^53 - 1)")
+                continue
             if isinstance(v, (float, bool)) or not isinstance(v, (str, int)):
                 raise UserError(f"{name}.{k} must be text or a whole number")
-            if isinstance(v, int) and abs(v) > 2**53 - 1:
+            if isinstance(v, int) and abs(v) > _MAX_META_INT:
                 raise UserError(f"{name}.{k} is outside +-(2^53 - 1)")
             if isinstance(v, str) and not (len(v) <= 500 and v.isprintable()):
                 meta[k] = clean_text(v, limit=500)
@@ -236,6 +286,11 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
             kw[name] = clean_text(str(value), limit=limit)
     if kw.get("ts"):
         check_ts(kw["ts"])
+    if len(kw) <= len(_OPTIONAL) and _OPTIONAL.issuperset(kw):
+        get = kw.get
+        return _tuple_new(Txn, (id, kind, payer, payee, amount, get("agent", ""), get("project", ""),
+                                get("description", ""), kw["source"], kw["breakdown"], get("ref", ""),
+                                get("ts", ""), get("prev", ""), get("hash", "")))
     return Txn(id=id, kind=kind, payer=payer, payee=payee, amount=amount, **kw)
 
 
