@@ -48,12 +48,38 @@ def _keywords(bonuses: tuple[BonusGroup, ...]) -> tuple[tuple[BonusGroup, re.Pat
                                          + r")\b", re.IGNORECASE)) for i in order if bonuses[i].keywords)
 
 
+# (bonus groups, message -> keyword_bonus' answer), newest first: a pure function of the two, and the same
+# messages come back (a simulation draws from a few hundred; a report prices a branch's history).  Keyed by
+# the identity of the groups tuple (held, so its id is not reused); bounded in size and in message length.
+_bonus_memo: list[tuple[tuple[BonusGroup, ...], dict[str, tuple[BonusGroup | None, str]]]] = []
+MEMO_CONFIGS = 8
+MEMO_ENTRIES = 4096
+MEMO_MESSAGE = 1000
+
+
 def keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusGroup | None, str]:
     """The matching bonus group with the highest multiplier (no compounding) and its keyword.
 
     Groups are tried highest multiplier first, so the first group with a whole-word keyword in the
     message is the answer; ties go to the group listed first.  The keyword shown is that group's
-    keyword found first in the message (the smallest of those starting at the same place)."""
+    keyword found first in the message (the smallest of those starting at the same place).
+    Remembered per message (``_bonus_memo``): the same message is searched once."""
+    if type(message) is not str or len(message) > MEMO_MESSAGE:
+        return _keyword_bonus(bonuses, message)
+    memo = next((m for held, m in _bonus_memo if held is bonuses), None)
+    if memo is None:
+        memo = {}
+        _bonus_memo.insert(0, (bonuses, memo))
+        del _bonus_memo[MEMO_CONFIGS:]
+    found = memo.get(message)
+    if found is None:
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()
+        found = memo[message] = _keyword_bonus(bonuses, message)
+    return found
+
+
+def _keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusGroup | None, str]:
     text = message[:MAX_MESSAGE]
     for group, pattern in _keywords(bonuses):
         m = pattern.search(text)
@@ -142,11 +168,18 @@ def commit_reward(cfg: Config, agent: str, project: str, message: str, parents: 
     group, keyword = keyword_bonus(cfg.bonuses, message)
     bonus = group.multiplier if group else Decimal(1)
     excluded = exclusion(message, parents, cfg.commit_rules)
-    gross = 0 if excluded else round_reward(a.base_rate * contract.multiplier * bonus)
+    gross = 0 if excluded else _gross(a.base_rate, contract.multiplier, bonus)
     uncapped = CommitReward(agent, project, a.base_rate, contract.name, contract.multiplier,
                             group.name if group else "", keyword, bonus, gross, gross, contract.budget,
                             contract.budget, False, excluded)
     return with_budget(uncapped, contract_paid)
+
+
+@lru_cache(maxsize=1024)
+def _gross(base_rate: Decimal, multiplier: Decimal, bonus: Decimal) -> Units:
+    """base rate x contract multiplier x keyword bonus in units, half-even (memoised: a config has a few
+    dozen combinations; equal Decimals give the same product's value, so the same units)."""
+    return round_reward(base_rate * multiplier * bonus)
 
 
 def with_budget(reward: CommitReward, contract_paid: Units) -> CommitReward:
