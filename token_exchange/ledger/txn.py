@@ -80,8 +80,13 @@ def ts_micros(text: str) -> int:
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
+_last_checked_ts = [""]  # the last text check_ts accepted (a spend's time is checked by make_txn, then append)
+
+
 def check_ts(text: str, what: str = "ts") -> str:
     """``text`` if it is a canonical stored timestamp (``ts_text`` form, year >= 1970), else UserError."""
+    if type(text) is str and text == _last_checked_ts[0] and text:
+        return text
     if not isinstance(text, str) or not TS_RE.fullmatch(text) or int(text[:4]) < MIN_YEAR:
         raise UserError(f"{what} {str(text)[:40]!r} is not a UTC time like 2026-01-01T12:00:00.000000Z "
                         f"(year {MIN_YEAR}-9999)")
@@ -89,6 +94,8 @@ def check_ts(text: str, what: str = "ts") -> str:
         datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UserError(f"{what} {text!r} is not a valid time") from None
+    if type(text) is str:
+        _last_checked_ts[0] = text
     return text
 
 

@@ -66,7 +66,11 @@ def keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusG
     Remembered per message (``_bonus_memo``): the same message is searched once."""
     if type(message) is not str or len(message) > MEMO_MESSAGE:
         return _keyword_bonus(bonuses, message)
-    memo = next((m for held, m in _bonus_memo if held is bonuses), None)
+    memo = None
+    for held, table in _bonus_memo:
+        if held is bonuses:
+            memo = table
+            break
     if memo is None:
         memo = {}
         _bonus_memo.insert(0, (bonuses, memo))
@@ -147,9 +151,8 @@ class CommitReward(NamedTuple):
         return why
 
     def breakdown(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"base_rate": str(self.base_rate), "contract": self.contract,
-                             "multiplier": str(self.multiplier), "bonus": str(self.bonus),
-                             "gross": fmt(self.gross), "budget_left": fmt(self.budget_left)}
+        d: dict[str, Any] = dict(_rate_texts(self.base_rate, self.contract, self.multiplier, self.bonus, self.gross))
+        d["budget_left"] = fmt(self.budget_left)
         if self.keyword:
             d["keyword"] = self.keyword
             d["bonus_group"] = self.bonus_group
@@ -160,13 +163,34 @@ class CommitReward(NamedTuple):
         return d
 
 
+_texts_memo: dict[tuple[int, int, int, str, Units], tuple[Decimal, Decimal, Decimal, tuple[tuple[str, str], ...]]] = {}
+NO_BONUS = Decimal(1)
+
+
+def _rate_texts(base_rate: Decimal, contract: str, multiplier: Decimal, bonus: Decimal, gross: Units
+                ) -> tuple[tuple[str, str], ...]:
+    """The breakdown's first entries, as text, remembered per the config's own Decimal objects (a config has a
+    few dozen combinations).  By identity, not value: Decimal("1.50") == Decimal("1.5") prints differently;
+    the entry holds the objects, so an id is not reused while it is remembered."""
+    key = (id(base_rate), id(multiplier), id(bonus), contract, gross)
+    held = _texts_memo.get(key)
+    if held is not None and held[0] is base_rate and held[1] is multiplier and held[2] is bonus:
+        return held[3]
+    texts = (("base_rate", str(base_rate)), ("contract", contract), ("multiplier", str(multiplier)),
+             ("bonus", str(bonus)), ("gross", fmt(gross)))
+    if len(_texts_memo) >= MEMO_ENTRIES:
+        _texts_memo.clear()
+    _texts_memo[key] = (base_rate, multiplier, bonus, texts)
+    return texts
+
+
 def commit_reward(cfg: Config, agent: str, project: str, message: str, parents: int = 1,
                   contract_paid: Units = 0) -> CommitReward:
     """What a commit by ``agent`` on ``project`` earns, given what its contract has paid."""
     a = cfg.agent(agent)
     contract = match_contract(cfg.contracts, project)
     group, keyword = keyword_bonus(cfg.bonuses, message)
-    bonus = group.multiplier if group else Decimal(1)
+    bonus = group.multiplier if group else NO_BONUS
     excluded = exclusion(message, parents, cfg.commit_rules)
     gross = 0 if excluded else _gross(a.base_rate, contract.multiplier, bonus)
     uncapped = CommitReward(agent, project, a.base_rate, contract.name, contract.multiplier,
