@@ -44,7 +44,7 @@ def ts_text(moment: datetime) -> str:
     """Canonical UTC text, always a four-digit year (``strftime('%Y')`` writes year 1 as ``1``)."""
     if moment.tzinfo is None:
         raise UserError("a timestamp needs a timezone")
-    m = moment.astimezone(UTC)
+    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     if m.year < MIN_YEAR:
         raise UserError(f"timestamp {m.isoformat()[:40]} is before {MIN_YEAR}")
     return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
@@ -257,7 +257,7 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
     if not (type(kind) is str and kind in _KIND_SET) and kind not in KINDS:
         raise UserError(f"invalid transaction kind {str(kind)[:40]!r}")
     for acct in (payer, payee):
-        if not _valid_account(acct):
+        if not (type(acct) is str and acct in _VALID_ACCOUNTS) and not _valid_account(acct):
             raise UserError(f"invalid account {str(acct)[:60]!r}")
     if payer == payee:
         raise UserError("payer and payee must differ")
@@ -269,7 +269,7 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
         if not isinstance(meta, dict):
             raise UserError(f"{name} must be a table of text or whole numbers")
         for k, v in meta.items():
-            if not _valid_meta_key(k):
+            if not (type(k) is str and k in _VALID_META_KEYS) and not _valid_meta_key(k):
                 raise UserError(f"invalid {name} key {str(k)[:40]!r}")
             kind_v = type(v)
             if kind_v is str:
