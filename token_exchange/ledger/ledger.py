@@ -203,7 +203,7 @@ class Ledger:
                     raise UserError(f"transaction {t.id} is dated {ts}, before the ledger's last transaction "
                                     f"({floor})")
                 if t.ts != ts:
-                    t = t._make((*t[:_TS], ts, *t[_TS + 1:]))  # t._replace(ts=ts), without its keyword pass
+                    t = type(t)._make((*t[:_TS], ts, *t[_TS + 1:]))  # t._replace(ts=ts), without its keyword pass
                 seen[t.id] = t
                 new.append(t)
                 slots.append((t.id, True))
