@@ -67,6 +67,8 @@ class IndexView:
     def _paid(self, ref: str, follow: bool, kinds: tuple[str, ...] | None = None) -> list[Payment]:
         kinds = kinds or self.kinds
         txns = self.idx.by_ref(ref)
+        if not txns:  # a change not paid yet (every new commit): nothing to collect or follow
+            return []
         found = [Payment(t.ref, t.agent, t.amount, str(t.source.get("sha", "")), ts_micros(t.ts))
                  for t in txns if t.kind in kinds]
         if not found and follow:
