@@ -56,24 +56,26 @@ def _hour_micros(prefix: str) -> int:
     return int(datetime.fromisoformat(prefix + ":00:00+00:00").timestamp()) * 1_000_000
 
 
-_MINUTES: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" of canonical timestamps seen -> its micros
+_HOURS: dict[str, int] = {}  # "YYYY-MM-DDTHH" of canonical timestamps seen -> its micros
 
 
 def ts_micros(text: str) -> int:
     """Micros since the epoch of a timestamp (fast for the canonical ``ts_text`` form, any ISO 8601 else).
 
-    A rebuild calls this once per transaction: a minute already seen costs one dict lookup, and the rest
-    (``:SS.ffffffZ``) is checked character class by character class, as ``TS_RE`` would."""
-    if len(text) == 27 and text[26] == "Z" and text[16] == ":" and text[19] == ".":
-        minute = _MINUTES.get(text[:16])
-        if minute is None and TS_RE.fullmatch(text):
-            minute = _hour_micros(text[:13]) + int(text[14:16]) * 60_000_000
-            if len(_MINUTES) > 65536:
-                _MINUTES.clear()
-            _MINUTES[text[:16]] = minute
-        rest = text[17:19] + text[20:26]
-        if minute is not None and rest.isascii() and rest.isdigit():
-            return minute + int(rest)
+    A rebuild calls this once per transaction, the in-memory index once per write: an hour already seen costs
+    one dict lookup (a ledger has a few transactions an hour, rarely two in a minute), and the rest
+    (``:MM:SS.ffffffZ``) is checked character class by character class, as ``TS_RE`` would."""
+    if len(text) == 27 and text[26] == "Z" and text[13] == ":" and text[16] == ":" and text[19] == ".":
+        hour = _HOURS.get(text[:13])
+        if hour is None and TS_RE.fullmatch(text):
+            hour = _hour_micros(text[:13])
+            if len(_HOURS) > 65536:
+                _HOURS.clear()
+            _HOURS[text[:13]] = hour
+        rest = text[14:16] + text[17:19] + text[20:26]  # MMSSffffff
+        if hour is not None and rest.isascii() and rest.isdigit():
+            minutes, micros = divmod(int(rest), 100_000_000)
+            return hour + minutes * 60_000_000 + micros
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
