@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from token_exchange import clock as clock_mod
 from token_exchange.amounts import MAX_TOTAL, fmt
@@ -38,6 +39,8 @@ from token_exchange.ledger.txn import (
     ts_text,
 )
 from token_exchange.storage import file_lock
+
+_TS = Txn._fields.index("ts")
 
 
 class Ledger:
@@ -200,7 +203,7 @@ class Ledger:
                     raise UserError(f"transaction {t.id} is dated {ts}, before the ledger's last transaction "
                                     f"({floor})")
                 if t.ts != ts:
-                    t = t._replace(ts=ts)
+                    t = type(t)._make((*t[:_TS], ts, *t[_TS + 1:]))  # t._replace(ts=ts), without its keyword pass
                 seen[t.id] = t
                 new.append(t)
                 slots.append((t.id, True))
@@ -210,6 +213,8 @@ class Ledger:
                 self._before_write(idx)
                 pos = self.journal.append(new)
                 idx.add(new, pos, new[-1].hash)
+                if len(slots) == 1:  # the usual batch: one new transaction
+                    return [Appended(new[0], True)]
             sealed = {t.id: t for t in new}
             return [s if isinstance(s, Appended) else Appended(sealed[s[0]], s[1]) for s in slots]
 
@@ -239,38 +244,63 @@ def _check(idx: Index, txns: list[Txn]) -> None:
         if not _plain(t) and Txn.from_hashed(json.loads(canonical_hashed(t.hashed())), t.hash) != t:
             raise UserError(f"transaction {t.id} does not survive being stored (a field is not plain text or a "
                             "whole number)")
+    # Every running total the batch moves, from the index's value (or the batch's own so far): each must stay
+    # within +-MAX_TOTAL.  Written out (no helper call per total): the ledger checks this before every write.
     running: dict[tuple[str, ...], int] = {}
-
-    def bump(key: tuple[str, ...], start: int, delta: int, what: str, *about: object) -> None:
-        value = running.get(key, start) + delta
-        if not -MAX_TOTAL <= value <= MAX_TOTAL:  # only then is ``what`` filled in with ``about``
-            raise UserError(f"{what.format(*about)} would reach {fmt(value)} tokens, beyond the ledger's maximum of "
-                            f"+-{fmt(MAX_TOTAL)}; nothing written")
-        running[key] = value
-
     kinds: dict[str, dict[str, int]] = {}
     for t in txns:
-        key: tuple[str, ...]
-        for acct, delta in ((t.payer, -t.amount), (t.payee, t.amount)):
-            key = ("account", acct)
-            bump(key, running[key] if key in running else idx.account(acct), delta, "the balance of {}", acct)
-        if t.agent:
-            if t.agent not in kinds:
-                kinds[t.agent] = idx.balance(t.agent).by_kind
-            key = ("kind", t.agent, t.kind)
-            bump(key, kinds[t.agent].get(t.kind, 0), t.amount, "{}'s total of {}", t.agent, t.kind)
-            if t.kind in EARN_KINDS:
-                key = ("earned", t.agent)
-                earned = running[key] if key in running else sum(kinds[t.agent].get(k, 0) for k in EARN_KINDS)
-                bump(key, earned, t.amount, "{}'s total earned", t.agent)
+        amount = t.amount
+        key: tuple[str, ...] = ("account", t.payer)
+        value = (running[key] if key in running else idx.account(t.payer)) - amount
+        if not -MAX_TOTAL <= value <= MAX_TOTAL:
+            _beyond(value, "the balance of {}", t.payer)
+        running[key] = value
+        key = ("account", t.payee)
+        value = (running[key] if key in running else idx.account(t.payee)) + amount
+        if not -MAX_TOTAL <= value <= MAX_TOTAL:
+            _beyond(value, "the balance of {}", t.payee)
+        running[key] = value
+        agent, kind = t.agent, t.kind
+        if agent:
+            by_kind = kinds.get(agent)
+            if by_kind is None:
+                by_kind = kinds[agent] = idx.balance(agent).by_kind
+            key = ("kind", agent, kind)
+            value = (running[key] if key in running else by_kind.get(kind, 0)) + amount
+            if not -MAX_TOTAL <= value <= MAX_TOTAL:
+                _beyond(value, "{}'s total of {}", agent, kind)
+            running[key] = value
+            if kind in EARN_KINDS:
+                key = ("earned", agent)
+                if key in running:
+                    value = running[key]
+                else:
+                    value = 0
+                    for k in EARN_KINDS:
+                        value += by_kind.get(k, 0)
+                value += amount
+                if not -MAX_TOTAL <= value <= MAX_TOTAL:
+                    _beyond(value, "{}'s total earned", agent)
+                running[key] = value
         contract = t.breakdown.get("contract")
-        if contract and t.kind in EARN_KINDS:
+        if contract and kind in EARN_KINDS:
             key = ("contract", str(contract))
-            bump(key, idx.contract_paid(str(contract)), t.amount, "what contract {} paid", contract)
+            value = (running[key] if key in running else idx.contract_paid(str(contract))) + amount
+            if not -MAX_TOTAL <= value <= MAX_TOTAL:
+                _beyond(value, "what contract {} paid", contract)
+            running[key] = value
         if t.ref.startswith("pool:"):
-            key = ("pool", t.ref, t.agent, t.kind)
-            base = idx.pool_totals(t.ref).get((t.agent, t.kind), (0, 0))[0]
-            bump(key, base, t.amount, "pool {} total", t.ref[5:])
+            key = ("pool", t.ref, agent, kind)
+            value = (running[key] if key in running else idx.pool_totals(t.ref).get((agent, kind), (0, 0))[0]) \
+                + amount
+            if not -MAX_TOTAL <= value <= MAX_TOTAL:
+                _beyond(value, "pool {} total", t.ref[5:])
+            running[key] = value
+
+
+def _beyond(value: int, what: str, *about: object) -> NoReturn:
+    raise UserError(f"{what.format(*about)} would reach {fmt(value)} tokens, beyond the ledger's maximum of "
+                    f"+-{fmt(MAX_TOTAL)}; nothing written")
 
 
 _PLAIN_INT = 2**63  # whole numbers this small print and parse back exactly

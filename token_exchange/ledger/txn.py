@@ -44,7 +44,7 @@ def ts_text(moment: datetime) -> str:
     """Canonical UTC text, always a four-digit year (``strftime('%Y')`` writes year 1 as ``1``)."""
     if moment.tzinfo is None:
         raise UserError("a timestamp needs a timezone")
-    m = moment.astimezone(UTC)
+    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     if m.year < MIN_YEAR:
         raise UserError(f"timestamp {m.isoformat()[:40]} is before {MIN_YEAR}")
     return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
@@ -56,32 +56,39 @@ def _hour_micros(prefix: str) -> int:
     return int(datetime.fromisoformat(prefix + ":00:00+00:00").timestamp()) * 1_000_000
 
 
-_MINUTES: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" of canonical timestamps seen -> its micros
+_HOURS: dict[str, int] = {}  # "YYYY-MM-DDTHH" of canonical timestamps seen -> its micros
 
 
 def ts_micros(text: str) -> int:
     """Micros since the epoch of a timestamp (fast for the canonical ``ts_text`` form, any ISO 8601 else).
 
-    A rebuild calls this once per transaction: a minute already seen costs one dict lookup, and the rest
-    (``:SS.ffffffZ``) is checked character class by character class, as ``TS_RE`` would."""
-    if len(text) == 27 and text[26] == "Z" and text[16] == ":" and text[19] == ".":
-        minute = _MINUTES.get(text[:16])
-        if minute is None and TS_RE.fullmatch(text):
-            minute = _hour_micros(text[:13]) + int(text[14:16]) * 60_000_000
-            if len(_MINUTES) > 65536:
-                _MINUTES.clear()
-            _MINUTES[text[:16]] = minute
-        rest = text[17:19] + text[20:26]
-        if minute is not None and rest.isascii() and rest.isdigit():
-            return minute + int(rest)
+    A rebuild calls this once per transaction, the in-memory index once per write: an hour already seen costs
+    one dict lookup (a ledger has a few transactions an hour, rarely two in a minute), and the rest
+    (``:MM:SS.ffffffZ``) is checked character class by character class, as ``TS_RE`` would."""
+    if len(text) == 27 and text[26] == "Z" and text[13] == ":" and text[16] == ":" and text[19] == ".":
+        hour = _HOURS.get(text[:13])
+        if hour is None and TS_RE.fullmatch(text):
+            hour = _hour_micros(text[:13])
+            if len(_HOURS) > 65536:
+                _HOURS.clear()
+            _HOURS[text[:13]] = hour
+        rest = text[14:16] + text[17:19] + text[20:26]  # MMSSffffff
+        if hour is not None and rest.isascii() and rest.isdigit():
+            minutes, micros = divmod(int(rest), 100_000_000)
+            return hour + minutes * 60_000_000 + micros
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
+_last_checked_ts = [""]  # the last text check_ts accepted (a spend's time is checked by make_txn, then append)
+
+
 def check_ts(text: str, what: str = "ts") -> str:
     """``text`` if it is a canonical stored timestamp (``ts_text`` form, year >= 1970), else UserError."""
+    if type(text) is str and text == _last_checked_ts[0] and text:
+        return text
     if not isinstance(text, str) or not TS_RE.fullmatch(text) or int(text[:4]) < MIN_YEAR:
         raise UserError(f"{what} {str(text)[:40]!r} is not a UTC time like 2026-01-01T12:00:00.000000Z "
                         f"(year {MIN_YEAR}-9999)")
@@ -89,6 +96,8 @@ def check_ts(text: str, what: str = "ts") -> str:
         datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UserError(f"{what} {text!r} is not a valid time") from None
+    if type(text) is str:
+        _last_checked_ts[0] = text
     return text
 
 
@@ -203,29 +212,79 @@ class Txn(NamedTuple):
                    d["description"], d["source"], d["breakdown"], d["ref"], d["ts"], d["prev"], hash)
 
 
+_KIND_SET = frozenset(KINDS)
+_OPTIONAL = frozenset(Txn._fields[5:])  # the keyword fields make_txn passes on
+_tuple_new = tuple.__new__
+# Exact-``str`` accounts and table keys that passed their pattern: a ledger names a few hundred of them
+# millions of times, so each is matched once (a set probe after that).  Only exact ``str`` values are kept (a
+# subclass could hash and compare differently); cleared when full, so hostile input cannot grow them.
+_VALID_ACCOUNTS: set[str] = set()
+_VALID_META_KEYS: set[str] = set()
+_VALID_MAX = 8192
+_MAX_META_INT = 2**53 - 1
+
+
+def _valid_account(acct: object) -> bool:
+    if type(acct) is str and acct in _VALID_ACCOUNTS:
+        return True
+    if not isinstance(acct, str) or not ACCOUNT_RE.fullmatch(acct):
+        return False
+    if type(acct) is str:
+        if len(_VALID_ACCOUNTS) >= _VALID_MAX:
+            _VALID_ACCOUNTS.clear()
+        _VALID_ACCOUNTS.add(acct)
+    return True
+
+
+def _valid_meta_key(k: object) -> bool:
+    if type(k) is str and k in _VALID_META_KEYS:
+        return True
+    if not isinstance(k, str) or not META_KEY_RE.fullmatch(k):
+        return False
+    if type(k) is str:
+        if len(_VALID_META_KEYS) >= _VALID_MAX:
+            _VALID_META_KEYS.clear()
+        _VALID_META_KEYS.add(k)
+    return True
+
+
 def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: Any) -> Txn:
-    """Build a validated transaction; raises UserError on anything malformed."""
+    """Build a validated transaction; raises UserError on anything malformed.
+
+    Every field is checked on every call; what is cheaper than the general check is only a shortcut to the
+    same answer: exact ``int``/``str`` values skip the ``isinstance`` ladder, an account or table key already
+    matched is a set probe (``_VALID_ACCOUNTS``), and the tuple is built positionally."""
     if not isinstance(id, str) or not ID_RE.fullmatch(id):
         raise UserError(f"invalid transaction id {str(id)[:60]!r} (1-200 of A-Z a-z 0-9 _ . : @ / + = -)")
-    if kind not in KINDS:
+    if not (type(kind) is str and kind in _KIND_SET) and kind not in KINDS:
         raise UserError(f"invalid transaction kind {str(kind)[:40]!r}")
     for acct in (payer, payee):
-        if not isinstance(acct, str) or not ACCOUNT_RE.fullmatch(acct):
+        if not (type(acct) is str and acct in _VALID_ACCOUNTS) and not _valid_account(acct):
             raise UserError(f"invalid account {str(acct)[:60]!r}")
     if payer == payee:
         raise UserError("payer and payee must differ")
-    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_UNITS:
+    if not (type(amount) is int and 0 <= amount <= MAX_UNITS) and (
+            isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_UNITS):
         raise UserError(f"invalid amount {str(amount)[:40]!r} (0 to {fmt(MAX_UNITS)} tokens)")
     for name in ("source", "breakdown"):
         meta = kw.get(name) or {}
         if not isinstance(meta, dict):
             raise UserError(f"{name} must be a table of text or whole numbers")
         for k, v in meta.items():
-            if not isinstance(k, str) or not META_KEY_RE.fullmatch(k):
+            if not (type(k) is str and k in _VALID_META_KEYS) and not _valid_meta_key(k):
                 raise UserError(f"invalid {name} key {str(k)[:40]!r}")
+            kind_v = type(v)
+            if kind_v is str:
+                if not (len(v) <= 500 and v.isprintable()):
+                    meta[k] = clean_text(v, limit=500)
+                continue
+            if kind_v is int:
+                if v > _MAX_META_INT or v < -_MAX_META_INT:
+                    raise UserError(f"{name}.{k} is outside +-(2^53 - 1)")
+                continue
             if isinstance(v, (float, bool)) or not isinstance(v, (str, int)):
                 raise UserError(f"{name}.{k} must be text or a whole number")
-            if isinstance(v, int) and abs(v) > 2**53 - 1:
+            if isinstance(v, int) and abs(v) > _MAX_META_INT:
                 raise UserError(f"{name}.{k} is outside +-(2^53 - 1)")
             if isinstance(v, str) and not (len(v) <= 500 and v.isprintable()):
                 meta[k] = clean_text(v, limit=500)
@@ -236,6 +295,11 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
             kw[name] = clean_text(str(value), limit=limit)
     if kw.get("ts"):
         check_ts(kw["ts"])
+    if len(kw) <= len(_OPTIONAL) and _OPTIONAL.issuperset(kw):
+        get = kw.get
+        return _tuple_new(Txn, (id, kind, payer, payee, amount, get("agent", ""), get("project", ""),
+                                get("description", ""), kw["source"], kw["breakdown"], get("ref", ""),
+                                get("ts", ""), get("prev", ""), get("hash", "")))
     return Txn(id=id, kind=kind, payer=payer, payee=payee, amount=amount, **kw)
 
 

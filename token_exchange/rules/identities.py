@@ -14,38 +14,46 @@ from token_exchange.rules.config import Agent, Config
 CO_AUTHOR_KEY = "co-authored-by:"
 CACHED_CONFIGS = 8
 
-# (agents dict, listed email -> agent), newest first.  Keyed by the identity of the config's ``agents``
-# dict: a parsed Config is never changed in place (``_replace`` makes a new one), and holding the dict
-# keeps its id from being reused.  Built once per config, so a lookup is one dict probe however many
-# agents there are (a 1,000-agent simulation pays each commit).
-_email_tables: list[tuple[dict[str, Agent], dict[str, str]]] = []
+# (agents dict, listed email -> agent, address as given -> agent_for's answer), newest first.  Keyed by the
+# identity of the config's ``agents`` dict: a parsed Config is never changed in place (``_replace`` makes a new
+# one), and holding the dict keeps its id from being reused.  Built once per config, so a lookup is one dict
+# probe however many agents there are (a 1,000-agent simulation pays each commit).
+_email_tables: list[tuple[dict[str, Agent], dict[str, str], dict[str, str | None]]] = []
+RESOLVED_MAX = 4096  # addresses remembered per config (agent_for's answers; cleared when full)
 
 
-def _emails(cfg: Config) -> dict[str, str]:
+def _tables(cfg: Config) -> tuple[dict[str, str], dict[str, str | None]]:
+    """(listed email -> agent, address as given -> agent_for's answer) of ``cfg``'s agents."""
     agents = cfg.agents
-    for held, table in _email_tables:
+    for held, table, resolved in _email_tables:
         if held is agents:
-            return table
+            return table, resolved
     table = {}
     for agent in agents.values():
         for e in agent.emails:
             table.setdefault(e, agent.name)  # the first agent listing an address keeps it (config order)
-    _email_tables.insert(0, (agents, table))
+    _email_tables.insert(0, (agents, table, {}))
     del _email_tables[CACHED_CONFIGS:]
-    return table
+    return table, _email_tables[0][2]
 
 
 def agent_for(cfg: Config, email: str) -> str | None:
+    table, resolved = _tables(cfg)
+    if email in resolved:  # answered before for this config (the same pure answer)
+        return resolved[email]
     address = email.strip().strip("<>").lower()
     if not address or len(address) > 320:
-        return None
-    listed = _emails(cfg).get(address)
-    if listed is not None:
-        return listed
-    local = address.split("@", 1)[0].split("+", 1)[0]
-    if local in cfg.agents:
-        return local
-    return None
+        name = None
+    else:
+        name = table.get(address)
+        if name is None:
+            local = address.split("@", 1)[0].split("+", 1)[0]
+            name = local if local in cfg.agents else None
+    if len(resolved) >= RESOLVED_MAX:
+        resolved.clear()
+    if type(email) is str:
+        resolved[email] = name
+    return name
 
 
 def co_author_emails(message: str) -> list[str]:

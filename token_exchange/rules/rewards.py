@@ -48,12 +48,42 @@ def _keywords(bonuses: tuple[BonusGroup, ...]) -> tuple[tuple[BonusGroup, re.Pat
                                          + r")\b", re.IGNORECASE)) for i in order if bonuses[i].keywords)
 
 
+# (bonus groups, message -> keyword_bonus' answer), newest first: a pure function of the two, and the same
+# messages come back (a simulation draws from a few hundred; a report prices a branch's history).  Keyed by
+# the identity of the groups tuple (held, so its id is not reused); bounded in size and in message length.
+_bonus_memo: list[tuple[tuple[BonusGroup, ...], dict[str, tuple[BonusGroup | None, str]]]] = []
+MEMO_CONFIGS = 8
+MEMO_ENTRIES = 4096
+MEMO_MESSAGE = 1000
+
+
 def keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusGroup | None, str]:
     """The matching bonus group with the highest multiplier (no compounding) and its keyword.
 
     Groups are tried highest multiplier first, so the first group with a whole-word keyword in the
     message is the answer; ties go to the group listed first.  The keyword shown is that group's
-    keyword found first in the message (the smallest of those starting at the same place)."""
+    keyword found first in the message (the smallest of those starting at the same place).
+    Remembered per message (``_bonus_memo``): the same message is searched once."""
+    if type(message) is not str or len(message) > MEMO_MESSAGE:
+        return _keyword_bonus(bonuses, message)
+    memo = None
+    for held, table in _bonus_memo:
+        if held is bonuses:
+            memo = table
+            break
+    if memo is None:
+        memo = {}
+        _bonus_memo.insert(0, (bonuses, memo))
+        del _bonus_memo[MEMO_CONFIGS:]
+    found = memo.get(message)
+    if found is None:
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()
+        found = memo[message] = _keyword_bonus(bonuses, message)
+    return found
+
+
+def _keyword_bonus(bonuses: tuple[BonusGroup, ...], message: str) -> tuple[BonusGroup | None, str]:
     text = message[:MAX_MESSAGE]
     for group, pattern in _keywords(bonuses):
         m = pattern.search(text)
@@ -121,9 +151,8 @@ class CommitReward(NamedTuple):
         return why
 
     def breakdown(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"base_rate": str(self.base_rate), "contract": self.contract,
-                             "multiplier": str(self.multiplier), "bonus": str(self.bonus),
-                             "gross": fmt(self.gross), "budget_left": fmt(self.budget_left)}
+        d: dict[str, Any] = dict(_rate_texts(self.base_rate, self.contract, self.multiplier, self.bonus, self.gross))
+        d["budget_left"] = fmt(self.budget_left)
         if self.keyword:
             d["keyword"] = self.keyword
             d["bonus_group"] = self.bonus_group
@@ -134,19 +163,47 @@ class CommitReward(NamedTuple):
         return d
 
 
+_texts_memo: dict[tuple[int, int, int, str, Units], tuple[Decimal, Decimal, Decimal, tuple[tuple[str, str], ...]]] = {}
+NO_BONUS = Decimal(1)
+
+
+def _rate_texts(base_rate: Decimal, contract: str, multiplier: Decimal, bonus: Decimal, gross: Units
+                ) -> tuple[tuple[str, str], ...]:
+    """The breakdown's first entries, as text, remembered per the config's own Decimal objects (a config has a
+    few dozen combinations).  By identity, not value: Decimal("1.50") == Decimal("1.5") prints differently;
+    the entry holds the objects, so an id is not reused while it is remembered."""
+    key = (id(base_rate), id(multiplier), id(bonus), contract, gross)
+    held = _texts_memo.get(key)
+    if held is not None and held[0] is base_rate and held[1] is multiplier and held[2] is bonus:
+        return held[3]
+    texts = (("base_rate", str(base_rate)), ("contract", contract), ("multiplier", str(multiplier)),
+             ("bonus", str(bonus)), ("gross", fmt(gross)))
+    if len(_texts_memo) >= MEMO_ENTRIES:
+        _texts_memo.clear()
+    _texts_memo[key] = (base_rate, multiplier, bonus, texts)
+    return texts
+
+
 def commit_reward(cfg: Config, agent: str, project: str, message: str, parents: int = 1,
                   contract_paid: Units = 0) -> CommitReward:
     """What a commit by ``agent`` on ``project`` earns, given what its contract has paid."""
     a = cfg.agent(agent)
     contract = match_contract(cfg.contracts, project)
     group, keyword = keyword_bonus(cfg.bonuses, message)
-    bonus = group.multiplier if group else Decimal(1)
+    bonus = group.multiplier if group else NO_BONUS
     excluded = exclusion(message, parents, cfg.commit_rules)
-    gross = 0 if excluded else round_reward(a.base_rate * contract.multiplier * bonus)
+    gross = 0 if excluded else _gross(a.base_rate, contract.multiplier, bonus)
     uncapped = CommitReward(agent, project, a.base_rate, contract.name, contract.multiplier,
                             group.name if group else "", keyword, bonus, gross, gross, contract.budget,
                             contract.budget, False, excluded)
     return with_budget(uncapped, contract_paid)
+
+
+@lru_cache(maxsize=1024)
+def _gross(base_rate: Decimal, multiplier: Decimal, bonus: Decimal) -> Units:
+    """base rate x contract multiplier x keyword bonus in units, half-even (memoised: a config has a few
+    dozen combinations; equal Decimals give the same product's value, so the same units)."""
+    return round_reward(base_rate * multiplier * bonus)
 
 
 def with_budget(reward: CommitReward, contract_paid: Units) -> CommitReward:

@@ -67,6 +67,8 @@ class IndexView:
     def _paid(self, ref: str, follow: bool, kinds: tuple[str, ...] | None = None) -> list[Payment]:
         kinds = kinds or self.kinds
         txns = self.idx.by_ref(ref)
+        if not txns:  # a change not paid yet (every new commit): nothing to collect or follow
+            return []
         found = [Payment(t.ref, t.agent, t.amount, str(t.source.get("sha", "")), ts_micros(t.ts))
                  for t in txns if t.kind in kinds]
         if not found and follow:
@@ -260,11 +262,12 @@ class Exchange:
         if message is not facts.message or project is not facts.project:  # clean_text returns clean text itself
             facts = facts._replace(message=message, project=project)
         facts = self._timed(facts)
+        on_merge = self.cfg.on_merge
         with self.ledger.locked() as idx:
-            plan = plan_commit(self.cfg, facts, IndexView(idx, provisional=self.cfg.on_merge))
+            plan = plan_commit(self.cfg, facts, IndexView(idx, provisional=on_merge))
             if plan.status == "unmatched" and self.cfg.unknown_author == "error":
                 raise UserError(f"author {facts.author[:80]} maps to no agent (add it to an agent's emails)")
-            txns = commit_txns(plan, idx, provisional=self.cfg.on_merge)
+            txns = commit_txns(plan, idx, provisional=on_merge)
             if plan.reward is not None:
                 for name in plan.agents:
                     self.ensure_open(idx, name)
@@ -286,9 +289,8 @@ class Exchange:
     def commit(self, email: str, project: str, message: str, *, reward_id: str | None = None,
                sha: str = "", parents: int = 1) -> CommitResult:
         """``tx commit``: pay a commit given by hand, once per reward id (default: the SHA, else a digest)."""
-        message = clean_text(message, limit=65536)
-        project = clean_text(project, limit=200)
-        if not reward_id:
+        if not reward_id:  # the digest of the cleaned text (pay_commit cleans the facts themselves)
+            message = clean_text(message, limit=65536)
+            project = clean_text(project, limit=200)
             reward_id = sha or hashlib.sha256(f"{email}\0{project}\0{message}".encode("utf-8", "replace")).hexdigest()
-        facts = CommitFacts(email, message, project, parents, reward_id, sha=sha, time_us=self._now_us())
-        return self.pay_commit(facts)
+        return self.pay_commit(CommitFacts(email, message, project, parents, reward_id, (), (), sha, self._now_us()))

@@ -197,7 +197,7 @@ class Simulation:
             else:
                 at, _, agent, what, data = bucket[i]
                 i += 1
-            self.now = EPOCH + timedelta(seconds=at)
+            self.now = EPOCH + timedelta(0, at)  # (days, seconds): no keyword parsing per event
             if what == COMMIT:
                 self._commit(agent, at)
             else:
