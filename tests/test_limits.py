@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.conftest import Clock, make_ex, tx, tx_at
 from token_exchange.amounts import SCALE
 from token_exchange.errors import UserError
-from token_exchange.ledger.txn import ts_micros
+from token_exchange.ledger.txn import ts_micros, ts_text
 from token_exchange.rules import limits
 from token_exchange.rules.config import Limits
 from token_exchange.rules.limits import LimitRefused, Usage, check
@@ -237,3 +237,18 @@ def test_property_limits_never_broken(seq: list[tuple[str, object, int]]) -> Non
             assert sum(idx.accounts().values()) == 0
             for amount in idx.accounts("hold:").values():
                 assert amount >= 0
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999),
+                    timezones=st.just(UTC)))
+def test_micros_are_exact_to_year_9999(moment: datetime) -> None:
+    """The windows count in microseconds since the epoch: exact integers, never a float's rounding (after 2106
+    ``timestamp()`` rounds x.999999 s up), and the same as the ledger's reading of the stored text."""
+    us = limits.micros(moment)
+    assert limits.from_micros(us) == moment
+    assert ts_micros(ts_text(moment)) == us
+
+
+def test_micros_past_2106_do_not_round_up() -> None:
+    moment = datetime(3059, 6, 1, 12, 0, 59, 999997, tzinfo=UTC)
+    assert limits.micros(moment) == 34_378_603_259_999_997  # timestamp() says ...260.0 s

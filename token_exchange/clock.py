@@ -14,6 +14,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 Clock = Callable[[], datetime]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (``timestamp()`` is a float: after 2106 it can round
+    x.999999 s up to the next second).  A naive time is taken as UTC."""
+    d = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)) - EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def system() -> datetime:

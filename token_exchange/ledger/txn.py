@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from token_exchange.amounts import MAX_UNITS, Units, fmt, to_decimal, to_units
+from token_exchange.clock import micros as clock_micros
 from token_exchange.errors import UserError, clean_text
 
 # open: starting balance; earn: commit; award: direct/issue; spend: LLM charge; hold/settle/release:
@@ -76,10 +77,7 @@ def ts_micros(text: str) -> int:
         if hour is not None and rest.isascii() and rest.isdigit():
             minutes, micros = divmod(int(rest), 100_000_000)
             return hour + minutes * 60_000_000 + micros
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+    return clock_micros(datetime.fromisoformat(text.replace("Z", "+00:00")))  # a naive time is UTC
 
 
 _last_checked_ts = [""]  # the last text check_ts accepted (a spend's time is checked by make_txn, then append)

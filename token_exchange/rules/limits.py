@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from token_exchange import clock
 from token_exchange.amounts import Units, fmt, to_decimal
 from token_exchange.errors import Refused
 from token_exchange.ledger.protocols import Index
@@ -48,8 +49,7 @@ def f1(units: Units) -> str:
     return text if "." in text else text + ".0"
 
 
-def micros(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+micros = clock.micros  # microseconds since the epoch, exactly (the windows count in them)
 
 
 def from_micros(us: int) -> datetime:

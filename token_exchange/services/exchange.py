@@ -283,8 +283,7 @@ class Exchange:
         return facts if facts.time_us else facts._replace(time_us=self._now_us())
 
     def _now_us(self) -> int:
-        moment = self.clock()
-        return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+        return clock_mod.micros(self.clock())
 
     def commit(self, email: str, project: str, message: str, *, reward_id: str | None = None,
                sha: str = "", parents: int = 1) -> CommitResult:

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from token_exchange import clock
 from token_exchange.meter.pricing import UsagePrices
 from token_exchange.meter.records import PREFIX, MeterError, Source, Usage, short, short_path
 from token_exchange.services.meter_state import LOCK_WAIT
@@ -48,9 +49,7 @@ class UnknownAgent(MeterError):
     """No agent for this session: nothing is charged, nothing is saved (the next run charges it all)."""
 
 
-def micros(moment: datetime) -> int:
-    """``rules.limits.micros`` (a test checks it), without that module's imports on the meter's path."""
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+micros = clock.micros  # what ``rules.limits.micros`` is (a test checks it), without that module's imports
 
 
 class Priced(NamedTuple):

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from token_exchange import git
+from token_exchange import clock, git
 from token_exchange.amounts import Units, fmt
 from token_exchange.errors import UserError, clean_text
 from token_exchange.ledger.protocols import Index
@@ -208,7 +208,7 @@ def settle(ex: Exchange, repo: Path, *, branch: str | None = None, rev: str | No
         raise UserError(f"invalid config path {config_path[:60]!r}")
     repo = Path(repo)
     tip = resolve_tip(repo, branch, rev)
-    now_s = int(ex.clock().timestamp())
+    now_s = clock.micros(ex.clock()) // 1_000_000
     with ex.ledger.locked() as idx:
         settled_tips = {str(t.source.get("tip", "")) for t in idx.by_ref(MARKER_REF + branch) if t.kind == "marker"}
         base, walked = _walk(repo, tip, settled_tips, config_path, max_commits)
