@@ -24,6 +24,20 @@ FIXTURES = ROOT / "fixtures"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Put the tests' scratch (tmp_path and friends) on a tmpfs where the machine has one (/dev/shm), unless a
+    --basetemp or PYTEST_DEBUG_TEMPROOT says otherwise.  Every ledger write fsyncs; while other work keeps the
+    disk busy, those fsyncs become most of the suite's wall time, on a tmpfs they return at once.  The code
+    runs unchanged (in-process code and the real hooks make the same fsyncs); no test can observe durability
+    across a power cut, which is all an fsync adds.  Measured (two ledger tests, -n0): with the disk busy
+    (load average 7) 201 s with real fsyncs against 67 s with fsync a no-op; on a quiet disk 28-31 s on /tmp
+    against 27 s on /dev/shm."""
+    shm = Path("/dev/shm")
+    if config.option.basetemp is None and not os.environ.get("PYTEST_DEBUG_TEMPROOT") and shm.is_dir() \
+            and os.access(shm, os.W_OK | os.X_OK):
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(shm)
+
+
 class Clock:
     """An injectable clock that tests move by hand (no sleeping in tests)."""
 
