@@ -83,10 +83,53 @@ GIT_ENV = {
 }
 
 
+def run_shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory this run's xdist workers share (the run's base temp; without xdist, this process's own)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One pre-commit cache for the whole session (environments are slow to build)."""
-    return tmp_path_factory.mktemp("pre-commit-home")
+    """One pre-commit cache for the whole run, shared by the xdist workers (environments are slow to build;
+    pre-commit's own store lock serialises two workers installing at once)."""
+    path = run_shared(tmp_path_factory) / "pre-commit-home"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """This checkout's working tree (tracked + untracked, not ignored) as a local hook repository at a commit,
+    made once per run for every worker: the same repository and revision let pre-commit build its hook
+    environment once (in ``pre_commit_home``) for every test that installs the hooks."""
+    import fcntl
+    import shutil
+
+    shared = run_shared(tmp_path_factory)
+    dest, done = shared / "hook-repo", shared / "hook-repo.sha"
+    with open(shared / "hook-repo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return dest, done.read_text()
+        shutil.rmtree(dest, ignore_errors=True)  # a half-made one (a worker that died making it)
+        dest.mkdir()
+        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                               capture_output=True, check=True).stdout.decode().split("\0")
+        for name in filter(None, files):
+            src = ROOT / name
+            if src.is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / name)
+        env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+        for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "--no-verify", "-m", "snapshot"]):
+            subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True,
+                           env={**env, "PATH": "/usr/bin:/bin"})
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dest, check=True, capture_output=True,
+                             text=True).stdout.strip()
+        done.write_text(sha)
+        return dest, sha
 
 
 @pytest.fixture(autouse=True)

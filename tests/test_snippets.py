@@ -26,7 +26,6 @@ import yaml
 
 from tests.conftest import ROOT, git, run, tx, tx_at
 from tests.test_hooks import change
-from tests.test_hooks_precommit import snapshot  # noqa: F401  (its module fixture, asked for by name below)
 
 PLACEHOLDER = re.compile(r"<[^<>\n]+>")
 
