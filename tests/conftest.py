@@ -14,11 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import settings
 
 if TYPE_CHECKING:
     from token_exchange.services.exchange import Exchange
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The budget of the bounded fuzz tests of the input surfaces (the CLI's arguments and config, the meters'
+# transcripts, rollouts and logs, hook input), in one place: they use ``settings(settings.get_profile("fuzz"))``.
+# 100 examples of each: every CLI command is drawn about 2-3 times a run (42 commands), and each meter
+# generator mixes raw bytes with near-valid records, so a run still reaches every parser branch those tests
+# were written for; a run draws new inputs (and replays any failure from the example database), so coverage
+# grows across runs.  TX_TESTS_FUZZ_EXAMPLES=1000 fuzzes deeper.  (They drew 150 or 300 each before.)
+settings.register_profile("fuzz", max_examples=int(os.environ.get("TX_TESTS_FUZZ_EXAMPLES", "100")), deadline=None)
 FIXTURES = ROOT / "fixtures"
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
