@@ -22,7 +22,7 @@ from token_exchange.cli import app
 from token_exchange.cli import run as run_tx
 from token_exchange.rules import config as config_mod
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(settings.get_profile("fuzz"), suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
-"""Our published hooks through the real `pre-commit` CLI (the python environment is built once per session)."""
+"""Our published hooks through the real `pre-commit` CLI (the python environment is built once per run: the
+`snapshot` and `pre_commit_home` fixtures in conftest.py)."""
 
 from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,26 +33,6 @@ def test_hook_manifest() -> None:
     assert shlex.split(post["entry"]) == ["tx-hook", "post-commit"]
     assert msg["stages"] == ["commit-msg"] and "args" not in msg  # pre-commit passes the message file last
     assert post["stages"] == ["post-commit"] and post["always_run"] is True and post["pass_filenames"] is False
-
-
-@pytest.fixture(scope="module")
-def snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """This checkout's working tree (tracked + untracked, not ignored) as a local hook repository at a commit."""
-    dest = tmp_path_factory.mktemp("hook-repo")
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "--no-verify", "-m", "snapshot"]):
-        subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True, env={**env, "PATH": "/usr/bin:/bin"})
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dest, check=True, capture_output=True,
-                         text=True).stdout.strip()
-    return dest, sha
 
 
 def test_pre_commit_install_and_commit(repo: Path, snapshot: tuple[Path, str]) -> None:

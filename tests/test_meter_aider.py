@@ -113,7 +113,7 @@ def logs(draw: st.DrawFn) -> list[str]:
     return lines
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(settings.get_profile("fuzz"), suppress_health_check=[HealthCheck.too_slow])
 @given(lines=logs(), data=st.data())
 def test_chunked_reads_equal_one_full_read(lines: list[str], data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -133,7 +133,7 @@ event_like = st.fixed_dictionaries({
         st.sampled_from(["prompt_tokens", "completion_tokens", "main_model", "total_cost"]), json_values))})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(settings.get_profile("fuzz"), suppress_health_check=[HealthCheck.too_slow])
 @given(chunks=st.lists(st.one_of(st.binary(max_size=200), event_like.map(lambda o: json.dumps(o).encode())), max_size=12))
 def test_hostile_log_bytes_never_raise(chunks: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as d:

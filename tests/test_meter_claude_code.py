@@ -468,7 +468,7 @@ def transcripts(draw: st.DrawFn) -> list[str]:
     return lines
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(settings.get_profile("fuzz"), suppress_health_check=[HealthCheck.too_slow])
 @given(lines=transcripts(), data=st.data())
 def test_chunked_incremental_reads_equal_one_full_read(lines: list[str], data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -519,7 +519,7 @@ hostile_line = st.one_of(st.binary(max_size=200), assistant_like.map(lambda o: j
                          json_values.map(lambda o: json.dumps(o).encode()))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(settings.get_profile("fuzz"), suppress_health_check=[HealthCheck.too_slow])
 @given(chunks=st.lists(hostile_line, max_size=12), final=st.booleans())
 def test_hostile_transcript_bytes_never_raise(chunks: list[bytes], final: bool) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -531,7 +531,7 @@ def test_hostile_transcript_bytes_never_raise(chunks: list[bytes], final: bool) 
         assert r.skipped >= 0 and all("\n" not in x for x in r.reasons)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(settings.get_profile("fuzz"))
 @given(data=st.one_of(st.binary(max_size=300), json_values.map(lambda o: json.dumps(o).encode()),
                       st.dictionaries(st.sampled_from(["session_id", "hook_event_name", "transcript_path",
                                                        "stop_hook_active", "cwd", "reason", "agent_transcript_path",

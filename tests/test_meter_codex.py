@@ -164,7 +164,7 @@ def rollouts(draw: st.DrawFn) -> list[str]:
     return lines
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(settings.get_profile("fuzz"), suppress_health_check=[HealthCheck.too_slow])
 @given(lines=rollouts(), data=st.data())
 def test_chunked_reads_equal_one_full_read(lines: list[str], data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -189,7 +189,7 @@ count_like = st.fixed_dictionaries({
                                                               "last_token_usage": st.one_of(usage_like, json_values)}))}))})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(settings.get_profile("fuzz"), suppress_health_check=[HealthCheck.too_slow])
 @given(chunks=st.lists(st.one_of(st.binary(max_size=200), count_like.map(lambda o: json.dumps(o).encode())), max_size=12))
 def test_hostile_rollout_bytes_never_raise(chunks: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as d:
