@@ -222,27 +222,16 @@ _VALID_MAX = 8192
 _MAX_META_INT = 2**53 - 1
 
 
-def _valid_account(acct: object) -> bool:
-    if type(acct) is str and acct in _VALID_ACCOUNTS:
+def _matched(value: object, pattern: re.Pattern[str], seen: set[str]) -> bool:
+    """``value`` is text ``pattern`` matches whole (remembered in ``seen`` when it is an exact ``str``)."""
+    if type(value) is str and value in seen:
         return True
-    if not isinstance(acct, str) or not ACCOUNT_RE.fullmatch(acct):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         return False
-    if type(acct) is str:
-        if len(_VALID_ACCOUNTS) >= _VALID_MAX:
-            _VALID_ACCOUNTS.clear()
-        _VALID_ACCOUNTS.add(acct)
-    return True
-
-
-def _valid_meta_key(k: object) -> bool:
-    if type(k) is str and k in _VALID_META_KEYS:
-        return True
-    if not isinstance(k, str) or not META_KEY_RE.fullmatch(k):
-        return False
-    if type(k) is str:
-        if len(_VALID_META_KEYS) >= _VALID_MAX:
-            _VALID_META_KEYS.clear()
-        _VALID_META_KEYS.add(k)
+    if type(value) is str:
+        if len(seen) >= _VALID_MAX:
+            seen.clear()
+        seen.add(value)
     return True
 
 
@@ -257,7 +246,7 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
     if not (type(kind) is str and kind in _KIND_SET) and kind not in KINDS:
         raise UserError(f"invalid transaction kind {str(kind)[:40]!r}")
     for acct in (payer, payee):
-        if not (type(acct) is str and acct in _VALID_ACCOUNTS) and not _valid_account(acct):
+        if not (type(acct) is str and acct in _VALID_ACCOUNTS) and not _matched(acct, ACCOUNT_RE, _VALID_ACCOUNTS):
             raise UserError(f"invalid account {str(acct)[:60]!r}")
     if payer == payee:
         raise UserError("payer and payee must differ")
@@ -269,7 +258,7 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
         if not isinstance(meta, dict):
             raise UserError(f"{name} must be a table of text or whole numbers")
         for k, v in meta.items():
-            if not (type(k) is str and k in _VALID_META_KEYS) and not _valid_meta_key(k):
+            if not (type(k) is str and k in _VALID_META_KEYS) and not _matched(k, META_KEY_RE, _VALID_META_KEYS):
                 raise UserError(f"invalid {name} key {str(k)[:40]!r}")
             kind_v = type(v)
             if kind_v is str:
