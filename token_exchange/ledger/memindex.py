@@ -54,16 +54,6 @@ class MemoryIndex:
 
     def add(self, txns: Iterable[Txn], position: str, last_hash: str | None) -> list[str]:
         txns = list(txns)
-        if len(txns) == 1 and txns[0].id not in self._txns:  # the usual batch: one new transaction
-            t = txns[0]
-            self._insert(t)
-            meta = self._meta
-            latest = meta.get("last_ts", "")
-            meta["position"] = position
-            meta["last_ts"] = t.ts if t.ts > latest else latest
-            if last_hash is not None:
-                meta["last_hash"] = last_hash
-            return []
         dup: list[str] = []
         batch: dict[str, Txn] = {}
         for t in txns:  # validate everything before changing anything (all or nothing, like SQL)

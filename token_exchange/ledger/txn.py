@@ -54,7 +54,7 @@ def ts_text(moment: datetime) -> str:
 
 @lru_cache(maxsize=4096)
 def _hour_micros(prefix: str) -> int:
-    return int(datetime.fromisoformat(prefix + ":00:00+00:00").timestamp()) * 1_000_000
+    return clock_micros(datetime.fromisoformat(prefix + ":00:00+00:00"))
 
 
 _HOURS: dict[str, int] = {}  # "YYYY-MM-DDTHH" of canonical timestamps seen -> its micros

@@ -151,8 +151,9 @@ class CommitReward(NamedTuple):
         return why
 
     def breakdown(self) -> dict[str, Any]:
-        d: dict[str, Any] = dict(_rate_texts(self.base_rate, self.contract, self.multiplier, self.bonus, self.gross))
-        d["budget_left"] = fmt(self.budget_left)
+        d: dict[str, Any] = {"base_rate": str(self.base_rate), "contract": self.contract,
+                             "multiplier": str(self.multiplier), "bonus": str(self.bonus),
+                             "gross": fmt(self.gross), "budget_left": fmt(self.budget_left)}
         if self.keyword:
             d["keyword"] = self.keyword
             d["bonus_group"] = self.bonus_group
@@ -163,25 +164,7 @@ class CommitReward(NamedTuple):
         return d
 
 
-_texts_memo: dict[tuple[int, int, int, str, Units], tuple[Decimal, Decimal, Decimal, tuple[tuple[str, str], ...]]] = {}
 NO_BONUS = Decimal(1)
-
-
-def _rate_texts(base_rate: Decimal, contract: str, multiplier: Decimal, bonus: Decimal, gross: Units
-                ) -> tuple[tuple[str, str], ...]:
-    """The breakdown's first entries, as text, remembered per the config's own Decimal objects (a config has a
-    few dozen combinations).  By identity, not value: Decimal("1.50") == Decimal("1.5") prints differently;
-    the entry holds the objects, so an id is not reused while it is remembered."""
-    key = (id(base_rate), id(multiplier), id(bonus), contract, gross)
-    held = _texts_memo.get(key)
-    if held is not None and held[0] is base_rate and held[1] is multiplier and held[2] is bonus:
-        return held[3]
-    texts = (("base_rate", str(base_rate)), ("contract", contract), ("multiplier", str(multiplier)),
-             ("bonus", str(bonus)), ("gross", fmt(gross)))
-    if len(_texts_memo) >= MEMO_ENTRIES:
-        _texts_memo.clear()
-    _texts_memo[key] = (base_rate, multiplier, bonus, texts)
-    return texts
 
 
 def commit_reward(cfg: Config, agent: str, project: str, message: str, parents: int = 1,
