@@ -210,7 +210,6 @@ class Txn(NamedTuple):
                    d["description"], d["source"], d["breakdown"], d["ref"], d["ts"], d["prev"], hash)
 
 
-_KIND_SET = frozenset(KINDS)
 _OPTIONAL = frozenset(Txn._fields[5:])  # the keyword fields make_txn passes on
 _tuple_new = tuple.__new__
 # Exact-``str`` accounts and table keys that passed their pattern: a ledger names a few hundred of them
@@ -239,26 +238,25 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
     """Build a validated transaction; raises UserError on anything malformed.
 
     Every field is checked on every call; what is cheaper than the general check is only a shortcut to the
-    same answer: exact ``int``/``str`` values skip the ``isinstance`` ladder, an account or table key already
-    matched is a set probe (``_VALID_ACCOUNTS``), and the tuple is built positionally."""
+    same answer: exact ``int``/``str`` table values skip the ``isinstance`` ladder, an account or table key
+    already matched is a set probe (``_matched``), and the tuple is built positionally."""
     if not isinstance(id, str) or not ID_RE.fullmatch(id):
         raise UserError(f"invalid transaction id {str(id)[:60]!r} (1-200 of A-Z a-z 0-9 _ . : @ / + = -)")
-    if not (type(kind) is str and kind in _KIND_SET) and kind not in KINDS:
+    if kind not in KINDS:
         raise UserError(f"invalid transaction kind {str(kind)[:40]!r}")
     for acct in (payer, payee):
-        if not (type(acct) is str and acct in _VALID_ACCOUNTS) and not _matched(acct, ACCOUNT_RE, _VALID_ACCOUNTS):
+        if not _matched(acct, ACCOUNT_RE, _VALID_ACCOUNTS):
             raise UserError(f"invalid account {str(acct)[:60]!r}")
     if payer == payee:
         raise UserError("payer and payee must differ")
-    if not (type(amount) is int and 0 <= amount <= MAX_UNITS) and (
-            isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_UNITS):
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_UNITS:
         raise UserError(f"invalid amount {str(amount)[:40]!r} (0 to {fmt(MAX_UNITS)} tokens)")
     for name in ("source", "breakdown"):
         meta = kw.get(name) or {}
         if not isinstance(meta, dict):
             raise UserError(f"{name} must be a table of text or whole numbers")
         for k, v in meta.items():
-            if not (type(k) is str and k in _VALID_META_KEYS) and not _matched(k, META_KEY_RE, _VALID_META_KEYS):
+            if not _matched(k, META_KEY_RE, _VALID_META_KEYS):
                 raise UserError(f"invalid {name} key {str(k)[:40]!r}")
             kind_v = type(v)
             if kind_v is str:
