@@ -488,20 +488,9 @@ def _claim_allowed(req: bdhooks.PreWriteRequest) -> tuple[bool, str]:
     return True, ""
 
 
-class _ExitCodes:
-    """Called with standalone_mode=False, click *returns* a command's typer.Exit code instead of
-    raising it; re-raise it so run_cli sees it (close exits 1 on refusals)."""
-
-    def __call__(self, **kw: Any) -> Any:
-        rv = app(**kw)
-        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
-            raise typer.Exit(rv)
-        return rv
-
-
 def run(argv: list[str] | None = None) -> int:
     state.reset()
-    return out.run_app(_ExitCodes(), "tx-bd", list(sys.argv[1:] if argv is None else argv), state)
+    return out.run_app(app, "tx-bd", list(sys.argv[1:] if argv is None else argv), state)
 
 
 def main() -> None:

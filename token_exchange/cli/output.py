@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 refused or user error, 2 usage error.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
@@ -94,6 +95,16 @@ def error(prog: str, msg: str, code: int, want_json: bool) -> int:
     return code
 
 
+@functools.cache
+def command(app: Any) -> Any:
+    """The click command of a typer app, built once per process: typer rebuilds it (every option of every
+    command, from the signatures) on each call, ~0.2 s here, which an in-process caller running many
+    commands (the tests, an integration) paid every time."""
+    import typer.main
+
+    return typer.main.get_command(app)
+
+
 class _State(Protocol):
     debug: bool
     json: bool
@@ -112,7 +123,7 @@ def run_app(app: Any, prog: str, args: list[str], state: _State) -> int:
         return error(prog, msg, code, state.json)
 
     try:
-        rv = app(args=args, prog_name=prog, standalone_mode=False)
+        rv = command(app)(args=args, prog_name=prog, standalone_mode=False)
     except typer.Exit as e:
         return int(e.exit_code)
     except exc.UsageError as e:
