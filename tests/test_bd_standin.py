@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BD = ROOT / "fixtures" / "bd"
 SMALL = ROOT / "fixtures" / "beads" / "small.jsonl"
 GEN = ROOT / "fixtures" / "gen_beads_export.py"
-# bd reads DATETIME columns back in UTC with whole seconds (see fixtures/bd, "Timestamps")
+# bd reads DATETIME columns back in UTC with whole seconds (see fixtures/bd_standin.py, "Timestamps")
 UTC_SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
