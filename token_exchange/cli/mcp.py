@@ -19,16 +19,20 @@ def mcp_cmd(agent: Annotated[str | None, typer.Option(
     """Serve the exchange's tools over MCP on stdin/stdout (balance, limits, quotes, reserve/settle...).
 
     Once serving, stdout carries only the protocol; --json only shapes an error before it starts."""
-    try:
-        from token_exchange.agents import mcp_server
-    except ImportError as e:
-        if (e.name or "").split(".")[0] not in ("mcp", "pydantic"):
-            raise
-        raise UserError("the MCP server needs the mcp extra: pip install 'token-exchange[mcp]'") from None
     from token_exchange import api
     from token_exchange.cli.common import state
 
-    with api.open(state.home) as tx:  # a missing exchange or unknown agent fails here, before the protocol
+    # A missing exchange or an unknown agent fails first: loading the MCP SDK takes seconds (pydantic
+    # builds its protocol models), which a misconfigured server should not make its client wait for.
+    with api.open(state.home) as tx:
+        if agent:
+            tx.cfg.agent(agent)
+        try:
+            from token_exchange.agents import mcp_server
+        except ImportError as e:
+            if (e.name or "").split(".")[0] not in ("mcp", "pydantic"):
+                raise
+            raise UserError("the MCP server needs the mcp extra: pip install 'token-exchange[mcp]'") from None
         mcp_server.serve(tx, agent=agent or None)
 
 
