@@ -88,6 +88,26 @@ def test_hostile_import_files_change_nothing(template: Path, tmp_path_factory: p
         assert (home / "ledger.toml").read_bytes() == before
 
 
+LONG = "9" * 5000  # longer than int() converts (4,300 digits): json.loads raises a plain ValueError
+
+
+@pytest.mark.parametrize("name,text", [
+    ("in.json", f'{{"transactions": [{{"id": "x", "kind": "award", "amount": {LONG}}}]}}'),
+    ("in.json", f"[{LONG}]"),
+    ("in.csv", f'id,kind,payer,payee,amount,source,breakdown\nx,award,world:rewards,zero,1,"{{""a"": {LONG}}}",{{}}\n'),
+    ("in.csv", f"id,kind,payer,payee,amount,source,breakdown\nx,award,world:rewards,zero,{LONG},{{}},{{}}\n"),
+])
+def test_import_files_with_numbers_too_long_to_convert(template: Path, tmp_path: Path, name: str, text: str) -> None:
+    home = fresh(template, tmp_path)
+    before = (home / "ledger.toml").read_bytes()
+    f = tmp_path / name
+    f.write_text(text)
+    r = tx_at(NOW, "--home", str(home), "import", str(f))
+    assert r.code == 1, r
+    one_line_or_ok(r)
+    assert (home / "ledger.toml").read_bytes() == before
+
+
 @FUZZ
 @given(st.text(max_size=30) | st.from_regex(r"-?[0-9]{1,40}(\.[0-9]{0,8})?", fullmatch=True),
        st.sampled_from(["award", "transfer", "reverse"]))

@@ -52,8 +52,16 @@ def test_split_input_output_prices() -> None:
 
 @pytest.mark.parametrize("bad,msg", [("0", "greater than 0"), ("-5", "negative"), ("abc", "not a whole number"),
                                      ("1.5", "not a whole number"), ("", "not a whole number"),
-                                     ("10000000000001", "maximum"), ("١٢", "not a whole number")])
-def test_bad_token_counts(bad: str, msg: str) -> None:
+                                     ("10000000000001", "maximum"), ("١٢", "not a whole number"),
+                                     pytest.param("9" * 5000, "maximum", id="5000-digits"),
+                                     pytest.param("0" * 5000 + "7", None, id="zeros-7"),
+                                     pytest.param("-" + "9" * 5000, "negative", id="minus-5000-digits"),
+                                     pytest.param(10**5000, "maximum", id="5000-digit-int"), (-3, "negative")])
+def test_bad_token_counts(bad: str | int, msg: str | None) -> None:
+    """Refused in one line, including numbers longer than int() converts (4,300 digits)."""
+    if msg is None:  # leading zeros are still a number
+        assert llm.parse_tokens(bad) == 7
+        return
     with pytest.raises(UserError, match=msg):
         llm.parse_tokens(bad)
 

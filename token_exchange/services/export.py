@@ -71,6 +71,8 @@ def _records(path: Path) -> list[dict[str, Any]]:
             data = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        except ValueError:  # an integer longer than int() converts (4,300 digits)
+            raise UserError(f"{path}: a number with too many digits") from None
         rows = data.get("transactions") if isinstance(data, dict) else data
         if not isinstance(rows, list):
             raise UserError(f"{path}: expected a list of transactions")
@@ -80,7 +82,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
         try:
             row["source"] = json.loads(row.get("source") or "{}")
             row["breakdown"] = json.loads(row.get("breakdown") or "{}")
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON (JSONDecodeError), or an integer too long to convert
             raise UserError(f"{path}:{n}: source/breakdown is not JSON") from None
         rows.append(row)
     return rows

@@ -46,16 +46,23 @@ def parse_tokens(value: int | str, what: str = "tokens") -> int:
     """An inference token count: a whole number 1..10^12 (no signs, decimals, or words)."""
     if isinstance(value, bool):
         raise UserError(f"{what}: expected a whole number, got {value!r}")
-    text = str(value).strip()
-    if text.startswith("-") and text[1:].strip().isdigit():
-        raise UserError(f"{what}: {text} is negative")
-    if not text.isascii() or not text.isdigit():
-        raise UserError(f"{what}: {text[:30]!r} is not a whole number of tokens")
-    n = int(text)
+    if isinstance(value, int):
+        n = value  # (str() of an int over 4,300 digits raises: compare, never convert)
+        if n < 0:
+            raise UserError(f"{what}: a negative count")
+    else:
+        text = str(value).strip()
+        if text.startswith("-") and text[1:].strip().isdigit():
+            raise UserError(f"{what}: {text[:30]} is negative")
+        if not text.isascii() or not text.isdigit():
+            raise UserError(f"{what}: {text[:30]!r} is not a whole number of tokens")
+        if len(text.lstrip("0")) > len(str(MAX_INFERENCE_TOKENS)):  # int() refuses over 4,300 digits
+            raise UserError(f"{what}: {text[:30]}... is more than the maximum {MAX_INFERENCE_TOKENS}")
+        n = int(text.lstrip("0") or "0")
     if n == 0:
         raise UserError(f"{what}: must be greater than 0")
     if n > MAX_INFERENCE_TOKENS:
-        raise UserError(f"{what}: {n} is more than the maximum {MAX_INFERENCE_TOKENS}")
+        raise UserError(f"{what}: more than the maximum {MAX_INFERENCE_TOKENS}")
     return n
 
 
