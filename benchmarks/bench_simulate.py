@@ -26,6 +26,12 @@ seeds 1..20 of the day, a 50-agent run and a kept home's ledger.toml):
   about twice as slow as the host of the earlier figures in docs/simulation.md);
 * after: 13.58 G instructions (-26 %); 5.79 s CPU best of 3 in the same minutes (-23 %).  At the speed of the
   host that measured 4.09 s for 18.4 G, 13.58 G is about 3.0 s: at the 3 s target, not under it on this host.
+* the next round (Index.kind_totals for Ledger._check and the limits, a commit's reward built once, make_txn's
+  table keys in one subset test, ts_text in one %-format, ts_micros through fromisoformat, fewer calls per
+  commit and spend): 14.12 G -> 12.59 G instructions after the imports (cachegrind, -10.8 %); CPU best of 3
+  run alternately with main at load average 0.1-0.4: 3.60 s (main) -> 3.26 s (3.26-3.62).  Not yet at 3 s.
+  1,000 vs 500 agents x 24 h: 2.06-2.08x CPU for 2.00x the transactions (main: 2.08-2.15x), i.e. linear per
+  transaction as before.
 
 Usage: python benchmarks/bench_simulate.py [--runs R] [--pairs P] [--quick] [--instructions]
 """

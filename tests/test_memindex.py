@@ -60,6 +60,7 @@ def test_memory_index_matches_sqlite(tmp_path_factory: pytest.TempPathFactory, d
     assert sql.agents() == mem.agents()
     for a in AGENTS:
         assert sql.balance(a) == mem.balance(a)
+        assert sql.kind_totals(a) == mem.kind_totals(a) == mem.balance(a).by_kind
         assert sql.history(a, 5) == mem.history(a, 5)
         assert sql.window_sum(a, kinds, since, until) == mem.window_sum(a, kinds, since, until)
         assert sorted(sql.window_entries(a, kinds, since, until)) == sorted(mem.window_entries(a, kinds, since, until))

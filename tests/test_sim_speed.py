@@ -110,6 +110,9 @@ class Stub:
     def balance(self, agent: str) -> Balance:
         return Balance(agent, 0, 0, 0, dict(self.by_kind), {})
 
+    def kind_totals(self, agent: str) -> dict[str, int]:
+        return dict(self.by_kind)
+
     def contract_paid(self, contract: str) -> int:
         return self.contract
 

@@ -271,8 +271,11 @@ class SqliteIndex:
                                (prefix, prefix + "\U0010ffff")).fetchall()
         return dict(rows)
 
+    def kind_totals(self, agent: str) -> dict[str, Units]:
+        return dict(self.db.execute("SELECT kind, total FROM stats WHERE agent=?", (agent,)).fetchall())
+
     def balance(self, agent: str) -> Balance:
-        kinds = dict(self.db.execute("SELECT kind, total FROM stats WHERE agent=?", (agent,)).fetchall())
+        kinds = self.kind_totals(agent)
         projects = dict(self.db.execute("SELECT project, earned FROM projects WHERE agent=?", (agent,)).fetchall())
         taken_back = 0
         if kinds.get("reversal"):  # earnings clawed back (a double payment, a revert, a reopened issue)

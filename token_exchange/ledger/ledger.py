@@ -203,7 +203,7 @@ class Ledger:
                     raise UserError(f"transaction {t.id} is dated {ts}, before the ledger's last transaction "
                                     f"({floor})")
                 if t.ts != ts:
-                    t = type(t)._make((*t[:_TS], ts, *t[_TS + 1:]))  # t._replace(ts=ts), without its keyword pass
+                    t = tuple.__new__(type(t), (*t[:_TS], ts, *t[_TS + 1:]))  # t._replace(ts=ts), directly
                 seen[t.id] = t
                 new.append(t)
                 slots.append((t.id, True))
@@ -262,7 +262,7 @@ def _check(idx: Index, txns: list[Txn]) -> None:
         if agent:
             by_kind = kinds.get(agent)
             if by_kind is None:
-                by_kind = kinds[agent] = idx.balance(agent).by_kind
+                by_kind = kinds[agent] = idx.kind_totals(agent)
             key = ("kind", agent, kind)
             value = (running[key] if key in running else by_kind.get(kind, 0)) + amount
             if not -MAX_TOTAL <= value <= MAX_TOTAL:

@@ -136,8 +136,11 @@ class MemoryIndex:
     def accounts(self, prefix: str = "") -> dict[str, Units]:
         return {a: b for a, b in self._accounts.items() if a.startswith(prefix)}
 
+    def kind_totals(self, agent: str) -> dict[str, Units]:
+        return dict(self._stats[agent]) if agent in self._stats else {}
+
     def balance(self, agent: str) -> Balance:
-        kinds = dict(self._stats[agent]) if agent in self._stats else {}
+        kinds = self.kind_totals(agent)
         taken_back = sum(t.amount for t in self._by_agent.get(agent, ())
                          if t.kind == "reversal" and t.payer == agent and t.breakdown.get("original_kind") in EARN_KINDS
                          ) if "reversal" in kinds else 0

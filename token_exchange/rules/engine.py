@@ -180,7 +180,7 @@ def plan_commit(cfg: Config, facts: CommitFacts, view: LedgerView) -> CommitPlan
     agents = agents_of(cfg, facts.author, facts.message)
     if not agents:
         return CommitPlan(facts, (), None)
-    paid = view.payments([i for i in (facts.reward_id, *facts.aliases, *facts.origins) if i])
+    paid = view.payments(list(filter(None, (facts.reward_id, *facts.aliases, *facts.origins))))
     if paid:
         return CommitPlan(facts, agents, None, already=tuple(paid))
     contract = match_contract(cfg.contracts, facts.project).name
@@ -198,8 +198,10 @@ def cap_amount(cfg: Config, agent: str, source: str, amount: Units, view: Earnin
                time_us: int) -> tuple[Units, str]:
     """``amount`` cut to what ``agent``'s ``[caps]`` for ``source`` leave in the windows ending at ``time_us``,
     and why ("" when nothing was cut).  Issue awards call this with ``source="issues"``."""
+    if amount <= 0:  # nothing to cut (a contract budget already spent pays nothing)
+        return amount, ""
     caps = [c for c in cfg.agent(agent).caps if c.source == source]
-    if not caps or amount <= 0:
+    if not caps:
         return amount, ""
     reason = ""
     for cap in caps:

@@ -160,7 +160,7 @@ def usage(idx: Index, agent: str, now_us: int, *, hold_provisional: bool = False
     held = sum(amount for _, amount, _, _ in idx.open_holds(agent))
     hourly = idx.window_sum(agent, WINDOW_KINDS, now_us - HOUR_US + 1, now_us) + held
     daily = idx.window_sum(agent, WINDOW_KINDS, now_us - DAY_US + 1, now_us) + held
-    pending = open_provisional(idx.balance(agent).by_kind) if hold_provisional else 0
+    pending = open_provisional(idx.kind_totals(agent)) if hold_provisional else 0
     return Usage(now_us, idx.account(agent), hourly, daily, held, pending)
 
 

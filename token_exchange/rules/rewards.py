@@ -176,10 +176,10 @@ def commit_reward(cfg: Config, agent: str, project: str, message: str, parents: 
     bonus = group.multiplier if group else NO_BONUS
     excluded = exclusion(message, parents, cfg.commit_rules)
     gross = 0 if excluded else _gross(a.base_rate, contract.multiplier, bonus)
-    uncapped = CommitReward(agent, project, a.base_rate, contract.name, contract.multiplier,
-                            group.name if group else "", keyword, bonus, gross, gross, contract.budget,
-                            contract.budget, False, excluded)
-    return with_budget(uncapped, contract_paid)
+    left = max(contract.budget - contract_paid, 0)  # capped by what is left of the contract's budget
+    amount = min(gross, left)
+    return CommitReward(agent, project, a.base_rate, contract.name, contract.multiplier, group.name if group else "",
+                        keyword, bonus, gross, amount, contract.budget, left, amount < gross, excluded)
 
 
 @lru_cache(maxsize=1024)
@@ -187,15 +187,6 @@ def _gross(base_rate: Decimal, multiplier: Decimal, bonus: Decimal) -> Units:
     """base rate x contract multiplier x keyword bonus in units, half-even (memoised: a config has a few
     dozen combinations; equal Decimals give the same product's value, so the same units)."""
     return round_reward(base_rate * multiplier * bonus)
-
-
-def with_budget(reward: CommitReward, contract_paid: Units) -> CommitReward:
-    """The same reward capped by what is left of its contract's budget after ``contract_paid``."""
-    left = max(reward.budget - contract_paid, 0)
-    amount = min(reward.gross, left)
-    r = reward
-    return CommitReward(r.agent, r.project, r.base_rate, r.contract, r.multiplier, r.bonus_group, r.keyword,
-                        r.bonus, r.gross, amount, r.budget, left, amount < r.gross, r.excluded)
 
 
 class IssueReward(NamedTuple):

@@ -176,7 +176,7 @@ def commit_txns(plan: CommitPlan, idx: Index, *, provisional: bool = False, sett
         kind, id = ("provisional", provisional_id(plan.ref, share.agent)) if provisional else \
             ("earn", f"{plan.ref}:{share.agent}")
         out.append(make_txn(id, kind, REWARDS, share.agent, share.amount,
-                            agent=share.agent, project=facts.project, description=subject, source=dict(source),
+                            agent=share.agent, project=facts.project, description=subject, source=source,
                             breakdown=bd, ref=plan.ref, ts=ts))
     return out
 

@@ -445,7 +445,7 @@ def earning_status(ex: Exchange, agent: str) -> dict[str, Any]:
     idx = ex.ledger.fresh()
     now_us = micros(ex.clock())
     view = IndexView(idx, provisional=ex.cfg.on_merge)
-    held = 0 if a.limits.spend_provisional else open_provisional(idx.balance(agent).by_kind)
+    held = 0 if a.limits.spend_provisional else open_provisional(idx.kind_totals(agent))
     caps = []
     for c in a.caps:
         used = view.earned(agent, c.source, window_start(c, now_us))

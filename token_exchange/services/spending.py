@@ -124,9 +124,10 @@ def _same_or_conflict(existing: Txn, new: Txn, what: str) -> None:
 
 
 # --- expiry ----------------------------------------------------------------------------------
-def expire_due(ex: Exchange, idx: Index) -> list[Txn]:
-    """Release every reservation whose time is up (call inside ``ledger.locked()``)."""
-    ts, now_us = _now(ex)
+def expire_due(ex: Exchange, idx: Index, now: tuple[str, int] | None = None) -> list[Txn]:
+    """Release every reservation whose time is up (call inside ``ledger.locked()``); ``now``: the caller's
+    ``_now(ex)``, when it has it."""
+    ts, now_us = now or _now(ex)
     out = []
     for account, agent, amount in idx.expired_holds(now_us):
         rid = account.split(":", 1)[1]
@@ -191,7 +192,7 @@ def spend(ex: Exchange, agent: str, task_type: str, tokens: int | str, *, model:
     bd = {**price.breakdown(), "rule": "ceil(tokens/1000 x price)"}
     with ex.ledger.locked() as idx:
         ex.ensure_open(idx, agent)
-        ts, now_us = _now(ex)
+        now = ts, now_us = _now(ex)
         txn = make_txn(f"llm:{rid}", "spend", agent, LLM, amount, agent=agent, project=project,
                        description=description or f"{task_type} on {m.name}", source=source, breakdown=bd,
                        ref=f"llm:{rid}", ts=ts)
@@ -201,7 +202,7 @@ def spend(ex: Exchange, agent: str, task_type: str, tokens: int | str, *, model:
             return SpendResult(old, False, idx.account(agent))
         if idx.get(f"llm:{rid}:hold") is not None:
             raise IdConflict(f"request id {rid} is already used by a reservation")
-        expire_due(ex, idx)
+        expire_due(ex, idx, now)
         enforce(idx, a.limits, agent, amount, now_us)
         appended = ex.ledger.append(txn)
         return SpendResult(appended.txn, True, idx.account(agent))

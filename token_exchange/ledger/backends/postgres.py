@@ -738,6 +738,9 @@ class PostgresIndex:
                             (prefix, prefix + "\U0010ffff"))
         return {a: int(b) for a, b in rows}
 
+    def kind_totals(self, agent: str) -> dict[str, Units]:
+        return {k: int(v) for k, v in self.db.rows("SELECT kind, total FROM stats WHERE agent = %s", (agent,))}
+
     def balance(self, agent: str) -> Balance:
         rows = self.db.rows("SELECT 'k', kind, total FROM stats WHERE agent = %s UNION ALL "
                             "SELECT 'p', project, earned FROM projects WHERE agent = %s UNION ALL "
