@@ -33,6 +33,7 @@ from token_exchange.ledger.txn import (
     chain,
     make_txn,
     ts_micros,
+    ts_micros_column,
     ts_text,
 )
 from token_exchange.services.exchange import Exchange
@@ -296,6 +297,36 @@ def test_the_timestamp_fast_path_gives_what_datetime_gives(moment: datetime, edi
     assert fast(ts) == slow(ts)
     exact = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)  # no float on the way
     assert ts_micros(ts_text(moment)) == exact
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30),
+                                       timezones=st.just(UTC)),
+                          st.lists(st.tuples(st.integers(0, 27), st.sampled_from("0123456789:.TZ-+ a\n\u0663\u00b2")),
+                                   max_size=2)), max_size=6))
+def test_a_column_of_timestamps_gives_what_each_gives(column: list[tuple[datetime, list[tuple[int, str]]]]) -> None:
+    """``ts_micros_column`` (a rebuild's chunk at a time) gives ``ts_micros`` of each, or the error the first
+    one that fails gives: canonical columns, edited ones (minute 99, a line break, a digit of another script)."""
+    texts = []
+    for moment, edits in column:
+        chars = list(ts_text(moment))
+        for i, c in edits:
+            chars[i:i + 1] = [c]
+        texts.append("".join(chars))
+
+    def each() -> object:
+        try:
+            return [ts_micros(t) for t in texts]
+        except ValueError as e:
+            return (type(e), str(e))
+
+    def at_once() -> object:
+        try:
+            return ts_micros_column(texts)
+        except ValueError as e:
+            return (type(e), str(e))
+
+    assert at_once() == each()
 
 
 def _hand_written(lines: list[str]) -> bytes:

@@ -1,8 +1,8 @@
 """Bulk-loading a rebuilt index: a streamed journal into a fresh SQLite file, one pass, bounded memory.
 
 index.py owns the file (a temporary one, renamed into place); this is the loop that fills it: rows go to
-SQLite in batches of ``BULK_ROWS`` through ``executemany`` inside one transaction, the aggregate tables are
-folded in Python (``Totals``) and written once at the end.  A rebuild handles 10^6 transactions this way
+SQLite a chunk at a time through ``executemany`` inside one transaction, the aggregate tables are folded
+in Python (``Totals``) and written once at the end.  A rebuild handles 10^6 transactions this way
 (benchmarks/bench_ledger.py), so the work per transaction is one row and one dict update.
 """
 
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any
 
+from token_exchange.errors import UserError
 from token_exchange.ledger.protocols import Chunk
-from token_exchange.ledger.txn import EARN_KINDS, Txn, canonical, ts_micros
+from token_exchange.ledger.txn import EARN_KINDS, Txn, canonical, ts_micros, ts_micros_column
 
 INSERT = "INSERT INTO txns(id, ts, kind, agent, amount, ref, hash, data) VALUES(?,?,?,?,?,?,?,?)"
-BULK_ROWS = 20_000
 
 
 class Totals:
@@ -117,39 +118,65 @@ class Totals:
                        ((p, a, k, v[0], v[1]) for (p, a, k), v in self.pools.items()))
 
 
+def _is_time(ts: str) -> bool:
+    try:
+        ts_micros(ts)
+    except ValueError:
+        return False
+    return True
+
+
 def load(db: sqlite3.Connection, chunks: Iterable[Chunk]) -> tuple[str, str, str]:
     """Insert every transaction of ``chunks`` and the totals into ``db`` (inside the caller's transaction; the
-    ``txns`` table without its secondary indexes).  Returns (position, last_hash, last_ts)."""
+    ``txns`` table without its secondary indexes).  Returns (position, last_hash, last_ts).
+
+    Column by column, a chunk at a time: ``zip(*txns)`` turns the chunk's transactions into its columns in C,
+    ``executemany`` takes the rows as a ``zip`` of columns (no row tuple built in Python), and the only Python
+    loop per transaction is the one that counts flows (or, in a chunk that touches a hold or a pool, the same
+    per-transaction fold as ever, in journal order)."""
     totals = Totals()
     fold, flows = totals.fold, totals.flows
     position, last_hash, last_ts = "", "", ""
-    rows: list[tuple[Any, ...]] = []
     for chunk in chunks:
+        position = chunk.position
         txns = chunk.txns
+        if not txns:
+            continue
         texts = chunk.hashed if chunk.hashed is not None and len(chunk.hashed) == len(txns) else \
             [canonical(t.hashed()) for t in txns]
-        for t, text in zip(txns, texts, strict=True):
-            id_, kind, payer, payee, amount, agent, project, _, _, breakdown, ref, ts, _, hash_ = t
-            us = ts_micros(ts)
-            rows.append((id_, us, kind, agent, amount, ref, hash_, text))
-            if ts > last_ts:
-                last_ts = ts
-            if payer.startswith("hold:") or payee.startswith("hold:") or ref.startswith("pool:"):
-                fold(t, us)
-            else:  # Totals.fold_flow, inline
-                key = (payer, payee, agent, kind, project, breakdown.get("contract") if breakdown else None)
-                flow = flows.get(key)
-                if flow is None:
-                    flows[key] = [amount, 1]
+        columns = zip(*txns, strict=True)
+        ids, kinds, payers, payees, amounts, agents, projects, _, _, breakdowns, refs, tss, _, hashes = columns
+        try:
+            micros = ts_micros_column(tss)
+        except ValueError as e:  # a block that verifies (its hash covers the text) but whose time is no time
+            bad = next(t for t in txns if not _is_time(t.ts))
+            raise UserError(f"transaction {bad.id[:60]} in the journal has ts {bad.ts[:40]!r}, which is not a time "
+                            f"({e}); run `tx doctor`") from None
+        db.executemany(INSERT, zip(ids, micros, kinds, agents, amounts, refs, hashes, texts, strict=True))
+        latest = max(tss)
+        if latest > last_ts:
+            last_ts = latest
+        last_hash = hashes[-1]
+        # Prefixes tested on a whole column at once (one join, one substring search): a value that starts with
+        # "hold:" follows a line break in the join; a false hit (a line break inside a value, which a validated
+        # account never holds) only sends the chunk down the per-transaction path, which tests each one.
+        if ("\nhold:" in "\n".join(("", *payers)) or "\nhold:" in "\n".join(("", *payees))
+                or "\npool:" in "\n".join(("", *refs))):
+            for t, us in zip(txns, micros, strict=True):
+                if t.payer.startswith("hold:") or t.payee.startswith("hold:") or t.ref.startswith("pool:"):
+                    fold(t, us)
                 else:
-                    flow[0] += amount
-                    flow[1] += 1
-        if txns:
-            last_hash = txns[-1].hash
-        if len(rows) >= BULK_ROWS:
-            db.executemany(INSERT, rows)
-            rows = []
-        position = chunk.position
-    db.executemany(INSERT, rows)
+                    totals.fold_flow((t.payer, t.payee, t.agent, t.kind, t.project, t.breakdown.get("contract")),
+                                     t.amount)
+            continue
+        # Totals.fold_flow, inline: the breakdown's contract, or None (an empty breakdown has none).
+        for key, amount in zip(zip(payers, payees, agents, kinds, projects,
+                                   map(dict.get, breakdowns, repeat("contract")), strict=True), amounts, strict=True):
+            flow = flows.get(key)
+            if flow is None:
+                flows[key] = [amount, 1]
+            else:
+                flow[0] += amount
+                flow[1] += 1
     totals.write(db)
     return position, last_hash, last_ts

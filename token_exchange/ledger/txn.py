@@ -10,11 +10,15 @@ Timestamps are UTC text with a four-digit year and microseconds (``ts_text``), t
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import repeat
+from operator import floordiv, sub
 from typing import Any, NamedTuple
 
 from token_exchange.amounts import MAX_UNITS, Units, fmt, to_decimal, to_units
+from token_exchange.clock import EPOCH
 from token_exchange.clock import micros as clock_micros
 from token_exchange.errors import UserError, clean_text
 
@@ -70,6 +74,31 @@ def ts_micros(text: str) -> int:
         if not TS_RE.fullmatch(text):
             raise
     return _hour_micros(text[:13]) + int(text[14:16]) * 60_000_000 + int(text[17:19]) * 1_000_000 + int(text[20:26])
+
+
+# A column of canonical timestamps (``TS_RE``), each followed by "\n", with every digit turned into 0.
+_TS_SHAPE = "0000-00-00T00:00:00.000000Z\n"
+_ZEROS = str.maketrans("123456789", "000000000")
+_ONE_US = timedelta(microseconds=1)
+
+
+def ts_micros_column(texts: Sequence[str]) -> list[int]:
+    """``[ts_micros(t) for t in texts]``, with less work per timestamp when all of them are canonical.
+
+    A rebuild's chunk at a time.  One join and one translation check the whole column: each line has
+    ``TS_RE``'s shape (ASCII digits where it has them), and as many lines as texts means no text holds a line
+    break.  Such a timestamp is exactly what ``datetime.fromisoformat`` reads (in C) when it reads it at all;
+    one it refuses (minute 60, 31 February) sends the column through ``ts_micros``, which says what it says."""
+    try:
+        column = "\n".join(texts) + "\n"
+    except TypeError:
+        return [ts_micros(t) for t in texts]
+    if column.translate(_ZEROS) == _TS_SHAPE * len(texts):
+        try:
+            return list(map(floordiv, map(sub, map(datetime.fromisoformat, texts), repeat(EPOCH)), repeat(_ONE_US)))
+        except (ValueError, OverflowError):
+            pass
+    return [ts_micros(t) for t in texts]
 
 
 _last_checked_ts = [""]  # the last text check_ts accepted (a spend's time is checked by make_txn, then append)
