@@ -284,7 +284,8 @@ def test_the_timestamp_fast_path_gives_what_datetime_gives(moment: datetime, edi
                         + int(t[14:16]) * 60_000_000 + int(t[17:19]) * 1_000_000 + int(t[20:26]))
             m = datetime.fromisoformat(t.replace("Z", "+00:00"))
             m = m if m.tzinfo else m.replace(tzinfo=UTC)
-            return int(m.timestamp()) * 1_000_000 + m.microsecond
+            # exact (int(m.timestamp()) truncated toward zero: one second off before 1970, as an edit can make)
+            return (m - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
         except ValueError as e:
             return type(e)
 
