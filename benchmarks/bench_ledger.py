@@ -15,7 +15,9 @@ Writes benchmarks/results/ledger.json (a run that skips a section keeps its last
 
   Figures (x86_64, Python 3.11, 2 cores shared with other sessions; 1,000,006 transactions, 412 MB):
   - Round of the column-wise bulk load (possessive fast-lane regex, f-string canonical text, rows as a zip of
-    columns, timestamps a column at a time): 2 paired runs with the code before, load 4.9-5.3 (heavy, not a
+    columns, timestamps a column at a time): 3 paired bench_ledger.py runs at load 0.8-1.0 (results/ledger.json):
+    rebuild 12.85 s median wall (best 12.59 s), 12.25 s CPU, 178 MB; the code before 15.13 s (14.49 s CPU), 177 MB;
+    the anchor 22.38 s: 1.18x faster than the code before.  Earlier, 2 paired runs at load 4.9-5.3 (heavy, not a
     bench_ledger.py run): rebuild 31.5 / 18.3 s wall, 17.5 / 15.4 s CPU, 181 MB; the code before 30.3 / 35.0 s
     wall, 23.3 / 20.8 s CPU, 183 MB: about 25 % less CPU.  Instructions (cachegrind, 100,000 transactions):
     9.56 G, the code before 11.43 G (-16 %; -18 % without start-up).  Tables of rebuilt indexes identical.
