@@ -40,8 +40,6 @@ from token_exchange.ledger.txn import (
 )
 from token_exchange.storage import file_lock
 
-_TS = Txn._fields.index("ts")
-
 
 class Ledger:
     """The one ledger interface: idempotent appends under a lock, fast derived reads."""
@@ -203,7 +201,7 @@ class Ledger:
                     raise UserError(f"transaction {t.id} is dated {ts}, before the ledger's last transaction "
                                     f"({floor})")
                 if t.ts != ts:
-                    t = tuple.__new__(type(t), (*t[:_TS], ts, *t[_TS + 1:]))  # t._replace(ts=ts), directly
+                    t = t._replace(ts=ts)
                 seen[t.id] = t
                 new.append(t)
                 slots.append((t.id, True))
