@@ -231,8 +231,6 @@ class Txn(NamedTuple):
                    d["description"], d["source"], d["breakdown"], d["ref"], d["ts"], d["prev"], hash)
 
 
-_OPTIONAL = frozenset(Txn._fields[5:])  # the keyword fields make_txn passes on
-_tuple_new = tuple.__new__
 # Exact-``str`` accounts and table keys that passed their pattern: a ledger names a few hundred of them
 # millions of times, so each is matched once (a set probe after that).  Only exact ``str`` values are kept (a
 # subclass could hash and compare differently); cleared when full, so hostile input cannot grow them.
@@ -283,12 +281,14 @@ def _table(name: str, meta: Any) -> dict[str, Any]:
     return dict(meta)
 
 
-def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: Any) -> Txn:
+def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, *, agent: str = "", project: str = "",
+             description: str = "", source: dict[str, Any] | None = None, breakdown: dict[str, Any] | None = None,
+             ref: str = "", ts: str = "", prev: str = "", hash: str = "") -> Txn:
     """Build a validated transaction; raises UserError on anything malformed.
 
     Every field is checked on every call; what is cheaper than the general check is only a shortcut to the
-    same answer: exact ``int``/``str`` table values skip the ``isinstance`` ladder, an account or table key
-    already matched is a set probe (``_matched``), and the tuple is built positionally."""
+    same answer: exact ``int``/``str`` table values skip the ``isinstance`` ladder, and an account or table key
+    already matched is a set probe (``_matched``)."""
     if not isinstance(id, str) or not ID_RE.fullmatch(id):
         raise UserError(f"invalid transaction id {str(id)[:60]!r} (1-200 of A-Z a-z 0-9 _ . : @ / + = -)")
     if kind not in KINDS:
@@ -300,20 +300,21 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, **kw: An
         raise UserError("payer and payee must differ")
     if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_UNITS:
         raise UserError(f"invalid amount {str(amount)[:40]!r} (0 to {fmt(MAX_UNITS)} tokens)")
-    for name in ("source", "breakdown"):
-        kw[name] = _table(name, kw.get(name) or {})
-    for name, limit in (("project", 200), ("description", 500), ("agent", 64), ("ref", 200)):
-        value = kw.get(name)
-        if value is not None and not (isinstance(value, str) and len(value) <= limit and value.isprintable()):
-            kw[name] = clean_text(str(value), limit=limit)
-    if kw.get("ts"):
-        check_ts(kw["ts"])
-    if len(kw) <= len(_OPTIONAL) and _OPTIONAL.issuperset(kw):
-        get = kw.get
-        return _tuple_new(Txn, (id, kind, payer, payee, amount, get("agent", ""), get("project", ""),
-                                get("description", ""), kw["source"], kw["breakdown"], get("ref", ""),
-                                get("ts", ""), get("prev", ""), get("hash", "")))
-    return Txn(id=id, kind=kind, payer=payer, payee=payee, amount=amount, **kw)
+    source = _table("source", source or {})
+    breakdown = _table("breakdown", breakdown or {})
+    # Short text fields: an exact, printable ``str`` within its limit is kept; any other value but None is cleaned.
+    if not (type(agent) is str and len(agent) <= 64 and agent.isprintable()) and agent is not None:
+        agent = clean_text(str(agent), limit=64)
+    if not (type(project) is str and len(project) <= 200 and project.isprintable()) and project is not None:
+        project = clean_text(str(project), limit=200)
+    if not (type(description) is str and len(description) <= 500 and description.isprintable()) \
+            and description is not None:
+        description = clean_text(str(description), limit=500)
+    if not (type(ref) is str and len(ref) <= 200 and ref.isprintable()) and ref is not None:
+        ref = clean_text(str(ref), limit=200)
+    if ts:
+        check_ts(ts)
+    return Txn(id, kind, payer, payee, amount, agent, project, description, source, breakdown, ref, ts, prev, hash)
 
 
 def chain(txns: list[Txn], last_hash: str) -> list[Txn]:
