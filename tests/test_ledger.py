@@ -80,6 +80,18 @@ def test_balances_survive_losing_the_index(tmp_path: Path) -> None:
     assert check(ex.ledger).ok
 
 
+def test_an_index_volume_out_of_step_is_found_and_rebuilt(tmp_path: Path) -> None:
+    """The write check trusts the index's volume to bound every total: doctor compares it with the journal."""
+    ex = new_home(tmp_path / "h")
+    award(ex, "x", "zero", 7 * SCALE)
+    assert ex.ledger.index.volume() == sum(t.amount for t in TomlJournal(tmp_path / "h").read_all().txns)
+    ex.ledger.index.set_meta("volume", "1")
+    report = check(ex.ledger)
+    assert not report.ok and "index volume 0.0001, journal" in report.problems[0]
+    assert check(ex.ledger, repair=True).repaired and check(ex.ledger).ok
+    assert ex.ledger.index.volume() == sum(t.amount for t in TomlJournal(tmp_path / "h").read_all().txns)
+
+
 @pytest.mark.parametrize("tamper", ["edit", "delete", "reorder"])
 def test_tampering_is_detected(tmp_path: Path, tamper: str) -> None:
     ex = new_home(tmp_path / "h")

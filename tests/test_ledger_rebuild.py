@@ -97,6 +97,7 @@ def test_a_rebuild_gives_what_adding_one_by_one_gives(tmp_path: Path) -> None:
             assert idx.balance(agent) == one.balance(agent)
             assert idx.history(agent, 5) == one.history(agent, 5)
         assert idx.meta("last_hash") == txns[-1].hash and idx.last_ts() == one.last_ts()
+        assert idx.volume() == one.volume() == sum(t.amount for t in txns)
         one.close()
 
 

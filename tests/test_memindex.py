@@ -56,6 +56,9 @@ def test_memory_index_matches_sqlite(tmp_path_factory: pytest.TempPathFactory, d
     until = since + data.draw(st.sampled_from([0, 3600, 10**12])) * 1_000_000  # windows are (now - w, now]
     kinds = data.draw(st.lists(st.sampled_from(["spend", "settle", "hold", "contribute", "earn"]), min_size=1))
     assert sql.count() == mem.count()
+    # The volume bounds every total (Ledger's write check relies on it): the sum of every amount indexed.
+    assert sql.volume() == mem.volume() == sum(t.amount for t in {t.id: t for t in txns}.values())
+    assert all(abs(v) <= (mem.volume() or 0) for v in mem.accounts().values())
     assert sql.accounts() == mem.accounts() and sql.accounts("hold:") == mem.accounts("hold:")
     assert sql.agents() == mem.agents()
     for a in AGENTS:

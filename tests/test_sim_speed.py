@@ -100,9 +100,11 @@ def test_the_simulated_journal_chains_as_the_ledger_does(records: list[tuple[str
 class Stub:
     """An index whose totals are what the test says (``_check`` asks it for nothing else)."""
 
-    def __init__(self, account: int = 0, award: int = 0, earn: int = 0, contract: int = 0, pool: int = 0) -> None:
+    def __init__(self, account: int = 0, award: int = 0, earn: int = 0, contract: int = 0, pool: int = 0,
+                 volume: int | None = None) -> None:
         self.account_total, self.by_kind, self.contract, self.pool = account, {"award": award, "earn": earn}, \
             contract, pool
+        self.volume_total = volume
 
     def account(self, acct: str) -> int:
         return self.account_total if acct == "zero" else 0
@@ -119,6 +121,9 @@ class Stub:
     def pool_totals(self, ref: str) -> dict[tuple[str, str], tuple[int, int]]:
         return {("zero", "award"): (self.pool, 1)}
 
+    def volume(self) -> int | None:
+        return self.volume_total  # None: not kept, every total is looked up
+
 
 @pytest.mark.parametrize(("stub", "what"), [
     (Stub(account=MAX_TOTAL), "the balance of zero"), (Stub(award=MAX_TOTAL), "zero's total of award"),
@@ -131,6 +136,15 @@ def test_a_total_beyond_the_maximum_is_named_in_the_refusal(stub: Stub, what: st
         ledger_mod._check(stub, [t])  # type: ignore[arg-type]
     assert str(e.value) == (f"{what} would reach {fmt(MAX_TOTAL + 10)} tokens, beyond the ledger's maximum of "
                             f"+-{fmt(MAX_TOTAL)}; nothing written")
+
+
+def test_the_totals_are_looked_up_only_when_the_volume_leaves_no_room() -> None:
+    """Every total is a signed sum of indexed amounts: with the volume and the batch within the maximum, none is
+    read (this stub's account total is not what its volume allows, so reading it would refuse)."""
+    t = make_txn("t1", "award", REWARDS, "zero", 10, agent="zero")
+    ledger_mod._check(Stub(account=MAX_TOTAL, volume=MAX_TOTAL - 10), [t])  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="the balance of zero would reach"):
+        ledger_mod._check(Stub(account=MAX_TOTAL, volume=MAX_TOTAL - 9), [t])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("hours", "agents"), [(72, None), (6, 40)])

@@ -126,9 +126,9 @@ def _is_time(ts: str) -> bool:
     return True
 
 
-def load(db: sqlite3.Connection, chunks: Iterable[Chunk]) -> tuple[str, str, str]:
+def load(db: sqlite3.Connection, chunks: Iterable[Chunk]) -> tuple[str, str, str, int]:
     """Insert every transaction of ``chunks`` and the totals into ``db`` (inside the caller's transaction; the
-    ``txns`` table without its secondary indexes).  Returns (position, last_hash, last_ts).
+    ``txns`` table without its secondary indexes).  Returns (position, last_hash, last_ts, volume).
 
     Column by column, a chunk at a time: ``zip(*txns)`` turns the chunk's transactions into its columns in C,
     ``executemany`` takes the rows as a ``zip`` of columns (no row tuple built in Python), and the only Python
@@ -137,6 +137,7 @@ def load(db: sqlite3.Connection, chunks: Iterable[Chunk]) -> tuple[str, str, str
     totals = Totals()
     fold, flows = totals.fold, totals.flows
     position, last_hash, last_ts = "", "", ""
+    volume = 0  # the sum of every amount (``Index.volume``)
     for chunk in chunks:
         position = chunk.position
         txns = chunk.txns
@@ -157,6 +158,7 @@ def load(db: sqlite3.Connection, chunks: Iterable[Chunk]) -> tuple[str, str, str
         if latest > last_ts:
             last_ts = latest
         last_hash = hashes[-1]
+        volume += sum(map(abs, amounts))
         # Prefixes tested on a whole column at once (one join, one substring search): a value that starts with
         # "hold:" follows a line break in the join; a false hit (a line break inside a value, which a validated
         # account never holds) only sends the chunk down the per-transaction path, which tests each one.
@@ -179,4 +181,4 @@ def load(db: sqlite3.Connection, chunks: Iterable[Chunk]) -> tuple[str, str, str
                 flow[0] += amount
                 flow[1] += 1
     totals.write(db)
-    return position, last_hash, last_ts
+    return position, last_hash, last_ts, volume

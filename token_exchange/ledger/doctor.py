@@ -113,7 +113,11 @@ def check(ledger: Ledger, repair: bool = False, remote: str | None = None) -> Re
         if tail is not None and not tail.torn and not repair:
             return report  # the bad tail is the problem; the index is compared once it is dealt with
         idx = ledger.index
-        stale = _compare_index(idx, balances, report.transactions, committed, journal)
+        first: dict[str, Txn] = {}
+        for t in txns:
+            first.setdefault(t.id, t)
+        volume = sum(abs(t.amount) for t in first.values())
+        stale = _compare_index(idx, balances, report.transactions, committed, journal, volume)
         if stale:
             if repair:
                 idx.rebuild(journal.chunks(""))
@@ -147,7 +151,7 @@ def _tail(journal: Journal, tail: Any, repair: bool, report: Report) -> None:
                                "to a quarantine file)")
 
 
-def _compare_index(idx: Index, balances: dict[str, int], count: int, end: str, journal: Journal) -> str:
+def _compare_index(idx: Index, balances: dict[str, int], count: int, end: str, journal: Journal, volume: int) -> str:
     pos = idx.meta("position") or ""
     if pos != end:
         # Behind is normal (catch-up happens on the next read).
@@ -158,4 +162,7 @@ def _compare_index(idx: Index, balances: dict[str, int], count: int, end: str, j
     for acct, bal in balances.items():
         if indexed.get(acct, 0) != bal:
             return f"{acct}: index {fmt(indexed.get(acct, 0))}, journal {fmt(bal)}"
+    kept = idx.volume()  # what the ledger's write check trusts to bound every total
+    if kept is not None and kept != volume:
+        return f"index volume {fmt(kept)}, journal {fmt(volume)}"
     return ""

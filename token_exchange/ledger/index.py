@@ -118,7 +118,7 @@ class SqliteIndex:
         if row is None or row[0] != INDEX_VERSION:
             try:
                 db.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in ALL_TABLES) + TABLES + INDEXES)
-                db.execute("INSERT INTO meta VALUES('version', ?)", (INDEX_VERSION,))
+                db.executemany("INSERT INTO meta VALUES(?, ?)", (("version", INDEX_VERSION), ("volume", "0")))
             except sqlite3.DatabaseError as e:
                 raise IndexUnreadable(f"{path.name} cannot be reset ({e})") from None
         return db
@@ -133,7 +133,7 @@ class SqliteIndex:
 
     def reset(self) -> None:
         self.db.executescript("".join(f"DROP TABLE IF EXISTS {t};" for t in ALL_TABLES) + TABLES + INDEXES)
-        self.db.execute("INSERT INTO meta VALUES('version', ?)", (INDEX_VERSION,))
+        self.db.executemany("INSERT INTO meta VALUES(?, ?)", (("version", INDEX_VERSION), ("volume", "0")))
 
     def close(self) -> None:
         self.db.close()
@@ -155,6 +155,7 @@ class SqliteIndex:
         cur.execute("BEGIN IMMEDIATE")
         try:
             last_ts = self.meta("last_ts") or ""
+            volume = self.volume()
             for t in txns:
                 row = cur.execute("SELECT data, hash FROM txns WHERE id=?", (t.id,)).fetchone()
                 if row is not None:
@@ -164,8 +165,12 @@ class SqliteIndex:
                     continue
                 self._insert(cur, t)
                 last_ts = max(last_ts, t.ts)
+                if volume is not None:
+                    volume += abs(t.amount)
             cur.execute("INSERT OR REPLACE INTO meta VALUES('position', ?)", (position,))
             cur.execute("INSERT OR REPLACE INTO meta VALUES('last_ts', ?)", (last_ts,))
+            if volume is not None:
+                cur.execute("INSERT OR REPLACE INTO meta VALUES('volume', ?)", (str(volume),))
             if last_hash is not None:
                 cur.execute("INSERT OR REPLACE INTO meta VALUES('last_hash', ?)", (last_hash,))
             cur.execute("COMMIT")
@@ -228,7 +233,7 @@ class SqliteIndex:
             db.execute("PRAGMA cache_size=-8192")
             db.executescript(TABLES)
             db.execute("BEGIN")
-            position, last_hash, last_ts = bulk.load(db, chunks)
+            position, last_hash, last_ts, volume = bulk.load(db, chunks)
             try:
                 if db.in_transaction:
                     db.execute("COMMIT")
@@ -237,7 +242,8 @@ class SqliteIndex:
             except sqlite3.IntegrityError:
                 raise UserError("the journal holds one transaction id twice; run `tx doctor`") from None
             db.executemany("INSERT INTO meta VALUES(?, ?)", [("version", INDEX_VERSION), ("position", position),
-                                                              ("last_hash", last_hash), ("last_ts", last_ts)])
+                                                              ("last_hash", last_hash), ("last_ts", last_ts),
+                                                              ("volume", str(volume))])
             # In WAL mode already (as ``_open`` wants it), so opening it never rewrites and syncs the whole file.
             db.execute("PRAGMA journal_mode=WAL")
             db.close()
@@ -256,6 +262,11 @@ class SqliteIndex:
         os.replace(tmp, self.path)
         fsync_dir(self.path.parent)
         self.db = self._open(self.path)
+
+    def volume(self) -> Units | None:
+        """From ``meta`` (None in an index written before it was kept: rebuilt, it has it again)."""
+        text = self.meta("volume")
+        return int(text) if text is not None and text.isdigit() and len(text) <= 30 else None
 
     # --- queries -----------------------------------------------------------------
     def get(self, id: str) -> Txn | None:

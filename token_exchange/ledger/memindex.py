@@ -42,6 +42,7 @@ class MemoryIndex:
         self._by_agent: dict[str, list[Txn]] = defaultdict(list)
         self._by_ref: dict[str, list[Txn]] = defaultdict(list)
         self._windows: dict[tuple[str, str], list[tuple[int, int, Units]]] = defaultdict(list)  # (ts, seq, amt)
+        self._volume = 0
 
     def close(self) -> None:
         pass
@@ -89,6 +90,7 @@ class MemoryIndex:
         ts = ts_micros(t.ts)
         agent, kind, amount = t.agent, t.kind, t.amount
         self._txns[t.id] = t
+        self._volume += amount if amount >= 0 else -amount
         accounts = self._accounts
         accounts[t.payer] -= amount
         accounts[t.payee] += amount
@@ -202,6 +204,9 @@ class MemoryIndex:
 
     def count(self) -> int:
         return len(self._txns)
+
+    def volume(self) -> Units | None:
+        return self._volume
 
     def iter_txns(self, kinds: Iterable[str] | None = None) -> Iterator[Txn]:
         wanted = None if kinds is None else set(kinds)

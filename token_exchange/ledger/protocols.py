@@ -179,6 +179,11 @@ class Index(Protocol):
         """The latest ``ts`` indexed ("" when empty): new transactions are never dated before it."""
         ...
 
+    def volume(self) -> Units | None:
+        """The sum of every indexed amount (None: not kept).  Every running total is a signed sum of some of
+        them, so while it stays within the ledger's maximum no total can pass it (``Ledger``'s write check)."""
+        ...
+
     def iter_txns(self, kinds: Iterable[str] | None = None) -> Iterator[Txn]: ...
 
 

@@ -803,6 +803,10 @@ class PostgresIndex:
     def last_ts(self) -> str:
         return self.meta("last_ts") or ""
 
+    def volume(self) -> Units | None:
+        """Not kept (the shared head row has no column for it): the ledger checks every total it moves."""
+        return None
+
     def iter_txns(self, kinds: Iterable[str] | None = None) -> Iterator[Txn]:
         wanted = None if kinds is None else list(kinds)
         after = 0
