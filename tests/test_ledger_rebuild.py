@@ -16,10 +16,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Clock, make_ex
+from tests.conftest import Clock, make_ex, tx
 from token_exchange.ledger.backends import toml as toml_mod
 from token_exchange.ledger.backends import tomlruns
-from token_exchange.ledger.backends.toml import HEADER, TomlJournal, render_batch
+from token_exchange.ledger.backends.toml import HEADER, TomlJournal, render, render_batch
 from token_exchange.ledger.doctor import check
 from token_exchange.ledger.index import SqliteIndex
 from token_exchange.ledger.memindex import MemoryIndex
@@ -397,3 +397,33 @@ def test_a_rebuild_that_dies_halfway_leaves_the_old_index(tmp_path: Path) -> Non
     assert not stale.exists() and alive.exists()
     assert ex.balance("zero") == before and check(ex.ledger).ok
     ex.close()
+
+
+@pytest.mark.parametrize("ts", ["2026-13-45T99:99:99.000000Z", "2026-02-31T00:00:00.000000Z"])
+@pytest.mark.parametrize("index", ["kept", "deleted"])
+def test_a_verified_block_whose_time_is_no_time_is_one_line(tmp_path: Path, ts: str, index: str) -> None:
+    """An edited journal whose blocks still verify but whose ts is no time: read one at a time (the index
+    catching up) or all at once (a rebuild), it is one line and exit 1; the index is left as it was."""
+    home = tmp_path / "h"
+    assert tx("--home", str(home), "init").code == 0
+    assert tx("--home", str(home), "balance", "zero").code == 0  # the index now holds the opening balances
+    txns = TomlJournal(home).read_all().txns
+    [bad] = chain([Txn("bad1", "award", REWARDS, "zero", 10, "zero", "", "x", {}, {}, "", ts)], txns[-1].hash)
+    with open(home / "ledger.toml", "a", encoding="utf-8") as f:
+        f.write(render(bad))
+    if index == "deleted":
+        for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+            (home / name).unlink(missing_ok=True)
+    before = SqliteIndex(home / "index.sqlite")
+    kept = (before.count(), before.meta("position"))
+    before.close()
+    r = tx("--home", str(home), "balance", "zero")
+    assert r.code == 1 and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
+    assert f"transaction bad1 in the journal has ts {ts!r}, which is not a time" in r.err
+    after = SqliteIndex(home / "index.sqlite")
+    assert (after.count(), after.meta("position")) == kept
+    after.close()
+    mem = MemoryIndex()
+    with pytest.raises(ValueError):
+        mem.add([bad], "1", bad.hash)
+    assert mem.count() == 0 and mem.meta("position") is None

@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from itertools import repeat
 from typing import Any
 
-from token_exchange.errors import UserError
 from token_exchange.ledger.protocols import Chunk
-from token_exchange.ledger.txn import EARN_KINDS, Txn, canonical, ts_micros, ts_micros_column
+from token_exchange.ledger.txn import EARN_KINDS, Txn, canonical, ts_micros_column, untimed
 
 INSERT = "INSERT INTO txns(id, ts, kind, agent, amount, ref, hash, data) VALUES(?,?,?,?,?,?,?,?)"
 
@@ -118,14 +117,6 @@ class Totals:
                        ((p, a, k, v[0], v[1]) for (p, a, k), v in self.pools.items()))
 
 
-def _is_time(ts: str) -> bool:
-    try:
-        ts_micros(ts)
-    except ValueError:
-        return False
-    return True
-
-
 def load(db: sqlite3.Connection, chunks: Iterable[Chunk]) -> tuple[str, str, str, int]:
     """Insert every transaction of ``chunks`` and the totals into ``db`` (inside the caller's transaction; the
     ``txns`` table without its secondary indexes).  Returns (position, last_hash, last_ts, volume).
@@ -150,9 +141,7 @@ def load(db: sqlite3.Connection, chunks: Iterable[Chunk]) -> tuple[str, str, str
         try:
             micros = ts_micros_column(tss)
         except ValueError as e:  # a block that verifies (its hash covers the text) but whose time is no time
-            bad = next(t for t in txns if not _is_time(t.ts))
-            raise UserError(f"transaction {bad.id[:60]} in the journal has ts {bad.ts[:40]!r}, which is not a time "
-                            f"({e}); run `tx doctor`") from None
+            raise untimed(txns, e) from None
         db.executemany(INSERT, zip(ids, micros, kinds, agents, amounts, refs, hashes, texts, strict=True))
         latest = max(tss)
         if latest > last_ts:

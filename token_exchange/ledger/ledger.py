@@ -37,6 +37,7 @@ from token_exchange.ledger.txn import (
     canonical_hashed,
     check_ts,
     ts_text,
+    untimed,
 )
 from token_exchange.storage import file_lock
 
@@ -120,7 +121,10 @@ class Ledger:
                 self._rebuild()
             else:
                 if txns or chunk.position != pos:
-                    idx.add(txns, chunk.position, chunk.txns[-1].hash if chunk.txns else None)
+                    try:
+                        idx.add(txns, chunk.position, chunk.txns[-1].hash if chunk.txns else None)
+                    except ValueError as e:  # all or nothing: the index is as it was
+                        raise untimed(txns, e) from None
                 self._tail = chunk.tail
         if self._tail is not None and not self._tail.torn:
             t = self._tail

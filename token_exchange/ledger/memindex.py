@@ -62,12 +62,13 @@ class MemoryIndex:
             if old is not None and old.fingerprint() != t.fingerprint():
                 raise IdConflict(f"transaction {t.id} exists with different content")
             batch.setdefault(t.id, t)
+        micros = [ts_micros(t.ts) for t in txns]  # before any change too (a ts that is no time raises)
         latest = self._meta.get("last_ts", "")
-        for t in txns:
+        for t, ts in zip(txns, micros, strict=True):
             if t.id in self._txns:
                 dup.append(t.id)
                 continue
-            self._insert(t)
+            self._insert(t, ts)
             if t.ts > latest:
                 latest = t.ts
         self._meta["position"] = position
@@ -85,9 +86,8 @@ class MemoryIndex:
     def last_ts(self) -> str:
         return self._meta.get("last_ts", "")
 
-    def _insert(self, t: Txn) -> None:
+    def _insert(self, t: Txn, ts: int) -> None:
         seq = len(self._txns)
-        ts = ts_micros(t.ts)
         agent, kind, amount = t.agent, t.kind, t.amount
         self._txns[t.id] = t
         self._volume += amount if amount >= 0 else -amount

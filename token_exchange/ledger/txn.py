@@ -101,6 +101,18 @@ def ts_micros_column(texts: Sequence[str]) -> list[int]:
     return [ts_micros(t) for t in texts]
 
 
+def untimed(txns: Sequence["Txn"], error: ValueError) -> UserError:
+    """The one-line refusal of journal records one of which has a ``ts`` that is no time (``ts_micros`` raised
+    ``error``): only an edited journal whose blocks still verify holds one.  ``error`` itself if none has."""
+    for t in txns:
+        try:
+            ts_micros(t.ts)
+        except ValueError as e:
+            return UserError(f"transaction {t.id[:60]} in the journal has ts {t.ts[:40]!r}, which is not a time "
+                             f"({e}); run `tx doctor`")
+    raise error
+
+
 _last_checked_ts = [""]  # the last text check_ts accepted (a spend's time is checked by make_txn, then append)
 
 
