@@ -62,13 +62,15 @@ class MemoryIndex:
             if old is not None and old.fingerprint() != t.fingerprint():
                 raise IdConflict(f"transaction {t.id} exists with different content")
             batch.setdefault(t.id, t)
-        micros = [ts_micros(t.ts) for t in txns]  # before any change too (a ts that is no time raises)
+        if len(txns) > 1:  # a ts that is no time raises before any change (_insert reads one before changing any)
+            for t in txns:
+                ts_micros(t.ts)
         latest = self._meta.get("last_ts", "")
-        for t, ts in zip(txns, micros, strict=True):
+        for t in txns:
             if t.id in self._txns:
                 dup.append(t.id)
                 continue
-            self._insert(t, ts)
+            self._insert(t)
             if t.ts > latest:
                 latest = t.ts
         self._meta["position"] = position
@@ -86,8 +88,9 @@ class MemoryIndex:
     def last_ts(self) -> str:
         return self._meta.get("last_ts", "")
 
-    def _insert(self, t: Txn, ts: int) -> None:
+    def _insert(self, t: Txn) -> None:
         seq = len(self._txns)
+        ts = ts_micros(t.ts)  # first: a ts that is no time raises before anything changes
         agent, kind, amount = t.agent, t.kind, t.amount
         self._txns[t.id] = t
         self._volume += amount if amount >= 0 else -amount
