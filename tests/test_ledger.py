@@ -85,6 +85,9 @@ def test_an_index_volume_out_of_step_is_found_and_rebuilt(tmp_path: Path) -> Non
     ex = new_home(tmp_path / "h")
     award(ex, "x", "zero", 7 * SCALE)
     assert ex.ledger.index.volume() == sum(t.amount for t in TomlJournal(tmp_path / "h").read_all().txns)
+    for hostile in ("²", "-1", "1e9", "9" * 40, ""):  # not a count the index wrote: not trusted, every total is read
+        ex.ledger.index.set_meta("volume", hostile)
+        assert ex.ledger.index.volume() is None and award(ex, f"y{len(hostile)}", "zero", 1).created
     ex.ledger.index.set_meta("volume", "1")
     report = check(ex.ledger)
     assert not report.ok and "index volume 0.0001, journal" in report.problems[0]

@@ -266,7 +266,7 @@ class SqliteIndex:
     def volume(self) -> Units | None:
         """From ``meta`` (None in an index written before it was kept: rebuilt, it has it again)."""
         text = self.meta("volume")
-        return int(text) if text is not None and text.isdigit() and len(text) <= 30 else None
+        return int(text) if text is not None and text.isascii() and text.isdigit() and len(text) <= 30 else None
 
     # --- queries -----------------------------------------------------------------
     def get(self, id: str) -> Txn | None:
