@@ -32,6 +32,10 @@ seeds 1..20 of the day, a 50-agent run and a kept home's ledger.toml):
   run alternately with main at load average 0.1-0.4: 3.60 s (main) -> 3.26 s (3.26-3.62).  Not yet at 3 s.
   1,000 vs 500 agents x 24 h: 2.06-2.08x CPU for 2.00x the transactions (main: 2.08-2.15x), i.e. linear per
   transaction as before.
+* the round after (make_txn's keyword-only fields, Ledger._check bounded by the index's volume): 12.80 G ->
+  11.56 G (-9.7 %, PYTHONHASHSEED=0 on both); CPU paired with the code before: median ~0.86x over eight pairs
+  on a host whose speed moved by half within the hour (the code before: 3.8 s, then 5.5-5.9 s CPU).  1,000 vs
+  500 agents: 10.63 G vs 5.37 G instructions (1.98x for 1.996x the transactions).  3 s: not met on this host.
 
 Usage: python benchmarks/bench_simulate.py [--runs R] [--pairs P] [--quick] [--instructions]
 """
