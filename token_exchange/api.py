@@ -25,6 +25,10 @@ everything under the ledger lock.
 One ``Exchange`` may be shared by threads: each thread gets its own connection to the ledger
 (SQLite connections belong to the thread that made them) and the ledger's file lock orders the
 writes of threads and processes alike.
+
+Why over 400 lines: this is the whole public surface in one importable module (``from token_exchange import
+api``), the frozen result types and the one ``Exchange`` object users see; each method is a short call into
+the services, where every rule lives.
 """
 
 from __future__ import annotations
