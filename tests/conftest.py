@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -156,8 +156,17 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         return dest, sha
 
 
+@pytest.fixture(scope="session")
+def template_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this worker keeps the templates ``from_template`` copies (under the run's base temp)."""
+    path = tmp_path_factory.mktemp("templates")
+    _TEMPLATE_ROOT[:] = [path]
+    return path
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pre_commit_home: Path) -> Iterator[None]:
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pre_commit_home: Path,
+                 template_root: Path) -> Iterator[None]:
     """Never touch the developer's HOME, git config or exchange."""
     home = tmp_path / "userhome"
     home.mkdir()
@@ -208,16 +217,50 @@ def git(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None =
     return proc.stdout
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A fresh git repository on branch main with one commit."""
-    path = tmp_path / "nexushive-setup"
-    path.mkdir()
+_TEMPLATES: dict[tuple[str, ...], Path] = {}
+_TEMPLATE_ROOT: list[Path] = []  # set once a run by the template_root fixture
+_TEMPLATE_ENV = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_AUTHOR_DATE", "GIT_COMMITTER_NAME",
+                 "GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE", "PATH", "TOKEN_EXCHANGE_HOME")
+
+
+def from_template(name: str, dest: Path, build: Callable[[Path], None]) -> Path:
+    """``dest`` as ``build`` makes it, built once per worker process and copied (shutil.copytree, symlinks
+    kept) for every later test: a repository with its commits, an initialised exchange, a seeded bd store
+    cost git and Python processes each time, a copy costs a few file writes.  Nothing the tests build this
+    way records its own absolute path (the git repository, the exchange home and the bd store are all
+    relative to where they are); the copy is made under ``dest``'s name, which the contract rules read.
+
+    The template is keyed by ``name``, ``dest``'s name and what the building processes read from the
+    environment (identity, dates, PATH, the git config's text), so a test that changed any of those gets a
+    fresh build, never another test's copy."""
+    import shutil
+
+    gitconfig = Path(os.environ.get("GIT_CONFIG_GLOBAL", "/dev/null"))
+    key = (name, dest.name, *(os.environ.get(k, "") for k in _TEMPLATE_ENV),
+           gitconfig.read_text() if gitconfig.is_file() else "")
+    src = _TEMPLATES.get(key)
+    if src is None:
+        import tempfile
+
+        src = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_TEMPLATE_ROOT[0])) / dest.name
+        src.mkdir()
+        build(src)
+        _TEMPLATES[key] = src
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def initial_repo(path: Path) -> None:
     git(path, "init", "-q", "-b", "main")
     (path / "README").write_text("hello\n")
     git(path, "add", "README")
     git(path, "commit", "-q", "--no-verify", "-m", "initial")
-    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fresh git repository on branch main with one commit (a copy of one made once per worker)."""
+    return from_template("repo", tmp_path / "nexushive-setup", initial_repo)
 
 
 @dataclass

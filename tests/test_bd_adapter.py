@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import FIXTURES, GENERATED_CUSTOM_TYPES, Result, seed_bd_store
+from tests.conftest import FIXTURES, GENERATED_CUSTOM_TYPES, Result, from_template, initial_repo, seed_bd_store
 from token_exchange import clock
 
 BD = FIXTURES / "bd"
@@ -29,16 +29,22 @@ def _path_without_bd() -> str:
                            if p and not (Path(p) / "bd").exists())
 
 
-@pytest.fixture
-def beads_repo(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The temp repo, an exchange, bd (the stand-in) on PATH, and small.jsonl twice: imported into
-    bd's database (.beads/embeddeddolt/) and as the tracked export .beads/issues.jsonl."""
+def _beads_repo(repo: Path) -> None:
+    initial_repo(repo)
     (repo / ".beads").mkdir()
     shutil.copy(SMALL, repo / ".beads" / "issues.jsonl")
     seed_bd_store(repo / ".beads", SMALL)
     from token_exchange.services.setup import init_home
 
     init_home(repo / ".exchange", "toml")
+
+
+@pytest.fixture
+def beads_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temp repo (the `repo` fixture's), an exchange, bd (the stand-in) on PATH, and small.jsonl twice:
+    imported into bd's database (.beads/embeddeddolt/) and as the tracked export .beads/issues.jsonl.  The
+    repository, the import and the exchange are made once per worker and copied (conftest.from_template)."""
+    repo = from_template("beads_repo", tmp_path / "nexushive-setup", _beads_repo)
     monkeypatch.setenv("PATH", f"{FIXTURES}{os.pathsep}{_path_without_bd()}")
     monkeypatch.setenv("BD_STANDIN_NOW", "2026-02-01T12:00:00.123456789Z")
     monkeypatch.setenv("USER", "ci-runner")  # bd's last actor source: a name that is no agent

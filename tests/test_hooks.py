@@ -15,21 +15,35 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, tx
+from tests.conftest import from_template, git, initial_repo, tx
 from token_exchange.amounts import to_decimal
 from token_exchange.services.exchange import Exchange
 
 TRAILER = re.compile(r"^Reward-Id: (R[0-9a-f]{40})$", re.M)
 
 
-@pytest.fixture
-def hooked(repo: Path) -> Path:
-    """The `repo` fixture (named nexushive-setup) with an exchange in .exchange/ and our plain hooks."""
-    r = tx("init", cwd=repo)
+def init_and_install(repo: Path, *init: str) -> None:
+    """`tx init` (with ``init``'s options) and `tx hooks install` in ``repo``."""
+    r = tx("init", *init, cwd=repo)
     assert r.code == 0, r.err
     r = tx("hooks", "install", cwd=repo)
     assert r.code == 0, r.err
-    return repo
+
+
+def hooked_repo(path: Path, *init: str) -> Path:
+    """The `repo` fixture's repository at ``path`` with an exchange (``tx init`` + ``init``) and our plain
+    hooks installed, built once per worker and copied per test (conftest.from_template)."""
+    def build(dest: Path) -> None:
+        initial_repo(dest)
+        init_and_install(dest, *init)
+
+    return from_template("hooked" + "".join(init), path, build)
+
+
+@pytest.fixture
+def hooked(tmp_path: Path) -> Path:
+    """The `repo` fixture (named nexushive-setup) with an exchange in .exchange/ and our plain hooks."""
+    return hooked_repo(tmp_path / "nexushive-setup")
 
 
 def commit(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:

@@ -16,17 +16,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, tx
-from tests.test_hooks import change, commit, earned, earns, editor
+from tests.test_hooks import change, commit, earned, earns, editor, hooked_repo
 
 Scenario = Callable[[Path, Path], Decimal]  # (repo, tmp) -> what claude must have earned in all
 
 
 @pytest.fixture(params=["toml", "notes"])
-def hooked(request: pytest.FixtureRequest, repo: Path) -> Path:
-    assert tx("init", "--backend", request.param, cwd=repo).code == 0
-    r = tx("hooks", "install", cwd=repo)
-    assert r.code == 0, r.err
-    return repo
+def hooked(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The `repo` fixture's repository with `tx init --backend PARAM` and `tx hooks install` (a copy)."""
+    return hooked_repo(tmp_path / "nexushive-setup", "--backend", request.param)
 
 
 def run_git(repo: Path, *args: str, env: dict[str, str] | None = None, ok: bool = True) -> str:
