@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, tx
+from tests.conftest import from_template, git, tx
 from tests.test_hooks import change, commit, earned, earns, editor, hooked_repo
 
 Scenario = Callable[[Path, Path], Decimal]  # (repo, tmp) -> what claude must have earned in all
@@ -297,7 +297,19 @@ def test_catch_up_pays_what_the_hooks_skipped(repo: Path) -> None:
 @pytest.fixture
 def clones(tmp_path: Path) -> tuple[Path, Path]:
     """Two clones of one remote, each with the notes backend and the real hooks; A has a paid commit on main
-    that B has as code (pulled) but not yet as ledger (not synced)."""
+    that B has as code (pulled) but not yet as ledger (not synced).  Built once per worker (the remote, both
+    clones, A's commit through the real hooks, A's sync, B's pull) and copied (conftest.from_template); the
+    copies' origin is pointed at the copied remote."""
+    top = from_template("clones", tmp_path / "clones", _make_clones)
+    remote = top / "nexushive-setup.git"
+    a, b = top / "a" / "nexushive-setup", top / "b" / "nexushive-setup"
+    for c in (a, b):
+        assert git(c, "config", "remote.origin.url").strip().endswith("/nexushive-setup.git")
+        git(c, "remote", "set-url", "origin", str(remote))
+    return a, b
+
+
+def _make_clones(tmp_path: Path) -> None:
     remote = tmp_path / "nexushive-setup.git"  # the project (contract x2.0) is the origin's repository name
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
     a, b = tmp_path / "a" / "nexushive-setup", tmp_path / "b" / "nexushive-setup"
@@ -314,7 +326,6 @@ def clones(tmp_path: Path) -> tuple[Path, Path]:
     git(a, "push", "-q", "origin", "main")
     assert tx("sync", cwd=a).code == 0
     git(b, "pull", "-q", "--no-rebase", "origin", "main")
-    return a, b
 
 
 def both_synced(a: Path, b: Path) -> None:
