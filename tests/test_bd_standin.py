@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GENERATED_CUSTOM_TYPES, git, seed_bd_store
+from tests.conftest import GENERATED_CUSTOM_TYPES, from_template, git, seed_bd_store
 
 ROOT = Path(__file__).resolve().parent.parent
 BD = ROOT / "fixtures" / "bd"
@@ -27,16 +27,18 @@ GEN = ROOT / "fixtures" / "gen_beads_export.py"
 UTC_SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
-@pytest.fixture
-def beads(tmp_path):
-    """A beads dir whose database holds small.jsonl; small.jsonl is also its tracked issues.jsonl."""
-    d = tmp_path / ".beads"
-    d.mkdir()
+def _imported(d):
     shutil.copy(SMALL, d / "issues.jsonl")
     (d / "config.yaml").write_text("issue-prefix: tx\n")
     p = run(d, "import")  # no FILE: <beads dir>/issues.jsonl (import.go configuredImportJSONLPath)
     assert p.returncode == 0, p.stderr
-    return d
+
+
+@pytest.fixture
+def beads(tmp_path):
+    """A beads dir whose database holds small.jsonl; small.jsonl is also its tracked issues.jsonl (imported by
+    the stand-in once per worker and copied: conftest.from_template)."""
+    return from_template("bd-standin-beads", tmp_path / ".beads", _imported)
 
 
 def _env(beads_dir, extra=None):
