@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -128,7 +130,6 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     made once per run for every worker: the same repository and revision let pre-commit build its hook
     environment once (in ``pre_commit_home``) for every test that installs the hooks."""
     import fcntl
-    import shutil
 
     shared = run_shared(tmp_path_factory)
     dest, done = shared / "hook-repo", shared / "hook-repo.sha"
@@ -197,8 +198,6 @@ def seed_bd_store(beads_dir: Path, jsonl: Path, *, custom_types: str = "",
     The stand-in's database is ``<beads_dir>/embeddeddolt/`` (bd's Dolt data), never
     ``issues.jsonl``; ``jsonl`` is only read.  Any earlier database there is replaced.
     """
-    import shutil
-
     beads_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(beads_dir / "embeddeddolt", ignore_errors=True)
     cfg = "issue-prefix: tx\n" + (f"types.custom: {custom_types}\n" if custom_types else "")
@@ -233,15 +232,11 @@ def from_template(name: str, dest: Path, build: Callable[[Path], None]) -> Path:
     The template is keyed by ``name``, ``dest``'s name and what the building processes read from the
     environment (identity, dates, PATH, the git config's text), so a test that changed any of those gets a
     fresh build, never another test's copy."""
-    import shutil
-
     gitconfig = Path(os.environ.get("GIT_CONFIG_GLOBAL", "/dev/null"))
     key = (name, dest.name, *(os.environ.get(k, "") for k in _TEMPLATE_ENV),
            gitconfig.read_text() if gitconfig.is_file() else "")
     src = _TEMPLATES.get(key)
     if src is None:
-        import tempfile
-
         src = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_TEMPLATE_ROOT[0])) / dest.name
         src.mkdir()
         build(src)

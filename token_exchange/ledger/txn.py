@@ -314,19 +314,18 @@ def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, *, agent
         raise UserError(f"invalid amount {str(amount)[:40]!r} (0 to {fmt(MAX_UNITS)} tokens)")
     source = _table("source", source or {})
     breakdown = _table("breakdown", breakdown or {})
-    # Short text fields: an exact, printable ``str`` within its limit is kept; any other value but None is cleaned.
-    if not (type(agent) is str and len(agent) <= 64 and agent.isprintable()) and agent is not None:
-        agent = clean_text(str(agent), limit=64)
-    if not (type(project) is str and len(project) <= 200 and project.isprintable()) and project is not None:
-        project = clean_text(str(project), limit=200)
-    if not (type(description) is str and len(description) <= 500 and description.isprintable()) \
-            and description is not None:
-        description = clean_text(str(description), limit=500)
-    if not (type(ref) is str and len(ref) <= 200 and ref.isprintable()) and ref is not None:
-        ref = clean_text(str(ref), limit=200)
+    agent, project, description, ref = _text(agent, 64), _text(project, 200), _text(description, 500), _text(ref, 200)
     if ts:
         check_ts(ts)
     return Txn(id, kind, payer, payee, amount, agent, project, description, source, breakdown, ref, ts, prev, hash)
+
+
+def _text(value: Any, limit: int) -> Any:
+    """A short text field: an exact, printable ``str`` within ``limit`` as it is; any other value but None
+    cleaned (``clean_text`` of its text)."""
+    if value is None or (type(value) is str and len(value) <= limit and value.isprintable()):
+        return value
+    return clean_text(str(value), limit=limit)
 
 
 def chain(txns: list[Txn], last_hash: str) -> list[Txn]:
