@@ -63,6 +63,31 @@ def test_json_amounts_are_exact_decimals(home: Path) -> None:
     assert "00000000" not in out
 
 
+def test_undecodable_argument_bytes_come_back_as_replacement_characters_in_json(home: Path) -> None:
+    # The bytes b"\xff\xfe" of a real argv arrive as lone surrogates, which UTF-8 JSON cannot carry.
+    r = tx_inproc("--home", str(home), "meter", "claude-code", "\udcff\udcfe", "--json")
+    assert r.code == 1 and "Traceback" not in r.err
+    (result,) = json.loads(r.out)
+    assert result["transcript"] == "\ufffd\ufffd" and result["ok"] is False
+
+
+def test_an_unexpected_error_is_one_line_exit_3_and_debug_shows_it(home: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from token_exchange.services.exchange import Exchange
+
+    def broken(self: Exchange, agent: str) -> None:
+        raise RuntimeError("the disk said no")
+
+    monkeypatch.setattr(Exchange, "balance", broken)
+    r = tx_inproc("--home", str(home), "balance", "claude", "--json")
+    assert r.code == 3 and "Traceback" not in r.err
+    assert r.err.strip() == "tx: error: unexpected RuntimeError: the disk said no (a bug: rerun with --debug and " \
+                            "report it)"
+    assert json.loads(r.out) == {"error": r.err.strip()[len("tx: error: "):]}
+    with pytest.raises(RuntimeError, match="the disk said no"):
+        tx_inproc("--debug", "--home", str(home), "balance", "claude")
+
+
 def test_unknown_author_is_reported_not_paid(home: Path) -> None:
     r = tx_inproc("--home", str(home), "commit", "stranger@example.com", "p", "fix: x", "--json")
     assert r.code == 0

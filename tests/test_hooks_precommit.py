@@ -35,6 +35,7 @@ def test_hook_manifest() -> None:
     assert post["stages"] == ["post-commit"] and post["always_run"] is True and post["pass_filenames"] is False
 
 
+@pytest.mark.slow
 def test_pre_commit_install_and_commit(repo: Path, snapshot: tuple[Path, str]) -> None:
     hook_repo, sha = snapshot
     (repo / ".pre-commit-config.yaml").write_text(
@@ -60,6 +61,7 @@ def test_pre_commit_install_and_commit(repo: Path, snapshot: tuple[Path, str]) -
     assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
 
 
+@pytest.mark.slow
 def test_pre_commit_try_repo_commit_msg(repo: Path, snapshot: tuple[Path, str], tmp_path: Path) -> None:
     hook_repo, sha = snapshot
     assert tx("init", cwd=repo).code == 0

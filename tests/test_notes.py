@@ -220,6 +220,7 @@ def test_sync_never_forces_local_notes(tmp_path: Path) -> None:
         ex.close()
 
 
+@pytest.mark.slow
 def test_three_clones_append_and_sync_concurrently(tmp_path: Path) -> None:
     """The scale-out claim: concurrent appends and racing syncs converge on exactly the union."""
     remote, clones = make_remote(tmp_path, 3)

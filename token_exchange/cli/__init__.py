@@ -1,7 +1,7 @@
 """``tx``: one typer app; each command group lives in its own module and registers itself here.
 
 The CLI only parses, calls the services and prints.  Conventions (README): results on stdout, messages
-on stderr, ``--json`` prints one JSON document, exit 0 done / 1 refused or user error / 2 usage error.
+on stderr, ``--json`` prints one JSON document, exit 0 done / 1 refused or user error / 2 usage error / 3 a bug.
 """
 
 from __future__ import annotations

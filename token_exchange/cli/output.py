@@ -2,18 +2,22 @@
 
 Results go to stdout, messages to stderr.  ``--json`` prints exactly one JSON
 document whose amounts are exact decimal numbers (``178.2``), never float noise.
-Exit codes: 0 done, 1 refused or user error, 2 usage error.
+Exit codes: 0 done, 1 refused or user error, 2 usage error, 3 an unexpected error (a bug).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
 from token_exchange.amounts import Units, to_decimal
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+INTERNAL_ERROR = 3  # an unexpected error: a bug (pre-commit's code for the same)
 
 
 def dumps(data: Any) -> str:
@@ -23,8 +27,24 @@ def dumps(data: Any) -> str:
     ~50 ms, where simplejson took ~250 ms."""
     import orjson
 
-    return orjson.dumps(data, default=_default,
-                        option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode("utf-8")
+    option = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    try:
+        return orjson.dumps(data, default=_default, option=option).decode("utf-8")
+    except orjson.JSONEncodeError:
+        # Text from hostile input (an argument or path given as undecodable bytes) holds lone surrogates, which
+        # UTF-8 JSON cannot carry: each becomes U+FFFD, the rest of the document as it was.
+        return orjson.dumps(_no_surrogates(data), default=lambda obj: _no_surrogates(_default(obj)),
+                            option=option).decode("utf-8")
+
+
+def _no_surrogates(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return _SURROGATES.sub("\ufffd", obj)
+    if isinstance(obj, dict):
+        return {_no_surrogates(k): _no_surrogates(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_surrogates(v) for v in obj]
+    return obj
 
 
 def _default(obj: Any) -> Any:
@@ -90,7 +110,7 @@ def error(prog: str, msg: str, code: int, want_json: bool) -> int:
     """One line on stderr (and, for --json, an {"error": ...} document on stdout); returns ``code``."""
     msg = " ".join(msg.split()) or "failed"
     sys.stderr.write(f"{prog}: error: {msg}\n")
-    if want_json and code == 1:
+    if want_json and code in (1, INTERNAL_ERROR):
         emit_json({"error": msg})
     return code
 
@@ -151,5 +171,10 @@ def run_app(app: Any, prog: str, args: list[str], state: _State) -> int:
         if "null byte" not in str(e) or state.debug:
             raise
         return fail("an argument contains a NUL byte", 2)
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, never a traceback (--debug shows it)
+        if state.debug:
+            raise
+        return fail(f"unexpected {type(e).__name__}: {e} (a bug: rerun with --debug and report it)",
+                    INTERNAL_ERROR)
     # With standalone_mode=False, click returns the code of a typer.Exit instead of raising it.
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0

@@ -205,7 +205,7 @@ class Ledger:
                     raise UserError(f"transaction {t.id} is dated {ts}, before the ledger's last transaction "
                                     f"({floor})")
                 if t.ts != ts:
-                    t = t._replace(ts=ts)
+                    t = t.dated(ts)
                 seen[t.id] = t
                 new.append(t)
                 slots.append((t.id, True))

@@ -208,6 +208,11 @@ class Txn(NamedTuple):
     def fingerprint(self) -> str:
         return digest(self.content())
 
+    def dated(self, ts: str) -> "Txn":
+        """This transaction dated ``ts``: ``_replace(ts=ts)`` without its keyword handling (every write dates
+        each new transaction)."""
+        return Txn._make((*self[:11], ts, *self[12:]))
+
     def hashed(self) -> dict[str, Any]:
         """What ``hash`` covers: the content plus time and chain link."""
         return {"id": self.id, "kind": self.kind, "payer": self.payer, "payee": self.payee,
