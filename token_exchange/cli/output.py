@@ -174,7 +174,7 @@ def run_app(app: Any, prog: str, args: list[str], state: _State) -> int:
     except Exception as e:  # noqa: BLE001 - the last resort: one line, never a traceback (--debug shows it)
         if state.debug:
             raise
-        return fail(f"unexpected {type(e).__name__}: {e} (a bug: rerun with --debug and report it)",
+        return fail(f"unexpected {type(e).__name__}: {str(e)[:300]} (a bug: rerun with --debug and report it)",
                     INTERNAL_ERROR)
     # With standalone_mode=False, click returns the code of a typer.Exit instead of raising it.
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
