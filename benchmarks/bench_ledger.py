@@ -49,7 +49,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from token_exchange.ledger.backends.toml import HEADER, render_batch
-from token_exchange.ledger.txn import REWARDS, chain, make_txn, ts_text
+from token_exchange.ledger.timestamps import ts_text
+from token_exchange.ledger.txn import REWARDS, chain, make_txn
 from token_exchange.services.exchange import Exchange
 from token_exchange.services.setup import init_home
 

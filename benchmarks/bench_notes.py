@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from token_exchange import clock  # noqa: E402
 from token_exchange.amounts import SCALE  # noqa: E402
-from token_exchange.ledger.txn import REWARDS, make_txn, ts_text  # noqa: E402
+from token_exchange.ledger.timestamps import ts_text  # noqa: E402
+from token_exchange.ledger.txn import REWARDS, make_txn  # noqa: E402
 from token_exchange.services.exchange import Exchange  # noqa: E402
 from token_exchange.services.setup import init_home  # noqa: E402
 

@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from token_exchange.ledger.txn import LLM, REWARDS, make_txn, ts_text
+from token_exchange.ledger.timestamps import ts_text
+from token_exchange.ledger.txn import LLM, REWARDS, make_txn
 from token_exchange.rules import config as config_mod
 from token_exchange.rules import limits
 from token_exchange.services import spending as llm

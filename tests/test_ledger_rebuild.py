@@ -24,18 +24,8 @@ from token_exchange.ledger.doctor import check
 from token_exchange.ledger.index import SqliteIndex
 from token_exchange.ledger.memindex import MemoryIndex
 from token_exchange.ledger.protocols import Chunk
-from token_exchange.ledger.txn import (
-    REWARDS,
-    TS_RE,
-    Txn,
-    canonical,
-    canonical_hashed,
-    chain,
-    make_txn,
-    ts_micros,
-    ts_micros_column,
-    ts_text,
-)
+from token_exchange.ledger.timestamps import TS_RE, ts_micros, ts_micros_column, ts_text
+from token_exchange.ledger.txn import REWARDS, Txn, canonical, canonical_hashed, chain, make_txn
 from token_exchange.services.exchange import Exchange
 
 text = st.text(st.characters(codec="utf-8"), max_size=30)

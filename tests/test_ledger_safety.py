@@ -19,7 +19,8 @@ from token_exchange import clock as clock_mod
 from token_exchange.amounts import MAX_TOKENS, MAX_TOTAL, MAX_UNITS, SCALE, to_units
 from token_exchange.errors import UserError
 from token_exchange.ledger.doctor import check
-from token_exchange.ledger.txn import LLM, REWARDS, check_ts, make_txn, ts_text
+from token_exchange.ledger.timestamps import check_ts, ts_text
+from token_exchange.ledger.txn import LLM, REWARDS, make_txn
 from token_exchange.services.exchange import Exchange
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)

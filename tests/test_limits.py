@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.conftest import Clock, make_ex, tx, tx_at
 from token_exchange.amounts import SCALE
 from token_exchange.errors import UserError
-from token_exchange.ledger.txn import ts_micros, ts_text
+from token_exchange.ledger.timestamps import ts_micros, ts_text
 from token_exchange.rules import limits
 from token_exchange.rules.config import Limits
 from token_exchange.rules.limits import LimitRefused, Usage, check

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from token_exchange.errors import IdConflict
 from token_exchange.ledger.index import SqliteIndex as Index
 from token_exchange.ledger.memindex import MemoryIndex
-from token_exchange.ledger.txn import LLM, REWARDS, Txn, make_txn, ts_text
+from token_exchange.ledger.timestamps import ts_text
+from token_exchange.ledger.txn import LLM, REWARDS, Txn, make_txn
 
 AGENTS = ["claude", "zero", "spark"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -4,8 +4,10 @@ The timing goals live in benchmarks/bench_simulate.py (no timed assertions here)
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
+import pickle
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from token_exchange.amounts import FMT_FAST, MAX_TOTAL, fmt, to_decimal
 from token_exchange.errors import UserError
 from token_exchange.ledger import ledger as ledger_mod
 from token_exchange.ledger.memindex import MemoryIndex
-from token_exchange.ledger.txn import REWARDS, Balance, Txn, chain, make_txn
+from token_exchange.ledger.txn import REWARDS, Balance, Table, Txn, chain, make_txn
 from token_exchange.sim.journal import chained
 from token_exchange.sim.run import simulate
 
@@ -65,6 +67,42 @@ def test_the_plain_shortcut_refuses_exactly_what_the_round_trip_refuses(
     assert outcome(t) == slow
     if ledger_mod._plain(t):
         assert "does not survive" not in slow
+
+
+@settings(max_examples=500, deadline=None)
+@given(plain_meta | st.dictionaries(keys, odd, max_size=3), plain_meta | st.dictionaries(keys, odd, max_size=3))
+def test_tables_make_txn_marks_checked_are_exactly_the_ones_the_round_trip_accepts(
+        source: dict[Any, Any], breakdown: dict[Any, Any]) -> None:
+    try:
+        t = make_txn("t1", "award", REWARDS, "zero", 5, agent="zero", source=source, breakdown=breakdown,
+                     ts="2026-01-01T00:00:00.000000Z")
+    except UserError:
+        return
+    for table in (t.source, t.breakdown):
+        if type(table) is Table:  # then every key and value has its exact type, as the round trip needs
+            assert all(type(k) is str for k in table) and all(type(v) in (str, int) for v in table.values())
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(ledger_mod, "_plain", lambda t: False)
+        slow = outcome(t)
+    assert slow == "" and outcome(t) == ""
+
+
+def test_a_checked_table_is_read_only_and_copies_and_pickles_whole() -> None:
+    t = make_txn("t1", "award", REWARDS, "zero", 5, agent="zero", source={"type": "x", "n": 3})
+    table = t.source
+    assert type(table) is Table and table == {"type": "x", "n": 3}
+    for change in (lambda: table.__setitem__("n", 4), lambda: table.__delitem__("n"), table.clear, table.popitem,
+                   lambda: table.pop("n"), lambda: table.setdefault("m", 1), lambda: table.update(n=4),
+                   lambda: table.__ior__({"n": 4})):
+        with pytest.raises(TypeError, match="read-only"):
+            change()
+    assert table == {"type": "x", "n": 3}
+    writable = dict(table)
+    writable["n"] = 4
+    assert type(table.copy()) is dict and writable["n"] == 4
+    for again in (copy.copy(table), copy.deepcopy(table), pickle.loads(pickle.dumps(table)),
+                  pickle.loads(pickle.dumps(t)).source):
+        assert type(again) is Table and again == table
 
 
 @pytest.mark.parametrize("meta", [{"x": (1, 2)}, {1: "a"}, {"x": math.nan}])

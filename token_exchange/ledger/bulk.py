@@ -14,7 +14,8 @@ from itertools import repeat
 from typing import Any
 
 from token_exchange.ledger.protocols import Chunk
-from token_exchange.ledger.txn import EARN_KINDS, Txn, canonical, ts_micros_column, untimed
+from token_exchange.ledger.timestamps import ts_micros_column
+from token_exchange.ledger.txn import EARN_KINDS, Txn, canonical, untimed
 
 INSERT = "INSERT INTO txns(id, ts, kind, agent, amount, ref, hash, data) VALUES(?,?,?,?,?,?,?,?)"
 

@@ -23,14 +23,8 @@ from typing import Any
 from token_exchange.amounts import Units
 from token_exchange.errors import IdConflict, UserError
 from token_exchange.ledger.protocols import Chunk
-from token_exchange.ledger.txn import (
-    EARN_KINDS,
-    SPEND_KINDS,
-    Balance,
-    Txn,
-    canonical,
-    ts_micros,
-)
+from token_exchange.ledger.timestamps import ts_micros
+from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn, canonical
 from token_exchange.storage import fsync_dir
 
 TABLES = """

@@ -29,16 +29,8 @@ from token_exchange.clock import Clock
 from token_exchange.errors import IdConflict, UserError
 from token_exchange.ledger.index import IndexUnreadable, SqliteIndex
 from token_exchange.ledger.protocols import Chunk, Index, Journal, SharedJournal, Tail
-from token_exchange.ledger.txn import (
-    EARN_KINDS,
-    Appended,
-    Balance,
-    Txn,
-    canonical_hashed,
-    check_ts,
-    ts_text,
-    untimed,
-)
+from token_exchange.ledger.timestamps import check_ts, ts_text
+from token_exchange.ledger.txn import EARN_KINDS, Appended, Balance, Table, Txn, canonical_hashed, untimed
 from token_exchange.storage import file_lock
 
 
@@ -319,6 +311,8 @@ def _plain(t: Txn) -> bool:
     if type(t.amount) is not int or not -_PLAIN_INT < t.amount < _PLAIN_INT:
         return False
     for meta in (t.source, t.breakdown):
+        if type(meta) is Table:
+            continue  # checked by make_txn, read-only since
         if type(meta) is not dict:
             return False
         for k, v in meta.items():

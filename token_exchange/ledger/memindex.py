@@ -18,7 +18,8 @@ from token_exchange.amounts import Units
 from token_exchange.errors import IdConflict
 from token_exchange.ledger.index import INDEX_VERSION
 from token_exchange.ledger.protocols import Chunk
-from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn, ts_micros
+from token_exchange.ledger.timestamps import ts_micros
+from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn
 
 _AMOUNT = operator.itemgetter(2)  # of a window entry (ts, seq, amount)
 

@@ -2,7 +2,8 @@
 
 Every transaction moves ``amount`` units from ``payer`` to ``payee``; accounts are agent names,
 ``pool:NAME``, ``hold:ID`` and ``world:*`` (the outside), so the sum of all balances is always zero.
-Timestamps are UTC text with a four-digit year and microseconds (``ts_text``), the only form stored.
+Timestamps are stored in one form (``ledger.timestamps``).  The tables (``source``, ``breakdown``) ``make_txn``
+checked are read-only ``Table``s, so the record is immutable all the way down.
 """
 
 # No ``from __future__ import annotations``: NamedTuple fields are real types here (docs/DEVELOPING.md, Hot paths).
@@ -11,16 +12,11 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from itertools import repeat
-from operator import floordiv, sub
 from typing import Any, NamedTuple
 
 from token_exchange.amounts import MAX_UNITS, Units, fmt, to_decimal, to_units
-from token_exchange.clock import EPOCH
-from token_exchange.clock import micros as clock_micros
 from token_exchange.errors import UserError, clean_text
+from token_exchange.ledger.timestamps import check_ts, ts_micros
 
 # open: starting balance; earn: commit; award: direct/issue; spend: LLM charge; hold/settle/release:
 # two-phase reservations; contribute/pool_spend/refund/credit: pools; transfer: agent to agent;
@@ -36,69 +32,9 @@ SPEND_KINDS = ("spend", "settle")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}")
 ACCOUNT_RE = re.compile(r"(world|pool|hold):[A-Za-z0-9_.:@/+=-]{1,200}|[a-z0-9][a-z0-9_.-]{0,63}")
 META_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
-TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 GENESIS = "world:genesis"
 REWARDS = "world:rewards"
 LLM = "world:llm"
-# Dates the ledger accepts: from the Unix epoch (limits compute with micros since it) to year 9999.
-MIN_YEAR = 1970
-
-
-@lru_cache(maxsize=256)
-def ts_text(moment: datetime) -> str:
-    """Canonical UTC text, always a four-digit year (``strftime('%Y')`` writes year 1 as ``1``)."""
-    if moment.tzinfo is None:
-        raise UserError("a timestamp needs a timezone")
-    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
-    if m.year < MIN_YEAR:
-        raise UserError(f"timestamp {m.isoformat()[:40]} is before {MIN_YEAR}")
-    # One %-format, not seven format specs (an f-string costs about twice as much; every write formats one).
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
-        m.year, m.month, m.day, m.hour, m.minute, m.second, m.microsecond)
-
-
-@lru_cache(maxsize=4096)
-def _hour_micros(prefix: str) -> int:
-    return clock_micros(datetime.fromisoformat(prefix + ":00:00+00:00"))
-
-
-def ts_micros(text: str) -> int:
-    """Micros since the epoch of a timestamp (the canonical ``ts_text`` form or any ISO 8601; a naive time is UTC).
-
-    A rebuild calls this once per transaction, the in-memory index once per write: ``fromisoformat`` (C) does
-    it.  A canonical-looking text with a minute or second past 59 is counted on from its hour, as it always
-    was (only an edited journal holds one: every write is checked by ``check_ts``)."""
-    try:
-        return clock_micros(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError:
-        if not TS_RE.fullmatch(text):
-            raise
-    return _hour_micros(text[:13]) + int(text[14:16]) * 60_000_000 + int(text[17:19]) * 1_000_000 + int(text[20:26])
-
-
-# A column of canonical timestamps (``TS_RE``), each followed by "\n", with every digit turned into 0.
-_TS_SHAPE = "0000-00-00T00:00:00.000000Z\n"
-_ZEROS = str.maketrans("123456789", "000000000")
-_ONE_US = timedelta(microseconds=1)
-
-
-def ts_micros_column(texts: Sequence[str]) -> list[int]:
-    """``[ts_micros(t) for t in texts]``, with less work per timestamp when all of them are canonical.
-
-    A rebuild's chunk at a time.  One join and one translation check the whole column: each line has
-    ``TS_RE``'s shape (ASCII digits where it has them), and as many lines as texts means no text holds a line
-    break.  Such a timestamp is exactly what ``datetime.fromisoformat`` reads (in C) when it reads it at all;
-    one it refuses (minute 60, 31 February) sends the column through ``ts_micros``, which says what it says."""
-    try:
-        column = "\n".join(texts) + "\n"
-    except TypeError:
-        return [ts_micros(t) for t in texts]
-    if column.translate(_ZEROS) == _TS_SHAPE * len(texts):
-        try:
-            return list(map(floordiv, map(sub, map(datetime.fromisoformat, texts), repeat(EPOCH)), repeat(_ONE_US)))
-        except (ValueError, OverflowError):
-            pass
-    return [ts_micros(t) for t in texts]
 
 
 def untimed(txns: Sequence["Txn"], error: ValueError) -> UserError:
@@ -111,25 +47,6 @@ def untimed(txns: Sequence["Txn"], error: ValueError) -> UserError:
             return UserError(f"transaction {t.id[:60]} in the journal has ts {t.ts[:40]!r}, which is not a time "
                              f"({e}); run `tx doctor`")
     raise error
-
-
-_last_checked_ts = [""]  # the last text check_ts accepted (a spend's time is checked by make_txn, then append)
-
-
-def check_ts(text: str, what: str = "ts") -> str:
-    """``text`` if it is a canonical stored timestamp (``ts_text`` form, year >= 1970), else UserError."""
-    if type(text) is str and text == _last_checked_ts[0] and text:
-        return text
-    if not isinstance(text, str) or not TS_RE.fullmatch(text) or int(text[:4]) < MIN_YEAR:
-        raise UserError(f"{what} {str(text)[:40]!r} is not a UTC time like 2026-01-01T12:00:00.000000Z "
-                        f"(year {MIN_YEAR}-9999)")
-    try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"{what} {text!r} is not a valid time") from None
-    if type(text) is str:
-        _last_checked_ts[0] = text
-    return text
 
 
 def is_agent_account(account: str) -> bool:
@@ -209,8 +126,7 @@ class Txn(NamedTuple):
         return digest(self.content())
 
     def dated(self, ts: str) -> "Txn":
-        """This transaction dated ``ts``: ``_replace(ts=ts)`` without its keyword handling (every write dates
-        each new transaction)."""
+        """This transaction dated ``ts``: ``_replace(ts=ts)`` without its keyword handling (every write dates one)."""
         return Txn._make((*self[:11], ts, *self[12:]))
 
     def hashed(self) -> dict[str, Any]:
@@ -270,16 +186,34 @@ def _matched(value: object, pattern: re.Pattern[str], seen: set[str]) -> bool:
     return True
 
 
+class Table(dict[str, Any]):
+    """A table as ``make_txn`` checked it (exact ``str`` keys, exact ``str``/``int`` values), read-only since: the
+    ledger's write check trusts it; any other dict is looked at whole.  ``dict(table)`` is a writable copy."""
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a transaction's table is read-only (copy it with dict(table))")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle and copy rebuild it whole (item by item would raise)
+        return (Table, (dict(self),))
+
+
 def _table(name: str, meta: Any) -> dict[str, Any]:
     """A checked copy of a source/breakdown table: keys match ``META_KEY_RE``, values are text (cleaned, in
     ``meta`` too) or whole numbers within +-(2^53 - 1).  A table whose keys were all matched before (the usual
-    table: the same few keys on every write) is one subset test for them."""
+    table: the same few keys on every write) is one subset test for them.  A ``Table`` unless a key or value is
+    a ``str``/``int`` subclass (tomlkit's items): a plain dict then."""
     if not isinstance(meta, dict):
         raise UserError(f"{name} must be a table of text or whole numbers")
     keys_known = _VALID_META_KEYS.issuperset(meta)  # then each exact ``str`` key is one of them
+    exact = True
     for k, v in meta.items():
-        if not (keys_known and type(k) is str) and not _matched(k, META_KEY_RE, _VALID_META_KEYS):
-            raise UserError(f"invalid {name} key {str(k)[:40]!r}")
+        if not (keys_known and type(k) is str):
+            if not _matched(k, META_KEY_RE, _VALID_META_KEYS):
+                raise UserError(f"invalid {name} key {str(k)[:40]!r}")
+            exact = exact and type(k) is str
         kind_v = type(v)
         if kind_v is str:
             if not (len(v) <= 500 and v.isprintable()):
@@ -295,7 +229,8 @@ def _table(name: str, meta: Any) -> dict[str, Any]:
             raise UserError(f"{name}.{k} is outside +-(2^53 - 1)")
         if isinstance(v, str) and not (len(v) <= 500 and v.isprintable()):
             meta[k] = clean_text(v, limit=500)
-    return dict(meta)
+        exact = exact and type(meta[k]) in (str, int)
+    return Table(meta) if exact else dict(meta)
 
 
 def make_txn(id: str, kind: str, payer: str, payee: str, amount: Units, *, agent: str = "", project: str = "",

@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 
 from token_exchange.amounts import Units, fmt, to_decimal, to_units
 from token_exchange.errors import UserError, clean_text
-from token_exchange.ledger.txn import Appended, Txn, make_txn, ts_text
+from token_exchange.ledger.timestamps import ts_text
+from token_exchange.ledger.txn import Appended, Txn, make_txn
 from token_exchange.rules import limits as lim
 from token_exchange.services.exchange import Exchange
 from token_exchange.services.spending import REQUEST_RE

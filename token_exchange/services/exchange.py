@@ -19,7 +19,8 @@ from token_exchange.errors import UserError, clean_text
 from token_exchange.ledger.backends import open_journal
 from token_exchange.ledger.ledger import Ledger
 from token_exchange.ledger.protocols import Index
-from token_exchange.ledger.txn import GENESIS, REWARDS, Appended, Balance, Txn, make_txn, ts_micros
+from token_exchange.ledger.timestamps import ts_micros
+from token_exchange.ledger.txn import GENESIS, REWARDS, Appended, Balance, Txn, make_txn
 from token_exchange.rules import config as config_mod
 from token_exchange.rules.config import Config
 from token_exchange.rules.engine import (

@@ -19,7 +19,8 @@ from typing import IO, Any, NamedTuple
 
 from token_exchange.amounts import fmt, to_decimal
 from token_exchange.errors import UserError
-from token_exchange.ledger.txn import Txn, make_txn, ts_micros
+from token_exchange.ledger.timestamps import ts_micros
+from token_exchange.ledger.txn import Txn, make_txn
 from token_exchange.services.exchange import Exchange
 
 CSV_FIELDS = ["id", "ts", "kind", "agent", "payer", "payee", "amount", "project", "description", "ref",

@@ -202,7 +202,7 @@ class Meter:
 
     def charge(self, agent: str, records: Sequence[Usage]) -> Charged:
         """Charge every record not in the ledger yet, in one locked write (see the module docstring)."""
-        from token_exchange.ledger.txn import ts_text
+        from token_exchange.ledger.timestamps import ts_text
         from token_exchange.meter.pricing import cost as cost_of
 
         self.cfg.agent(agent)

@@ -30,7 +30,8 @@ from typing import Any
 from token_exchange.amounts import Units, fmt, split, to_decimal, to_units
 from token_exchange.errors import IdConflict, Refused, UserError
 from token_exchange.ledger.protocols import Index
-from token_exchange.ledger.txn import LLM, Txn, make_txn, ts_text
+from token_exchange.ledger.timestamps import ts_text
+from token_exchange.ledger.txn import LLM, Txn, make_txn
 from token_exchange.rules.limits import enforce, micros
 from token_exchange.services.exchange import Exchange
 from token_exchange.services.spending import Price, _request_id, expire_due, parse_tokens

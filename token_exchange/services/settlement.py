@@ -44,7 +44,8 @@ from token_exchange import clock, git
 from token_exchange.amounts import Units, fmt
 from token_exchange.errors import UserError, clean_text
 from token_exchange.ledger.protocols import Index
-from token_exchange.ledger.txn import REWARDS, Txn, make_txn, ts_micros, ts_text
+from token_exchange.ledger.timestamps import ts_micros, ts_text
+from token_exchange.ledger.txn import REWARDS, Txn, make_txn
 from token_exchange.rules import config as config_mod
 from token_exchange.rules.config import BRANCH_RE, Config
 from token_exchange.rules.engine import (

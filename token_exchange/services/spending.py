@@ -32,7 +32,8 @@ from typing import Any
 from token_exchange.amounts import Units, fmt, round_cost, to_decimal
 from token_exchange.errors import IdConflict, UserError
 from token_exchange.ledger.protocols import Index
-from token_exchange.ledger.txn import LLM, Txn, make_txn, ts_text
+from token_exchange.ledger.timestamps import ts_text
+from token_exchange.ledger.txn import LLM, Txn, make_txn
 from token_exchange.rules.config import Model
 from token_exchange.rules.limits import enforce, iso, micros
 from token_exchange.services.exchange import Exchange
@@ -142,7 +143,7 @@ def expire_due(ex: Exchange, idx: Index, now: tuple[str, int] | None = None) -> 
 
 
 def micros_of(ts: str) -> int:
-    from token_exchange.ledger.txn import ts_micros
+    from token_exchange.ledger.timestamps import ts_micros
 
     return ts_micros(ts)
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from token_exchange.amounts import Units, to_decimal
 from token_exchange.ledger.protocols import Index
-from token_exchange.ledger.txn import Txn, is_agent_account, ts_micros
+from token_exchange.ledger.timestamps import ts_micros
+from token_exchange.ledger.txn import Txn, is_agent_account
 
 MAX_SERIES_POINTS = 400
 MAX_CHART_AGENTS = 12

@@ -45,7 +45,8 @@ from token_exchange import git
 from token_exchange.errors import UserError
 from token_exchange.ledger.merge import settle
 from token_exchange.ledger.protocols import Chunk, Index, Tail
-from token_exchange.ledger.txn import Txn, make_txn, ts_micros
+from token_exchange.ledger.timestamps import ts_micros
+from token_exchange.ledger.txn import Txn, make_txn
 
 if TYPE_CHECKING:  # pragma: no cover
     from token_exchange.ledger.ledger import Ledger

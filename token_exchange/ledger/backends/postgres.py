@@ -52,7 +52,8 @@ from token_exchange.errors import IdConflict, UserError
 from token_exchange.ledger.bulk import Totals
 from token_exchange.ledger.index import INDEX_VERSION
 from token_exchange.ledger.protocols import Chunk, Index, Tail
-from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn, canonical, chain, chain_problems, ts_micros
+from token_exchange.ledger.timestamps import ts_micros
+from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn, canonical, chain, chain_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
