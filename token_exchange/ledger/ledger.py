@@ -207,6 +207,8 @@ class Ledger:
                 self._before_write(idx)
                 pos = self.journal.append(new)
                 idx.add(new, pos, new[-1].hash)
+            if len(new) == len(slots):  # every one new (the usual write): the slots are ``new`` in order
+                return [Appended(t, True) for t in new]
             sealed = {t.id: t for t in new}
             return [s if isinstance(s, Appended) else Appended(sealed[s[0]], s[1]) for s in slots]
 
