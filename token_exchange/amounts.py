@@ -14,6 +14,7 @@ Rounding rule for computed amounts (documented in the README):
 from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from functools import lru_cache
 
 from token_exchange.errors import UserError
 
@@ -68,11 +69,13 @@ def to_decimal(units: Units) -> Decimal:
     return d.normalize()
 
 
+@lru_cache(maxsize=4096)
 def fmt(units: Units) -> str:
     """Human/JSON text of an amount: plain decimal, no exponent, no float noise.
 
     ``format(to_decimal(units), "f")``; for every amount the ledger can hold, written with integer
-    arithmetic (the same text, several times faster: every reward's breakdown formats a few)."""
+    arithmetic (the same text, several times faster: every reward's breakdown formats a few).  Memoised: the
+    text depends only on the value, and a ledger formats the same few rates and rewards again and again."""
     if type(units) is int and -FMT_FAST < units < FMT_FAST:
         whole, frac = divmod(-units if units < 0 else units, SCALE)
         sign = "-" if units < 0 else ""

@@ -183,9 +183,9 @@ def plan_commit(cfg: Config, facts: CommitFacts, view: LedgerView) -> CommitPlan
     paid = view.payments(list(filter(None, (facts.reward_id, *facts.aliases, *facts.origins))))
     if paid:
         return CommitPlan(facts, agents, None, already=tuple(paid))
-    contract = match_contract(cfg.contracts, facts.project).name
+    contract = match_contract(cfg.contracts, facts.project)
     reward = commit_reward(cfg, agents[0], facts.project, facts.message, facts.parents,
-                           view.contract_paid(contract))
+                           view.contract_paid(contract.name), contract)
     amounts = split(reward.amount, {a: 1 for a in agents}) if len(agents) > 1 else {agents[0]: reward.amount}
     shares = []
     for a in agents:

@@ -168,10 +168,11 @@ NO_BONUS = Decimal(1)
 
 
 def commit_reward(cfg: Config, agent: str, project: str, message: str, parents: int = 1,
-                  contract_paid: Units = 0) -> CommitReward:
-    """What a commit by ``agent`` on ``project`` earns, given what its contract has paid."""
+                  contract_paid: Units = 0, contract: Contract | None = None) -> CommitReward:
+    """What a commit by ``agent`` on ``project`` earns, given what its contract has paid (``contract``: the
+    one ``match_contract`` gave for ``project``, when the caller has it already)."""
     a = cfg.agent(agent)
-    contract = match_contract(cfg.contracts, project)
+    contract = contract or match_contract(cfg.contracts, project)
     group, keyword = keyword_bonus(cfg.bonuses, message)
     bonus = group.multiplier if group else NO_BONUS
     excluded = exclusion(message, parents, cfg.commit_rules)
