@@ -171,46 +171,51 @@ class Ledger:
 
         ``keep_dates`` (imports of verified exports): a transaction's own ``ts`` is kept even if older
         than the ledger's last one; it may never be later than now."""
-        with self.locked() as idx:
-            slots: list[Appended | tuple[str, bool]] = []  # in order: known, or (id, created) of a new one
-            new: list[Txn] = []
-            seen: dict[str, Txn] = {}
-            now = ts_text(self.clock())
-            # On the system clock (every production path) dates only move forward.  A clock a test or the
-            # simulation injects is trusted to rewind (the simulation interleaves agents' sessions).
-            strict = self._clock is None and not clock_mod.is_injected()
-            floor = idx.last_ts() if strict else ""
-            if now < floor:
-                raise UserError(f"the clock says {now} but the ledger's last transaction is dated {floor}: "
-                                "transactions are never dated before the last one (fix the clock, or wait)")
-            for t in txns:
-                old = seen.get(t.id) or idx.get(t.id)
-                if old is not None:
-                    if old.fingerprint() != t.fingerprint():
-                        raise IdConflict(f"transaction id {t.id} already used with different content")
-                    slots.append((t.id, False) if t.id in seen else Appended(old, False))
-                    continue
-                ts = check_ts(t.ts, f"transaction {t.id}: ts") if t.ts else now  # ts_text's form is canonical
-                if ts > now:
-                    raise UserError(f"transaction {t.id} is dated {ts}, after now ({now})")
-                if not keep_dates and ts < floor:
-                    raise UserError(f"transaction {t.id} is dated {ts}, before the ledger's last transaction "
-                                    f"({floor})")
-                if t.ts != ts:
-                    t = t.dated(ts)
-                seen[t.id] = t
-                new.append(t)
-                slots.append((t.id, True))
-            if new:
-                new = self.journal.seal(new, idx.meta("last_hash") or "")
-                _check(idx, new)
-                self._before_write(idx)
-                pos = self.journal.append(new)
-                idx.add(new, pos, new[-1].hash)
-            if len(new) == len(slots):  # every one new (the usual write): the slots are ``new`` in order
-                return [Appended(t, True) for t in new]
-            sealed = {t.id: t for t in new}
-            return [s if isinstance(s, Appended) else Appended(sealed[s[0]], s[1]) for s in slots]
+        if self._locked:  # inside the caller's locked() (a payment checks, then writes): the same index
+            return self._append(self.index, txns, keep_dates)
+        with self._lock() as idx:
+            return self._append(idx, txns, keep_dates)
+
+    def _append(self, idx: Index, txns: list[Txn], keep_dates: bool) -> list[Appended]:
+        slots: list[Appended | tuple[str, bool]] = []  # in order: known, or (id, created) of a new one
+        new: list[Txn] = []
+        seen: dict[str, Txn] = {}
+        now = ts_text(self.clock())
+        # On the system clock (every production path) dates only move forward.  A clock a test or the
+        # simulation injects is trusted to rewind (the simulation interleaves agents' sessions).
+        strict = self._clock is None and not clock_mod.is_injected()
+        floor = idx.last_ts() if strict else ""
+        if now < floor:
+            raise UserError(f"the clock says {now} but the ledger's last transaction is dated {floor}: "
+                            "transactions are never dated before the last one (fix the clock, or wait)")
+        for t in txns:
+            old = seen.get(t.id) or idx.get(t.id)
+            if old is not None:
+                if old.fingerprint() != t.fingerprint():
+                    raise IdConflict(f"transaction id {t.id} already used with different content")
+                slots.append((t.id, False) if t.id in seen else Appended(old, False))
+                continue
+            ts = check_ts(t.ts, f"transaction {t.id}: ts") if t.ts else now  # ts_text's form is canonical
+            if ts > now:
+                raise UserError(f"transaction {t.id} is dated {ts}, after now ({now})")
+            if not keep_dates and ts < floor:
+                raise UserError(f"transaction {t.id} is dated {ts}, before the ledger's last transaction "
+                                f"({floor})")
+            if t.ts != ts:
+                t = t.dated(ts)
+            seen[t.id] = t
+            new.append(t)
+            slots.append((t.id, True))
+        if new:
+            new = self.journal.seal(new, idx.meta("last_hash") or "")
+            _check(idx, new)
+            self._before_write(idx)
+            pos = self.journal.append(new)
+            idx.add(new, pos, new[-1].hash)
+        if len(new) == len(slots):  # every one new (the usual write): the slots are ``new`` in order
+            return [Appended(t, True) for t in new]
+        sealed = {t.id: t for t in new}
+        return [s if isinstance(s, Appended) else Appended(sealed[s[0]], s[1]) for s in slots]
 
     def _before_write(self, idx: Index) -> None:
         """Writers append only to a journal that ends where the index stopped: a torn tail (never
