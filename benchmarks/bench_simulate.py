@@ -37,9 +37,10 @@ seeds 1..20 of the day, a 50-agent run and a kept home's ledger.toml):
   on a host whose speed moved by half within the hour (the code before: 3.8 s, then 5.5-5.9 s CPU).  1,000 vs
   500 agents: 10.63 G vs 5.37 G instructions (1.98x for 1.996x the transactions).  3 s: not met on this host.
 * the sixth round (Txn.dated, make_txn's checked tables read-only so the write check trusts them, append_many's
-  all-new return, one contract match a commit, fmt memoised): 11.41 G -> 10.72 G after the imports (-6.1 %,
-  cachegrind, outputs byte-identical).  CPU paired with main at 6e53531, four pairs: median ~0.96x.  This
-  script, two runs minutes apart on one host: best of 3 2.74 s (2.74-3.18), then best of 5 3.07 s (3.07-3.47).
+  all-new return, one contract match a commit, fmt memoised, no nested lock a write): 11.41 G -> 10.58 G after the
+  imports (-7.3 %, cachegrind, outputs byte-identical).  CPU paired with main at 6e53531, four pairs: median
+  ~0.96x.  This script, three runs within 15 minutes on one host: best of 3 2.74 s (2.74-3.18) and best of 5
+  3.07 s (3.07-3.47) at 10.72 G, then best of 5 3.32 s (3.32-4.51, load 1.3) at 10.58 G.
   1,000 vs 500 agents: 10.10 G vs 5.07 G instructions (1.9925x for 1.996x the transactions); CPU ratios
   1.99-2.06 in one run, 1.61-2.43 in the next (the host's noise, not the work).
 
