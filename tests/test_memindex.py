@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from token_exchange.errors import IdConflict
 from token_exchange.ledger.index import SqliteIndex as Index
-from token_exchange.ledger.memindex import MemoryIndex, _Window
+from token_exchange.ledger.memindex import MemoryIndex
 from token_exchange.ledger.timestamps import ts_text
 from token_exchange.ledger.txn import LLM, REWARDS, Txn, make_txn
 
@@ -79,21 +79,6 @@ def test_memory_index_matches_sqlite(tmp_path_factory: pytest.TempPathFactory, d
     assert list(sql.iter_txns(["spend"])) == list(mem.iter_txns(["spend"]))
     assert (sql.meta("position"), sql.meta("last_hash")) == (mem.meta("position"), mem.meta("last_hash"))
     sql.close()
-
-
-@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 10**9)), max_size=60), st.integers(-5, 55),
-       st.integers(-5, 55))
-def test_window_running_sums_match_the_entries(adds: list[tuple[int, int]], since: int, until: int) -> None:
-    """A window's sum (two running sums) is the sum of its entries, whatever order they arrive in; its
-    entries stay in (ts, seq) order."""
-    w = _Window()
-    for seq, (ts, amount) in enumerate(adds):
-        w.add(ts, seq, amount)
-    expected = sorted((ts, seq, amount) for seq, (ts, amount) in enumerate(adds))
-    assert list(zip(w.ts, w.seq, w.amount, strict=True)) == expected
-    assert w.cum == [sum(e[2] for e in expected[:i]) for i in range(len(expected) + 1)]
-    lo, hi = w.span(since, until)
-    assert w.cum[hi] - w.cum[lo] == sum(a for ts, _, a in expected if since <= ts <= until)
 
 
 def test_conflicting_id_changes_nothing(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ property test checks every query against the SQLite index on random ledgers.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,41 +21,7 @@ from token_exchange.ledger.protocols import Chunk
 from token_exchange.ledger.timestamps import ts_micros
 from token_exchange.ledger.txn import EARN_KINDS, SPEND_KINDS, Balance, Txn
 
-
-class _Window:
-    """One (agent, kind)'s amounts in (ts, seq) order, as parallel lists with running sums: a window's total is
-    two bisections and one subtraction however many entries it holds (a budget's ``earned`` since a contract
-    began, or a day's spends, is not summed entry by entry)."""
-    __slots__ = ("ts", "seq", "amount", "cum")
-
-    def __init__(self) -> None:
-        self.ts: list[int] = []
-        self.seq: list[int] = []
-        self.amount: list[Units] = []
-        self.cum: list[Units] = [0]  # cum[i]: the sum of the first i amounts
-
-    def add(self, ts: int, seq: int, amount: Units) -> None:
-        """``seq`` is above every one held (the index's insertion order), so it goes after any equal ``ts``."""
-        times = self.ts
-        if not times or times[-1] <= ts:  # the usual case: at or after everything so far
-            times.append(ts)
-            self.seq.append(seq)
-            self.amount.append(amount)
-            self.cum.append(self.cum[-1] + amount)
-            return
-        at = bisect.bisect_right(times, ts)
-        times.insert(at, ts)
-        self.seq.insert(at, seq)
-        self.amount.insert(at, amount)
-        cum = self.cum
-        del cum[at + 1:]
-        for a in self.amount[at:]:
-            cum.append(cum[-1] + a)
-
-    def span(self, since_us: int, until_us: int) -> tuple[int, int]:
-        """The positions of the entries with ``since_us <= ts <= until_us``."""
-        lo = bisect.bisect_left(self.ts, since_us)
-        return lo, bisect.bisect_right(self.ts, until_us, lo)
+_AMOUNT = operator.itemgetter(2)  # of a window entry (ts, seq, amount)
 
 
 class MemoryIndex:
@@ -75,7 +42,7 @@ class MemoryIndex:
         self._pools: dict[str, dict[tuple[str, str], list[int]]] = defaultdict(dict)
         self._by_agent: dict[str, list[Txn]] = defaultdict(list)
         self._by_ref: dict[str, list[Txn]] = defaultdict(list)
-        self._windows: dict[tuple[str, str], _Window] = defaultdict(_Window)
+        self._windows: dict[tuple[str, str], list[tuple[int, int, Units]]] = defaultdict(list)  # (ts, seq, amt)
         self._volume = 0
 
     def close(self) -> None:
@@ -135,7 +102,11 @@ class MemoryIndex:
             stats = self._stats[agent]
             stats[kind] = stats.get(kind, 0) + amount
             self._by_agent[agent].append(t)
-            self._windows[(agent, kind)].add(ts, seq, amount)
+            window = self._windows[(agent, kind)]
+            if not window or window[-1][0] <= ts:  # the usual case: at or after everything so far (seq grows)
+                window.append((ts, seq, amount))
+            else:
+                bisect.insort(window, (ts, seq, amount))
             if kind in EARN_KINDS and t.project:
                 proj = self._projects[agent]
                 proj[t.project] = proj.get(t.project, 0) + amount
@@ -194,22 +165,24 @@ class MemoryIndex:
         return self._by_agent.get(agent, [])[-limit:][::-1] if limit > 0 else []
 
     def window_sum(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int) -> Units:
-        total = 0  # from the running sums: every spend asks twice
+        total = 0  # window_entries' amounts summed, without sorting them (every spend asks twice)
         for kind in set(kinds):
-            window = self._windows.get((agent, kind))
-            if window is not None:
-                lo, hi = window.span(since_us, until_us)
-                total += window.cum[hi] - window.cum[lo]
+            entries = self._windows.get((agent, kind))
+            if entries:
+                lo = bisect.bisect_left(entries, (since_us, -1, -1))
+                hi = bisect.bisect_left(entries, (until_us + 1, -1, -1), lo)
+                total += sum(map(_AMOUNT, entries[lo:hi]))
         return total
 
     def window_entries(self, agent: str, kinds: Iterable[str], since_us: int, until_us: int
                        ) -> list[tuple[int, Units]]:
         rows: list[tuple[int, int, Units]] = []
         for kind in set(kinds):
-            window = self._windows.get((agent, kind))
-            if window is not None:
-                lo, hi = window.span(since_us, until_us)
-                rows.extend(zip(window.ts[lo:hi], window.seq[lo:hi], window.amount[lo:hi], strict=True))
+            entries = self._windows.get((agent, kind))
+            if entries:
+                lo = bisect.bisect_left(entries, (since_us, -1, -1))
+                hi = bisect.bisect_left(entries, (until_us + 1, -1, -1))
+                rows.extend(entries[lo:hi])
         rows.sort()
         return [(ts, amount) for ts, _, amount in rows]
 
