@@ -43,11 +43,11 @@ seeds 1..20 of the day, a 50-agent run and a kept home's ledger.toml):
   3.07 s (3.07-3.47) at 10.72 G, then best of 5 3.32 s (3.32-4.51, load 1.3) at 10.58 G.
   1,000 vs 500 agents: 10.10 G vs 5.07 G instructions (1.9925x for 1.996x the transactions); CPU ratios
   1.99-2.06 in one run, 1.61-2.43 in the next (the host's noise, not the work).
-* the eighth round (a window's total from running sums): -2.7 % instructions on the year, 10.57 G after the
-  imports.  This script twice on a quiet host (load 0.6-0.9): best of 5 1.51 s (1.51-1.91) before the change,
-  1.40 s (1.40-1.76) after.  1,000 vs 500 agents: 9.86 G vs 4.98 G instructions (1.980x for 1.996x the
-  transactions); CPU, six pairs, every other one large-first: 2.04-2.15x, median 2.10x (1.054x per
-  transaction: per call, a commit and a spend cost the same at both sizes; the rest is the memory hierarchy).
+* the eighth round (no simulation code changed; pairs now alternate which size runs first): the year best of 5
+  1.51 s, 1.47 s and 1.45 s in three runs over an hour on a quiet host (load 0.3-1.2), at 10.63 G.  1,000 vs 500
+  agents: 10.02 G vs 5.06 G instructions (1.980x for 1.996x the transactions); CPU medians 2.05x (1.024x per
+  transaction), then 2.21x as the host got busier.  Instruction counts compare only between trees that both have their bytecode cached (a
+  shell with PYTHONDONTWRITEBYTECODE compiles every module on every run), or after the imports as here.
 
 Usage: python benchmarks/bench_simulate.py [--runs R] [--pairs P] [--quick] [--instructions]
 """
