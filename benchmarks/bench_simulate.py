@@ -46,8 +46,9 @@ seeds 1..20 of the day, a 50-agent run and a kept home's ledger.toml):
 * the eighth round (no simulation code changed; pairs now alternate which size runs first): the year best of 5
   1.51 s, 1.47 s and 1.45 s in three runs over an hour on a quiet host (load 0.3-1.2), at 10.63 G.  1,000 vs 500
   agents: 10.02 G vs 5.06 G instructions (1.980x for 1.996x the transactions); CPU medians 2.05x (1.024x per
-  transaction), then 2.21x as the host got busier.  Instruction counts compare only between trees that both have their bytecode cached (a
-  shell with PYTHONDONTWRITEBYTECODE compiles every module on every run), or after the imports as here.
+  transaction), then 2.21x as the host got busier.  Instruction counts compare only between trees that both
+  have their bytecode cached (a shell with PYTHONDONTWRITEBYTECODE compiles every module on every run), or
+  after the imports as here.
 
 Usage: python benchmarks/bench_simulate.py [--runs R] [--pairs P] [--quick] [--instructions]
 """
@@ -164,12 +165,8 @@ def pairs(n_pairs: int, small: int, large: int) -> dict[str, Any]:
     pair runs the large one first (a drift of the host's speed within a pair then cancels out in the median)."""
     rows = []
     for i in range(n_pairs):
-        if i % 2 == 0:
-            a, wa, ca = timed(hours=24, seed=1, agents=small)
-            b, wb, cb = timed(hours=24, seed=1, agents=large)
-        else:
-            b, wb, cb = timed(hours=24, seed=1, agents=large)
-            a, wa, ca = timed(hours=24, seed=1, agents=small)
+        runs = {n: timed(hours=24, seed=1, agents=n) for n in ((small, large) if i % 2 == 0 else (large, small))}
+        (a, wa, ca), (b, wb, cb) = runs[small], runs[large]
         row = {"pair": i + 1, f"wall_s_{small}": round(wa, 3), f"wall_s_{large}": round(wb, 3),
                f"cpu_s_{small}": round(ca, 3), f"cpu_s_{large}": round(cb, 3),
                f"transactions_{small}": a.transactions, f"transactions_{large}": b.transactions,
